@@ -1,0 +1,236 @@
+//! From CEL values to typed span attributes.
+//!
+//! The rules (DESIGN.md, "From a CEL value to span attributes"): string, int, double
+//! and bool stay typed; a homogeneous list of scalars becomes an OTel array; a map or
+//! a mixed list that was not flattened becomes its JSON string; null adds nothing.
+//! A value produced by `flatten`/`flattenRecursive` expands to one attribute per entry.
+
+use cel::common::types::{
+    CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use serde_json::Value as Json;
+
+use crate::functions::Flattened;
+
+/// Nesting beyond which values are cut off (rendered as `"…"`), so that hostile
+/// request data (say a tool schema nested 10,000 deep) cannot exhaust the stack.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// A typed OTel attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    String(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    StringArray(Vec<String>),
+    IntArray(Vec<i64>),
+    DoubleArray(Vec<f64>),
+    BoolArray(Vec<bool>),
+}
+
+impl AttrValue {
+    /// The value as JSON, with JSON types matching the attribute type (arrays for
+    /// OTel arrays). Used by `celgate preview --format json`.
+    pub fn to_json(&self) -> Json {
+        match self {
+            AttrValue::String(s) => Json::from(s.as_str()),
+            AttrValue::Int(i) => Json::from(*i),
+            AttrValue::Double(d) => Json::from(*d),
+            AttrValue::Bool(b) => Json::from(*b),
+            AttrValue::StringArray(v) => Json::from(v.clone()),
+            AttrValue::IntArray(v) => Json::from(v.clone()),
+            AttrValue::DoubleArray(v) => Json::from(v.clone()),
+            AttrValue::BoolArray(v) => Json::from(v.clone()),
+        }
+    }
+
+    /// Cut string values (and string array elements) to at most `max` bytes, on a
+    /// character boundary.
+    pub fn truncate(&mut self, max: usize) {
+        match self {
+            AttrValue::String(s) => truncate_str(s, max),
+            AttrValue::StringArray(v) => v.iter_mut().for_each(|s| truncate_str(s, max)),
+            _ => {}
+        }
+    }
+}
+
+impl std::fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttrValue::String(s) => write!(f, "{s:?}"),
+            other => write!(f, "{}", other.to_json()),
+        }
+    }
+}
+
+fn truncate_str(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// Convert the result of one expression into attributes under `key`, appending them
+/// to `out`. Null adds nothing.
+pub fn push_value(key: &str, value: &dyn Val, out: &mut Vec<(String, AttrValue)>) {
+    if let Some(flat) = value.downcast_ref::<Flattened>() {
+        for (suffix, v) in &flat.entries {
+            let full = if suffix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{key}.{suffix}")
+            };
+            out.push((full, v.clone()));
+        }
+        return;
+    }
+    if let Some(v) = scalar(value) {
+        out.push((key.to_owned(), v));
+        return;
+    }
+    if value.downcast_ref::<CelNull>().is_some() {
+        return;
+    }
+    if let Some(list) = value.downcast_ref::<CelList>() {
+        if let Some(array) = homogeneous_array(list.inner()) {
+            out.push((key.to_owned(), array));
+            return;
+        }
+    }
+    out.push((
+        key.to_owned(),
+        AttrValue::String(to_json(value).to_string()),
+    ));
+}
+
+/// A scalar value as an attribute; `None` for null, lists, maps and other kinds.
+pub fn scalar(value: &dyn Val) -> Option<AttrValue> {
+    if let Some(s) = value.downcast_ref::<CelString>() {
+        return Some(AttrValue::String(s.inner().to_owned()));
+    }
+    if let Some(i) = value.downcast_ref::<CelInt>() {
+        return Some(AttrValue::Int(*i.inner()));
+    }
+    if let Some(d) = value.downcast_ref::<CelDouble>() {
+        return Some(AttrValue::Double(*d.inner()));
+    }
+    if let Some(b) = value.downcast_ref::<CelBool>() {
+        return Some(AttrValue::Bool(*b.inner()));
+    }
+    if let Some(u) = value.downcast_ref::<CelUInt>() {
+        let u = *u.inner();
+        return Some(match i64::try_from(u) {
+            Ok(i) => AttrValue::Int(i),
+            Err(_) => AttrValue::String(u.to_string()),
+        });
+    }
+    None
+}
+
+/// A list whose elements are all scalars of one type, as an OTel array. An empty
+/// list becomes an empty string array.
+fn homogeneous_array(items: &[Box<dyn Val + '_>]) -> Option<AttrValue> {
+    let mut scalars = items.iter().map(|v| scalar(v.as_ref()));
+    let first = match scalars.next() {
+        None => return Some(AttrValue::StringArray(Vec::new())),
+        Some(first) => first?,
+    };
+    macro_rules! collect {
+        ($variant:ident, $array:ident, $first:expr) => {{
+            let mut out = vec![$first];
+            for s in scalars {
+                match s? {
+                    AttrValue::$variant(x) => out.push(x),
+                    _ => return None,
+                }
+            }
+            Some(AttrValue::$array(out))
+        }};
+    }
+    match first {
+        AttrValue::String(s) => collect!(String, StringArray, s),
+        AttrValue::Int(i) => collect!(Int, IntArray, i),
+        AttrValue::Double(d) => collect!(Double, DoubleArray, d),
+        AttrValue::Bool(b) => collect!(Bool, BoolArray, b),
+        _ => None,
+    }
+}
+
+/// Any CEL value as JSON. Map keys are sorted (CEL maps are unordered; sorted keys
+/// keep output stable). Bytes become base64-free lossy UTF-8; values nested deeper
+/// than [`MAX_VALUE_DEPTH`] become the string `"…"`.
+pub fn to_json(value: &dyn Val) -> Json {
+    to_json_depth(value, 0)
+}
+
+fn to_json_depth(value: &dyn Val, depth: usize) -> Json {
+    if depth > MAX_VALUE_DEPTH {
+        return Json::from("…");
+    }
+    if let Some(flat) = value.downcast_ref::<Flattened>() {
+        let map = flat
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect();
+        return Json::Object(map);
+    }
+    if let Some(s) = scalar(value) {
+        return s.to_json();
+    }
+    if value.downcast_ref::<CelNull>().is_some() {
+        return Json::Null;
+    }
+    if let Some(list) = value.downcast_ref::<CelList>() {
+        return Json::Array(
+            list.inner()
+                .iter()
+                .map(|v| to_json_depth(v.as_ref(), depth + 1))
+                .collect(),
+        );
+    }
+    if let Some(map) = value.downcast_ref::<CelMap>() {
+        let obj: serde_json::Map<String, Json> = map
+            .inner()
+            .iter()
+            .map(|(k, v)| (key_string(k), to_json_depth(v.as_ref(), depth + 1)))
+            .collect();
+        return Json::Object(obj);
+    }
+    if let Some(b) = value.downcast_ref::<CelBytes>() {
+        return Json::from(String::from_utf8_lossy(b.inner()).into_owned());
+    }
+    // Types, durations, timestamps, optionals: their CEL rendering.
+    Json::from(format!("{value:?}"))
+}
+
+/// A map key as the string used in JSON objects and flattened attribute names.
+pub fn key_string(key: &CelMapKey<'_>) -> String {
+    match key {
+        CelMapKey::String(s) => s.inner().to_owned(),
+        CelMapKey::Int(i) => i.inner().to_string(),
+        CelMapKey::UInt(u) => u.inner().to_string(),
+        CelMapKey::Bool(b) => b.inner().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let mut v = AttrValue::String("héllo".into());
+        v.truncate(2);
+        assert_eq!(v, AttrValue::String("h".into()));
+        let mut v = AttrValue::StringArray(vec!["abc".into(), "de".into()]);
+        v.truncate(2);
+        assert_eq!(v, AttrValue::StringArray(vec!["ab".into(), "de".into()]));
+    }
+}

@@ -1,0 +1,315 @@
+//! The `config.yaml` model.
+//!
+//! The `config.tracing` block is agentgateway's, so ConfigMaps written for it work
+//! unchanged; celgate adds `preset`, `resources`, `limits`, `privacy` and the
+//! gateway's own top-level keys (`listen`, `admin`, `backends`). Unknown keys are
+//! errors (a typo'd key would otherwise be silently ignored), duplicate keys too.
+//! The JSON Schema in `schema/config.schema.json` is generated from these types.
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A position in the YAML source (1-based).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl From<serde_saphyr::Location> for Pos {
+    fn from(l: serde_saphyr::Location) -> Self {
+        Pos {
+            line: l.line() as u32,
+            column: l.column() as u32,
+        }
+    }
+}
+
+/// The whole file. A file holding only the `config:` block (as in the agentgateway
+/// docs) is valid.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "celgate config.yaml")]
+pub struct ConfigFile {
+    /// agentgateway-compatible settings.
+    #[serde(default)]
+    pub config: ConfigBlock,
+    /// Address the proxy listens on. Default `0.0.0.0:8080`. Changing it needs a restart.
+    pub listen: Option<String>,
+    /// Address of the admin endpoints (healthz, readyz, metrics, config).
+    /// Default `127.0.0.1:9901`.
+    pub admin: Option<String>,
+    /// Upstream LLM backends, matched by model in order.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+/// The `config:` block.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBlock {
+    /// Tracing: where spans go and which attributes they carry.
+    pub tracing: Option<Tracing>,
+}
+
+/// The `config.tracing` block.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tracing {
+    /// A built-in attribute set for one backend. `fields.add` entries override
+    /// the preset's keys of the same name.
+    pub preset: Option<PresetName>,
+    /// OTLP collector endpoint, e.g. `http://phoenix:4317`. Falls back to
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `stdout` prints spans to the console instead.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http` (OTLP/HTTP protobuf).
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Headers sent with every export; values may reference env vars as `${NAME}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `true`/`false`, a ratio in 0..1, or a CEL expression over the request.
+    #[schemars(with = "Option<Sampling>")]
+    pub random_sampling: Option<Spanned<Sampling>>,
+    /// Honour the sampled flag of an incoming `traceparent`: `true`/`false`, or a
+    /// CEL expression.
+    #[schemars(with = "Option<Sampling>")]
+    pub client_sampling: Option<Spanned<Sampling>>,
+    /// Resource attributes: name -> CEL expression, evaluated once per config load.
+    #[serde(default)]
+    pub resources: Fields,
+    /// Span attributes.
+    #[serde(default)]
+    pub fields: FieldsBlock,
+    /// Caps on attributes, applied last; values are truncated rather than dropped.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Keep prompt or completion text out of every attribute.
+    #[serde(default)]
+    pub privacy: Privacy,
+}
+
+/// The built-in presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PresetName {
+    Jaeger,
+    Langfuse,
+    Phoenix,
+    Openllmetry,
+}
+
+impl PresetName {
+    pub const ALL: [PresetName; 4] = [
+        PresetName::Jaeger,
+        PresetName::Langfuse,
+        PresetName::Phoenix,
+        PresetName::Openllmetry,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresetName::Jaeger => "jaeger",
+            PresetName::Langfuse => "langfuse",
+            PresetName::Phoenix => "phoenix",
+            PresetName::Openllmetry => "openllmetry",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PresetName> {
+        PresetName::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`/v1/traces`).
+    Http,
+}
+
+/// A sampling decision: fixed, a ratio, or a CEL expression yielding a bool.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sampling {
+    Bool(bool),
+    Ratio(f64),
+    Expression(String),
+}
+
+/// `fields:` — what to add and what to remove.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsBlock {
+    /// Attribute name -> CEL expression, evaluated per request, in order. The key
+    /// `span.name` sets the span name and `span.kind` its kind.
+    #[serde(default)]
+    pub add: Fields,
+    /// Attribute names (or prefixes ending in `.*`) to drop from the result.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Limits on the attributes of one span.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// At most this many attributes per span (default 128); the rest are dropped
+    /// and counted.
+    pub max_attributes: Option<usize>,
+    /// String values longer than this many bytes are truncated (default 32768).
+    pub max_value_length: Option<usize>,
+}
+
+/// Privacy switches (OpenInference's `OPENINFERENCE_HIDE_INPUTS`/`_OUTPUTS` work too).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Privacy {
+    /// No prompt text in any attribute; `llm.requestBody` reads `__REDACTED__`.
+    pub hide_inputs: Option<bool>,
+    /// No completion text in any attribute; `llm.responseBody` reads `__REDACTED__`.
+    pub hide_outputs: Option<bool>,
+}
+
+/// One backend under `backends:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backend {
+    /// Name used in logs, metrics and `backend.name`.
+    pub name: String,
+    /// What `llm.provider` evaluates to (`openai`, `gemini`, ...). Default `openai`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// What you would give an OpenAI SDK as `base_url`, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Where the API key comes from: never plain text in the ConfigMap.
+    pub api_key: Option<SecretRef>,
+    /// Exact model names and `*` patterns this backend serves; first match wins.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+fn default_provider() -> String {
+    "openai".to_owned()
+}
+
+/// A secret's source.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// Name of an environment variable.
+    Env(String),
+    /// Path of a mounted secret file (trailing newline trimmed).
+    File(String),
+}
+
+/// One `name: expression` entry, with where it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    pub key: String,
+    pub expr: String,
+    /// Where the key is written.
+    pub key_pos: Pos,
+    /// Where the expression's scalar starts.
+    pub expr_pos: Pos,
+}
+
+/// An ordered `name: CEL expression` map that remembers positions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fields(pub Vec<Field>);
+
+impl Fields {
+    pub fn iter(&self) -> impl Iterator<Item = &Field> {
+        self.0.iter()
+    }
+}
+
+/// An expression written as a YAML scalar: a string, or a bare number or bool
+/// (`llm.is_streaming: true` is the CEL expression `true`).
+struct ExprText(String);
+
+impl<'de> Deserialize<'de> for ExprText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ExprText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a CEL expression (a string)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExprText, E> {
+                Ok(ExprText(format!("{v:?}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of attribute name to CEL expression")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Fields, E> {
+                Ok(Fields::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value: Spanned<ExprText> = map.next_value()?;
+                    out.push(Field {
+                        key: key.value,
+                        expr: value.value.0,
+                        key_pos: key.referenced.into(),
+                        expr_pos: value.referenced.into(),
+                    });
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl JsonSchema for Fields {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Fields".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Attribute name -> CEL expression (a string; bare numbers and booleans are literal expressions).",
+            "type": ["object", "null"],
+            "additionalProperties": {"type": ["string", "number", "boolean"]}
+        })
+    }
+}
+
+/// The JSON Schema of `config.yaml`, as checked in at `schema/config.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ConfigFile);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

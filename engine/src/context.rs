@@ -1,0 +1,542 @@
+//! The CEL context: the variables expressions can read, served lazily from an
+//! [`Exchange`].
+//!
+//! Nothing is serialised up front. When an expression reads `llm.requestModel`, the
+//! interpreter asks the resolver for that qualified name and gets just that value,
+//! borrowing the exchange's strings. Values are built at most once per exchange and
+//! shared by every expression that reads them. Absent optional values are `null`
+//! (which adds no attribute) rather than errors.
+
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::attributes::MAX_VALUE_DEPTH;
+use crate::exchange::{Choice, Exchange, Message, ToolCall};
+
+/// What replaces hidden request or response bodies (OpenInference's convention).
+pub const REDACTED: &str = "__REDACTED__";
+
+/// The top-level variables.
+pub const ROOTS: &[&str] = &["llm", "request", "response", "source", "backend"];
+
+/// One variable of the context, for validation, suggestions and documentation.
+#[derive(Clone, Copy, Debug)]
+pub struct VarSpec {
+    /// Canonical name, e.g. `llm.requestModel`.
+    pub name: &'static str,
+    /// The other accepted spelling, e.g. `llm.request_model`.
+    pub alias: Option<&'static str>,
+    pub cel_type: &'static str,
+    pub doc: &'static str,
+    var: Var,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Var {
+    Provider,
+    Operation,
+    RequestModel,
+    ResponseModel,
+    ResponseId,
+    Streaming,
+    Prompt,
+    Completion,
+    Choices,
+    ToolCalls,
+    Tools,
+    InputTokens,
+    OutputTokens,
+    TotalTokens,
+    Params,
+    FinishReasons,
+    RequestBody,
+    ResponseBody,
+    ReqMethod,
+    ReqPath,
+    ReqHeaders,
+    RespStatus,
+    RespDuration,
+    RespHeaders,
+    RespError,
+    SourceAddress,
+    BackendName,
+    BackendAddress,
+    BackendPort,
+    // Whole roots, for `llm["x"]`-style access and `has(llm.x)`.
+    Llm,
+    Request,
+    Response,
+    Source,
+    Backend,
+}
+
+const SLOTS: usize = Var::Backend as usize + 1;
+
+macro_rules! var {
+    ($name:literal, $alias:expr, $ty:literal, $var:ident, $doc:literal) => {
+        VarSpec {
+            name: $name,
+            alias: $alias,
+            cel_type: $ty,
+            doc: $doc,
+            var: Var::$var,
+        }
+    };
+}
+
+/// Every variable an expression may read.
+pub const VARIABLES: &[VarSpec] = &[
+    var!(
+        "llm.provider",
+        None,
+        "string",
+        Provider,
+        "Provider of the backend that served the request (`openai`, `gemini`, ...)."
+    ),
+    var!(
+        "llm.operation",
+        None,
+        "string",
+        Operation,
+        "`chat`, `text_completion`, `embeddings` or `other`: the OTel `gen_ai.operation.name`."
+    ),
+    var!(
+        "llm.requestModel",
+        Some("llm.request_model"),
+        "string",
+        RequestModel,
+        "Model the client asked for."
+    ),
+    var!(
+        "llm.responseModel",
+        Some("llm.response_model"),
+        "string | null",
+        ResponseModel,
+        "Model the upstream reported."
+    ),
+    var!(
+        "llm.responseId",
+        Some("llm.response_id"),
+        "string | null",
+        ResponseId,
+        "Response id the upstream reported (`chatcmpl-...`)."
+    ),
+    var!(
+        "llm.streaming",
+        None,
+        "bool",
+        Streaming,
+        "The request asked for SSE streaming."
+    ),
+    var!(
+        "llm.prompt",
+        None,
+        "list of map",
+        Prompt,
+        "Request messages: `{role, content, name, tool_calls, tool_call_id}`; text parts joined; `tool_calls` entries are `{id, name, arguments}`. Empty when inputs are hidden."
+    ),
+    var!(
+        "llm.completion",
+        None,
+        "list of string",
+        Completion,
+        "One string per choice, streamed deltas joined. Empty when outputs are hidden."
+    ),
+    var!(
+        "llm.choices",
+        None,
+        "list of map",
+        Choices,
+        "Response choices: `{index, role, content, tool_calls, finish_reason}`. Empty when outputs are hidden."
+    ),
+    var!(
+        "llm.toolCalls",
+        Some("llm.tool_calls"),
+        "list of map",
+        ToolCalls,
+        "Tool calls in the response, all choices: `{id, name, arguments}` (streamed ones accumulated by index). Empty when outputs are hidden."
+    ),
+    var!(
+        "llm.tools",
+        None,
+        "list of map",
+        Tools,
+        "Tool definitions sent in the request, as sent."
+    ),
+    var!(
+        "llm.inputTokens",
+        Some("llm.input_tokens"),
+        "int | null",
+        InputTokens,
+        "Prompt tokens as reported by the upstream."
+    ),
+    var!(
+        "llm.outputTokens",
+        Some("llm.output_tokens"),
+        "int | null",
+        OutputTokens,
+        "Completion tokens as reported by the upstream."
+    ),
+    var!(
+        "llm.totalTokens",
+        Some("llm.total_tokens"),
+        "int | null",
+        TotalTokens,
+        "Total tokens as reported by the upstream."
+    ),
+    var!(
+        "llm.params",
+        None,
+        "map",
+        Params,
+        "Generation parameters as sent: temperature, max_tokens, top_p, frequency_penalty, presence_penalty, seed, stop, n, ..."
+    ),
+    var!(
+        "llm.finishReasons",
+        Some("llm.finish_reasons"),
+        "list of string",
+        FinishReasons,
+        "Finish reason per choice."
+    ),
+    var!(
+        "llm.requestBody",
+        Some("llm.request_body"),
+        "string | null",
+        RequestBody,
+        "The raw request body. `__REDACTED__` when inputs are hidden."
+    ),
+    var!(
+        "llm.responseBody",
+        Some("llm.response_body"),
+        "string | null",
+        ResponseBody,
+        "The raw response body (for streams: the accumulated response as one JSON document). `__REDACTED__` when outputs are hidden."
+    ),
+    var!("request.method", None, "string", ReqMethod, "HTTP method."),
+    var!(
+        "request.path",
+        None,
+        "string",
+        ReqPath,
+        "Request path as the client sent it."
+    ),
+    var!(
+        "request.headers",
+        None,
+        "map of string",
+        ReqHeaders,
+        "Request headers, lower-case names; authorization, api keys and cookies excluded."
+    ),
+    var!(
+        "response.status",
+        None,
+        "int | null",
+        RespStatus,
+        "HTTP status returned to the client."
+    ),
+    var!(
+        "response.duration",
+        None,
+        "double | null",
+        RespDuration,
+        "Milliseconds from request arrival to the end of the response body."
+    ),
+    var!(
+        "response.headers",
+        None,
+        "map of string",
+        RespHeaders,
+        "Response headers, lower-case names; secrets excluded."
+    ),
+    var!(
+        "response.error",
+        None,
+        "string | null",
+        RespError,
+        "Why the call failed, in OTel `error.type` form (`500`, `timeout`, `stream_cut`, ...); null on success."
+    ),
+    var!(
+        "source.address",
+        None,
+        "string | null",
+        SourceAddress,
+        "Client address `ip:port`."
+    ),
+    var!(
+        "backend.name",
+        None,
+        "string | null",
+        BackendName,
+        "Name of the backend that served the request."
+    ),
+    var!(
+        "backend.address",
+        None,
+        "string | null",
+        BackendAddress,
+        "Host of the backend's base URL (`server.address`)."
+    ),
+    var!(
+        "backend.port",
+        None,
+        "int | null",
+        BackendPort,
+        "Port of the backend's base URL (`server.port`)."
+    ),
+];
+
+const ROOT_VARS: &[(&str, Var)] = &[
+    ("llm", Var::Llm),
+    ("request", Var::Request),
+    ("response", Var::Response),
+    ("source", Var::Source),
+    ("backend", Var::Backend),
+];
+
+fn lookup(name: &str) -> Option<Var> {
+    if let Some((_, v)) = ROOT_VARS.iter().find(|(n, _)| *n == name) {
+        return Some(*v);
+    }
+    VARIABLES
+        .iter()
+        .find(|s| s.name == name || s.alias == Some(name))
+        .map(|s| s.var)
+}
+
+/// Whether `root.field` names a variable (either spelling).
+pub fn is_known(root: &str, field: &str) -> bool {
+    VARIABLES.iter().any(|s| {
+        let matches = |n: &str| n.split_once('.') == Some((root, field));
+        matches(s.name) || s.alias.is_some_and(matches)
+    })
+}
+
+/// Every accepted spelling of a field under `root`, for suggestions.
+pub fn fields_of(root: &str) -> impl Iterator<Item = &'static str> + '_ {
+    VARIABLES
+        .iter()
+        .flat_map(|s| std::iter::once(s.name).chain(s.alias))
+        .filter_map(move |n| {
+            n.split_once('.')
+                .filter(|(r, _)| *r == root)
+                .map(|(_, f)| f)
+        })
+}
+
+/// What an exchange shows: privacy switches applied at the source, so no expression
+/// of any preset or user config can read hidden text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Visibility {
+    pub hide_inputs: bool,
+    pub hide_outputs: bool,
+}
+
+/// Serves the variables of one exchange to the interpreter.
+pub struct ExchangeResolver<'a> {
+    ex: &'a Exchange,
+    vis: Visibility,
+    slots: [OnceLock<Box<dyn Val + 'a>>; SLOTS],
+}
+
+impl<'a> ExchangeResolver<'a> {
+    pub fn new(ex: &'a Exchange, vis: Visibility) -> Self {
+        ExchangeResolver {
+            ex,
+            vis,
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn get(&self, var: Var) -> &(dyn Val + 'a) {
+        self.slots[var as usize]
+            .get_or_init(|| self.build(var))
+            .as_ref()
+    }
+
+    fn build(&self, var: Var) -> Box<dyn Val + 'a> {
+        let ex = self.ex;
+        let hide_in = self.vis.hide_inputs;
+        let hide_out = self.vis.hide_outputs;
+        match var {
+            Var::Provider => string(&ex.provider),
+            Var::Operation => string(ex.operation.as_str()),
+            Var::RequestModel => opt_string(ex.request_model.as_deref()),
+            Var::ResponseModel => opt_string(ex.response_model.as_deref()),
+            Var::ResponseId => opt_string(ex.response_id.as_deref()),
+            Var::Streaming => Box::new(CelBool::from(ex.streaming)),
+            Var::Prompt if hide_in => empty_list(),
+            Var::Prompt => list(ex.prompt.iter().map(message)),
+            Var::Completion if hide_out => empty_list(),
+            Var::Completion => list(
+                ex.choices
+                    .iter()
+                    .map(|c| string(c.content.as_deref().unwrap_or(""))),
+            ),
+            Var::Choices if hide_out => empty_list(),
+            Var::Choices => list(ex.choices.iter().map(choice)),
+            Var::ToolCalls if hide_out => empty_list(),
+            Var::ToolCalls => list(
+                ex.choices
+                    .iter()
+                    .flat_map(|c| c.tool_calls.iter())
+                    .map(tool_call),
+            ),
+            Var::Tools => list(ex.tools.iter().map(|t| json(t, 0))),
+            Var::InputTokens => opt_int(ex.input_tokens),
+            Var::OutputTokens => opt_int(ex.output_tokens),
+            Var::TotalTokens => opt_int(ex.total_tokens),
+            Var::Params => map(ex.params.iter().map(|(k, v)| (k.as_str(), json(v, 0)))),
+            Var::FinishReasons => list(
+                ex.choices
+                    .iter()
+                    .map(|c| string(c.finish_reason.as_deref().unwrap_or(""))),
+            ),
+            Var::RequestBody => redactable(ex.request_body.as_deref(), hide_in),
+            Var::ResponseBody => redactable(ex.response_body.as_deref(), hide_out),
+            Var::ReqMethod => string(&ex.request.method),
+            Var::ReqPath => string(&ex.request.path),
+            Var::ReqHeaders => headers(&ex.request.headers),
+            Var::RespStatus => opt_int(ex.response.status.map(i64::from)),
+            Var::RespDuration => match ex.response.duration_ms {
+                Some(d) => Box::new(CelDouble::from(d)),
+                None => Box::new(CelNull),
+            },
+            Var::RespHeaders => headers(&ex.response.headers),
+            Var::RespError => opt_string(ex.error_type.as_deref()),
+            Var::SourceAddress => opt_string(ex.source_address.as_deref()),
+            Var::BackendName => opt_string(ex.backend_name.as_deref()),
+            Var::BackendAddress => opt_string(ex.backend_host.as_deref()),
+            Var::BackendPort => opt_int(ex.backend_port.map(i64::from)),
+            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend => {
+                let root = ROOT_VARS
+                    .iter()
+                    .find(|(_, v)| *v == var)
+                    .map(|(n, _)| *n)
+                    .unwrap_or_default();
+                let mut entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+                for spec in VARIABLES {
+                    for name in std::iter::once(spec.name).chain(spec.alias) {
+                        if let Some((r, field)) = name.split_once('.')
+                            && r == root
+                        {
+                            entries.insert(
+                                CelMapKey::from(field),
+                                self.get(spec.var).clone_as_boxed(),
+                            );
+                        }
+                    }
+                }
+                Box::new(CelMap::from(entries))
+            }
+        }
+    }
+}
+
+impl VariableResolver for ExchangeResolver<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let var = lookup(variable)?;
+        Some(CowVal::Borrowed(self.get(var)))
+    }
+}
+
+fn string(s: &str) -> Box<dyn Val + '_> {
+    Box::new(CelString::from(s))
+}
+
+fn opt_string(s: Option<&str>) -> Box<dyn Val + '_> {
+    match s {
+        Some(s) => string(s),
+        None => Box::new(CelNull),
+    }
+}
+
+fn redactable(s: Option<&str>, hidden: bool) -> Box<dyn Val + '_> {
+    match (s, hidden) {
+        (Some(_), true) => string(REDACTED),
+        (s, _) => opt_string(s),
+    }
+}
+
+fn opt_int<'a>(i: Option<i64>) -> Box<dyn Val + 'a> {
+    match i {
+        Some(i) => Box::new(CelInt::from(i)),
+        None => Box::new(CelNull),
+    }
+}
+
+fn empty_list<'a>() -> Box<dyn Val + 'a> {
+    Box::new(CelList::from(Vec::new()))
+}
+
+fn list<'a>(items: impl Iterator<Item = Box<dyn Val + 'a>>) -> Box<dyn Val + 'a> {
+    Box::new(CelList::from(items.collect::<Vec<_>>()))
+}
+
+fn map<'a>(entries: impl Iterator<Item = (&'a str, Box<dyn Val + 'a>)>) -> Box<dyn Val + 'a> {
+    let entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
+        entries.map(|(k, v)| (CelMapKey::from(k), v)).collect();
+    Box::new(CelMap::from(entries))
+}
+
+fn headers(h: &[(String, String)]) -> Box<dyn Val + '_> {
+    map(h.iter().map(|(k, v)| (k.as_str(), string(v))))
+}
+
+fn tool_call(t: &ToolCall) -> Box<dyn Val + '_> {
+    map([
+        ("id", string(&t.id)),
+        ("name", string(&t.name)),
+        ("arguments", string(&t.arguments)),
+    ]
+    .into_iter())
+}
+
+fn message(m: &Message) -> Box<dyn Val + '_> {
+    map([
+        ("role", string(&m.role)),
+        ("content", opt_string(m.content.as_deref())),
+        ("name", opt_string(m.name.as_deref())),
+        ("tool_calls", list(m.tool_calls.iter().map(tool_call))),
+        ("tool_call_id", opt_string(m.tool_call_id.as_deref())),
+    ]
+    .into_iter())
+}
+
+fn choice(c: &Choice) -> Box<dyn Val + '_> {
+    map([
+        (
+            "index",
+            Box::new(CelInt::from(i64::from(c.index))) as Box<dyn Val>,
+        ),
+        ("role", string(&c.role)),
+        ("content", opt_string(c.content.as_deref())),
+        ("tool_calls", list(c.tool_calls.iter().map(tool_call))),
+        ("finish_reason", opt_string(c.finish_reason.as_deref())),
+    ]
+    .into_iter())
+}
+
+/// JSON as CEL, borrowing strings. Nesting beyond [`MAX_VALUE_DEPTH`] is cut to the
+/// string `"…"` so hostile request data cannot exhaust the stack.
+fn json(v: &Json, depth: usize) -> Box<dyn Val + '_> {
+    if depth > MAX_VALUE_DEPTH {
+        return string("…");
+    }
+    match v {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => string(s),
+        Json::Array(a) => list(a.iter().map(|x| json(x, depth + 1))),
+        Json::Object(o) => map(o.iter().map(|(k, x)| (k.as_str(), json(x, depth + 1)))),
+    }
+}

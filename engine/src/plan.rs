@@ -1,0 +1,601 @@
+//! Loading a config into a [`TracingPlan`]: parse, merge the preset, compile every
+//! expression once; then evaluate the plan per request.
+
+use cel::{Context, Env, Program, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::attributes::{self, AttrValue};
+use crate::compile::{self, ExprError};
+use crate::config::{
+    ConfigFile, Field, Limits, OtlpProtocol, Pos, PresetName, Privacy, Sampling, Tracing,
+};
+use crate::context::{ExchangeResolver, Visibility};
+use crate::diagnostics::{ConfigError, Diagnostic, Snippet};
+use crate::exchange::Exchange;
+use crate::{functions, presets};
+
+/// Default cap on attributes per span.
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 128;
+/// Default cap on one string value, in bytes.
+pub const DEFAULT_MAX_VALUE_LENGTH: usize = 32 * 1024;
+/// Stack for the compiling thread: the `cel` parser recurses on the input.
+const COMPILE_STACK: usize = 256 * 1024 * 1024;
+
+/// Settings that come from the process environment rather than the file. The
+/// engine reads no environment itself: the caller hands these over.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// `OPENINFERENCE_HIDE_INPUTS`.
+    pub hide_inputs: Option<bool>,
+    /// `OPENINFERENCE_HIDE_OUTPUTS`.
+    pub hide_outputs: Option<bool>,
+}
+
+/// A parsed and compiled config.
+pub struct Loaded {
+    pub file: ConfigFile,
+    pub plan: TracingPlan,
+}
+
+/// Where a field came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Preset(PresetName),
+    User,
+}
+
+/// OTel span kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpanKind {
+    #[default]
+    Client,
+    Server,
+    Internal,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Client => "CLIENT",
+            SpanKind::Server => "SERVER",
+            SpanKind::Internal => "INTERNAL",
+            SpanKind::Producer => "PRODUCER",
+            SpanKind::Consumer => "CONSUMER",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SpanKind> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "client" => SpanKind::Client,
+            "server" => SpanKind::Server,
+            "internal" => SpanKind::Internal,
+            "producer" => SpanKind::Producer,
+            "consumer" => SpanKind::Consumer,
+            _ => return None,
+        })
+    }
+}
+
+/// A sampling rule, compiled.
+#[derive(Debug)]
+pub enum Sampler {
+    Always,
+    Never,
+    Ratio(f64),
+    Expression(Box<Program>),
+}
+
+#[derive(Debug)]
+struct CompiledField {
+    key: String,
+    expr: String,
+    origin: Origin,
+    program: Program,
+}
+
+/// What one evaluation produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpanRecord {
+    pub name: String,
+    pub kind: SpanKind,
+    /// In expression order; keys are unique (a later expression wins).
+    pub attributes: Vec<(String, AttrValue)>,
+    /// Expressions that failed at run time: (attribute key, error). Their
+    /// attributes are absent.
+    pub errors: Vec<(String, String)>,
+    /// Attributes cut by `limits.maxAttributes`.
+    pub dropped_attributes: usize,
+}
+
+/// Everything needed to turn an exchange into span attributes, compiled once per
+/// config load and shared by all requests.
+pub struct TracingPlan {
+    env: Arc<Env>,
+    fields: Vec<CompiledField>,
+    errors_by_field: Vec<AtomicU64>,
+    remove: Vec<String>,
+    max_attributes: usize,
+    max_value_length: usize,
+    visibility: Visibility,
+    reads: BTreeSet<String>,
+    /// The preset in effect, if any.
+    pub preset: Option<PresetName>,
+    /// Resource attributes, evaluated at load.
+    pub resources: Vec<(String, AttrValue)>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: Option<OtlpProtocol>,
+    pub headers: Vec<(String, String)>,
+    pub random_sampling: Sampler,
+    pub client_sampling: Sampler,
+}
+
+/// A fresh CEL environment: the standard library plus celgate's functions.
+pub fn cel_env() -> Arc<Env> {
+    let mut env = Env::stdlib();
+    functions::install(&mut env).expect("celgate functions declare without conflict");
+    Arc::new(env)
+}
+
+/// Parse `yaml` (a whole config.yaml, or just its `config:` block) and compile it.
+pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let file = parse_yaml::<ConfigFile>(yaml)?;
+    let plan = TracingPlan::build(file.config.tracing.as_ref(), opts)?;
+    Ok(Loaded { file, plan })
+}
+
+/// Deserialize YAML, mapping errors to a positioned diagnostic.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(yaml).map_err(|e| {
+        let pos = e
+            .location()
+            .map(Pos::from)
+            .unwrap_or(Pos { line: 1, column: 1 });
+        let message = yaml_message(&e);
+        ConfigError::single(Diagnostic::new(pos, message))
+    })
+}
+
+/// serde-saphyr's message without its own location suffix or snippet: celgate
+/// prints `FILE:LINE:COL:` itself.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let mut first = text.lines().next().unwrap_or("invalid YAML").trim();
+    // "... at line 3, column 5" is already in our prefix.
+    if let Some(i) = first.rfind(" at line ") {
+        first = &first[..i];
+    }
+    // The parser's hint is for programmers, not operators.
+    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
+        return format!("duplicate key `{key}`: each key may appear only once in a mapping");
+    }
+    first.to_owned()
+}
+
+fn preset_tracing(name: PresetName) -> Result<Tracing, ConfigError> {
+    parse_yaml::<Tracing>(presets::source(name)).map_err(|e| ConfigError {
+        diagnostics: e
+            .diagnostics
+            .into_iter()
+            .map(|d| Diagnostic {
+                message: format!("in preset {}: {}", presets::file_name(name), d.message),
+                ..d
+            })
+            .collect(),
+    })
+}
+
+struct Source<'a> {
+    field: &'a Field,
+    origin: Origin,
+}
+
+fn hidden(config: Option<bool>, env: Option<bool>, preset: Option<bool>) -> bool {
+    config == Some(true)
+        || env == Some(true)
+        || (config.is_none() && env.is_none() && preset == Some(true))
+}
+
+impl TracingPlan {
+    fn build(user: Option<&Tracing>, opts: &LoadOptions) -> Result<TracingPlan, ConfigError> {
+        let empty = Tracing::default();
+        let user = user.unwrap_or(&empty);
+        let preset = match user.preset {
+            Some(name) => Some((name, preset_tracing(name)?)),
+            None => None,
+        };
+        let preset_privacy = preset
+            .as_ref()
+            .map(|(_, p)| p.privacy)
+            .unwrap_or(Privacy::default());
+
+        // Merge: preset fields in preset order, user keys replace them in place,
+        // new user keys follow.
+        let mut merged: Vec<Source> = Vec::new();
+        if let Some((name, p)) = &preset {
+            merged.extend(p.fields.add.iter().map(|field| Source {
+                field,
+                origin: Origin::Preset(*name),
+            }));
+        }
+        for field in user.fields.add.iter() {
+            let src = Source {
+                field,
+                origin: Origin::User,
+            };
+            match merged
+                .iter_mut()
+                .find(|s| s.origin != Origin::User && s.field.key == field.key)
+            {
+                Some(slot) => *slot = src,
+                None => merged.push(src),
+            }
+        }
+        let mut resources: Vec<Source> = Vec::new();
+        if let Some((name, p)) = &preset {
+            resources.extend(p.resources.iter().map(|field| Source {
+                field,
+                origin: Origin::Preset(*name),
+            }));
+        }
+        resources.extend(user.resources.iter().map(|field| Source {
+            field,
+            origin: Origin::User,
+        }));
+
+        let env = cel_env();
+        let sampling = [&user.random_sampling, &user.client_sampling];
+
+        // Compile everything on one thread with a large stack.
+        let compiled = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("celgate-compile".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(s, || {
+                    let fields: Vec<_> = merged
+                        .iter()
+                        .map(|src| compile::compile(&env, &src.field.expr))
+                        .collect();
+                    let res: Vec<_> = resources
+                        .iter()
+                        .map(|src| compile::compile(&env, &src.field.expr))
+                        .collect();
+                    let samplers: Vec<_> = sampling
+                        .iter()
+                        .map(|s| match s.as_ref().map(|s| &s.value) {
+                            Some(Sampling::Expression(e)) => Some(compile::compile(&env, e)),
+                            _ => None,
+                        })
+                        .collect();
+                    (fields, res, samplers)
+                })
+                .map(|h| h.join())
+        });
+        let (fields, res, samplers) = match compiled {
+            Ok(Ok(r)) => r,
+            _ => {
+                return Err(ConfigError::single(Diagnostic::new(
+                    Pos { line: 1, column: 1 },
+                    "could not compile the expressions (compiler thread failed)",
+                )));
+            }
+        };
+
+        let mut diagnostics = Vec::new();
+        let mut out_fields = Vec::new();
+        let mut reads = BTreeSet::new();
+        for (src, result) in merged.iter().zip(fields) {
+            match result {
+                Ok(c) => {
+                    reads.extend(c.reads);
+                    out_fields.push(CompiledField {
+                        key: src.field.key.clone(),
+                        expr: src.field.expr.clone(),
+                        origin: src.origin,
+                        program: c.program,
+                    });
+                }
+                Err(e) => diagnostics.push(expr_diagnostic(src, "attribute", &e)),
+            }
+        }
+        let mut resource_values = Vec::new();
+        let empty_exchange = Exchange::default();
+        for (src, result) in resources.iter().zip(res) {
+            match result {
+                Ok(c) => {
+                    let resolver = ExchangeResolver::new(&empty_exchange, Visibility::default());
+                    let mut ctx = Context::with_env(Arc::clone(&env));
+                    ctx.set_variable_resolver(&resolver);
+                    match Value::resolve_val(c.program.expression(), &ctx) {
+                        Ok(v) => attributes::push_value(
+                            &src.field.key,
+                            v.as_ref(),
+                            &mut resource_values,
+                        ),
+                        Err(e) => diagnostics.push(Diagnostic {
+                            pos: src.field.key_pos,
+                            message: format!(
+                                "resource `{}`: evaluation failed: {e} (resources are evaluated once at load, without a request)",
+                                src.field.key
+                            ),
+                            snippet: None,
+                        }),
+                    }
+                }
+                Err(e) => diagnostics.push(expr_diagnostic(src, "resource", &e)),
+            }
+        }
+        let mut samplers_out = Vec::new();
+        for (name, (spec, compiled)) in ["randomSampling", "clientSampling"]
+            .iter()
+            .zip(sampling.iter().zip(samplers))
+        {
+            let sampler = match (spec.as_ref(), compiled) {
+                (None, _) => Sampler::Always,
+                (Some(s), Some(Ok(c))) => {
+                    let _ = s;
+                    reads.extend(c.reads);
+                    Sampler::Expression(Box::new(c.program))
+                }
+                (Some(s), Some(Err(e))) => {
+                    diagnostics.push(Diagnostic {
+                        pos: s.referenced.into(),
+                        message: format!("{name}: {e}"),
+                        snippet: snippet_of(s_expr(&s.value), &e),
+                    });
+                    Sampler::Always
+                }
+                (Some(s), None) => match s.value {
+                    Sampling::Bool(true) => Sampler::Always,
+                    Sampling::Bool(false) => Sampler::Never,
+                    Sampling::Ratio(r) if (0.0..=1.0).contains(&r) => Sampler::Ratio(r),
+                    Sampling::Ratio(r) => {
+                        diagnostics.push(Diagnostic::new(
+                            s.referenced.into(),
+                            format!("{name}: ratio {r} is outside 0..1"),
+                        ));
+                        Sampler::Always
+                    }
+                    Sampling::Expression(_) => Sampler::Always,
+                },
+            };
+            samplers_out.push(sampler);
+        }
+        if !diagnostics.is_empty() {
+            return Err(ConfigError { diagnostics });
+        }
+        let client_sampling = samplers_out.pop().unwrap_or(Sampler::Always);
+        let random_sampling = samplers_out.pop().unwrap_or(Sampler::Always);
+
+        let mut remove: Vec<String> = preset
+            .as_ref()
+            .map(|(_, p)| p.fields.remove.clone())
+            .unwrap_or_default();
+        remove.extend(user.fields.remove.iter().cloned());
+        let Limits {
+            max_attributes,
+            max_value_length,
+        } = user.limits;
+        let visibility = Visibility {
+            hide_inputs: hidden(
+                user.privacy.hide_inputs,
+                opts.hide_inputs,
+                preset_privacy.hide_inputs,
+            ),
+            hide_outputs: hidden(
+                user.privacy.hide_outputs,
+                opts.hide_outputs,
+                preset_privacy.hide_outputs,
+            ),
+        };
+        Ok(TracingPlan {
+            env,
+            errors_by_field: out_fields.iter().map(|_| AtomicU64::new(0)).collect(),
+            fields: out_fields,
+            remove,
+            max_attributes: max_attributes.unwrap_or(DEFAULT_MAX_ATTRIBUTES),
+            max_value_length: max_value_length.unwrap_or(DEFAULT_MAX_VALUE_LENGTH),
+            visibility,
+            reads,
+            preset: preset.map(|(n, _)| n),
+            resources: resource_values,
+            otlp_endpoint: user.otlp_endpoint.clone(),
+            otlp_protocol: user.otlp_protocol,
+            headers: user
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            random_sampling,
+            client_sampling,
+        })
+    }
+
+    /// Evaluate every expression on `ex` and build the span's name, kind and
+    /// attributes. Never fails: an expression that errors drops only its own
+    /// attribute, and is counted.
+    pub fn evaluate(&self, ex: &Exchange) -> SpanRecord {
+        let resolver = ExchangeResolver::new(ex, self.visibility);
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        ctx.set_variable_resolver(&resolver);
+        let mut rec = SpanRecord::default();
+        let mut name = None;
+        for (i, f) in self.fields.iter().enumerate() {
+            let value = match Value::resolve_val(f.program.expression(), &ctx) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+                    rec.errors.push((f.key.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            match f.key.as_str() {
+                "span.name" => match attributes::scalar(value.as_ref()) {
+                    Some(AttrValue::String(s)) => name = Some(s),
+                    Some(other) => name = Some(other.to_string()),
+                    None => {}
+                },
+                "span.kind" => {
+                    if let Some(AttrValue::String(s)) = attributes::scalar(value.as_ref()) {
+                        match SpanKind::parse(&s) {
+                            Some(k) => rec.kind = k,
+                            None => {
+                                self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+                                rec.errors.push((
+                                    f.key.clone(),
+                                    format!("`{s}` is not a span kind (client, server, internal, producer, consumer)"),
+                                ));
+                            }
+                        }
+                    }
+                }
+                key => attributes::push_value(key, value.as_ref(), &mut rec.attributes),
+            }
+        }
+        rec.name = name.unwrap_or_else(|| default_span_name(ex));
+        self.finish(&mut rec);
+        rec
+    }
+
+    /// Removal, de-duplication (the last value of a key wins, at its first
+    /// position) and limits, applied last.
+    fn finish(&self, rec: &mut SpanRecord) {
+        let attrs = std::mem::take(&mut rec.attributes);
+        let mut out: Vec<(String, AttrValue)> = Vec::with_capacity(attrs.len());
+        let mut index: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::with_capacity(attrs.len());
+        for (k, v) in attrs {
+            if self.removed(&k) {
+                continue;
+            }
+            match index.get(&k) {
+                Some(&i) => out[i].1 = v,
+                None => {
+                    index.insert(k.clone(), out.len());
+                    out.push((k, v));
+                }
+            }
+        }
+        if out.len() > self.max_attributes {
+            rec.dropped_attributes = out.len() - self.max_attributes;
+            out.truncate(self.max_attributes);
+        }
+        for (_, v) in &mut out {
+            v.truncate(self.max_value_length);
+        }
+        rec.attributes = out;
+    }
+
+    fn removed(&self, key: &str) -> bool {
+        self.remove.iter().any(|r| match r.strip_suffix(".*") {
+            Some(prefix) => {
+                key == prefix || (key.starts_with(prefix) && key[prefix.len()..].starts_with('.'))
+            }
+            None => r == key,
+        })
+    }
+
+    /// Whether any expression reads `name` (`llm.prompt`), directly or through its
+    /// root (`llm`). The gateway skips capturing what nothing reads.
+    pub fn reads(&self, name: &str) -> bool {
+        let root = name.split('.').next().unwrap_or(name);
+        self.reads.contains(name) || self.reads.contains(root)
+    }
+
+    /// Run-time errors so far, per attribute key (keys with none left out).
+    pub fn error_counts(&self) -> Vec<(&str, u64)> {
+        self.fields
+            .iter()
+            .zip(&self.errors_by_field)
+            .map(|(f, n)| (f.key.as_str(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The effective fields after the preset merge: (key, expression, origin).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str, Origin)> {
+        self.fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.expr.as_str(), f.origin))
+    }
+
+    /// The effective privacy switches.
+    pub fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+
+    /// Evaluate a sampling expression on `ex`: `Some(true)` to sample. A ratio
+    /// or fixed rule returns `None` (the caller draws).
+    pub fn eval_sampler(&self, sampler: &Sampler, ex: &Exchange) -> Result<bool, String> {
+        match sampler {
+            Sampler::Always => Ok(true),
+            Sampler::Never => Ok(false),
+            Sampler::Ratio(_) => Err("ratio samplers are drawn by the caller".into()),
+            Sampler::Expression(p) => {
+                let resolver = ExchangeResolver::new(ex, self.visibility);
+                let mut ctx = Context::with_env(Arc::clone(&self.env));
+                ctx.set_variable_resolver(&resolver);
+                let v = Value::resolve_val(p.expression(), &ctx).map_err(|e| e.to_string())?;
+                match attributes::scalar(v.as_ref()) {
+                    Some(AttrValue::Bool(b)) => Ok(b),
+                    _ => Err("sampling expression did not yield a bool".into()),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TracingPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingPlan")
+            .field("preset", &self.preset)
+            .field("fields", &self.fields.len())
+            .field("visibility", &self.visibility)
+            .finish_non_exhaustive()
+    }
+}
+
+/// OTel GenAI's default: `{operation} {model}`.
+fn default_span_name(ex: &Exchange) -> String {
+    match ex.request_model.as_deref() {
+        Some(m) if !m.is_empty() => format!("{} {m}", ex.operation.as_str()),
+        _ => ex.operation.as_str().to_owned(),
+    }
+}
+
+fn s_expr(s: &Sampling) -> &str {
+    match s {
+        Sampling::Expression(e) => e,
+        _ => "",
+    }
+}
+
+fn snippet_of(expr: &str, e: &ExprError) -> Option<Snippet> {
+    e.position().map(|(line, column)| Snippet {
+        expr: expr.to_owned(),
+        line,
+        column,
+    })
+}
+
+fn expr_diagnostic(src: &Source, what: &str, e: &ExprError) -> Diagnostic {
+    let prefix = match src.origin {
+        Origin::User => String::new(),
+        Origin::Preset(p) => format!("in preset {}: ", presets::file_name(p)),
+    };
+    Diagnostic {
+        pos: src.field.key_pos,
+        message: format!("{prefix}{what} `{}`: {e}", src.field.key),
+        snippet: snippet_of(&src.field.expr, e).or_else(|| {
+            Some(Snippet {
+                expr: src.field.expr.chars().take(200).collect(),
+                line: 1,
+                column: 1,
+            })
+        }),
+    }
+}
