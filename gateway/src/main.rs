@@ -1,1 +1,14 @@
-fn main() {}
+//! The `celgate` binary: parse the command line, run, exit with its code.
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = celgate::cli::Cli::parse();
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    match celgate::cli::run(cli, &mut out, &mut err) {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The `celgate` command line: `check`, `preview`, `presets`.
+//!
+//! Each command returns its process exit code; output goes to the writers it is
+//! handed so tests can run commands in process.
+
+use anyhow::{Context as _, Result};
+use celgate_engine::exchange::{Exchange, HttpRequest, HttpResponse, Operation};
+use celgate_engine::{AttrValue, LoadOptions, PresetName, SpanRecord, presets};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{openai, sse};
+
+/// An OpenAI-compatible LLM gateway whose trace attributes are CEL expressions.
+#[derive(Debug, Parser)]
+#[command(name = "celgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate config files: exit 0 when valid, 1 with every error as FILE:LINE:COL.
+    Check {
+        /// config.yaml files (a whole config, or just its `config:` block).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Evaluate a config on one recorded exchange, without any network, and print
+    /// the span it would export.
+    Preview {
+        /// The config to evaluate.
+        #[arg(long, required_unless_present = "preset")]
+        config: Option<PathBuf>,
+        /// Evaluate a built-in preset instead of a config file.
+        #[arg(long, conflicts_with = "config", value_parser = parse_preset)]
+        preset: Option<PresetName>,
+        /// The request body (JSON). Default: a built-in sample chat exchange.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// The response: a JSON body, or a recorded SSE stream (`data: ...` lines).
+        #[arg(long)]
+        response: Option<PathBuf>,
+        /// What `llm.provider` evaluates to.
+        #[arg(long, default_value = "openai")]
+        provider: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The built-in presets.
+    Presets {
+        #[command(subcommand)]
+        command: PresetsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PresetsCommand {
+    /// List the presets with a one-line description each.
+    List,
+    /// Print a preset's YAML (the same form as a `config.tracing` block).
+    Show {
+        #[arg(value_parser = parse_preset)]
+        name: PresetName,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+fn parse_preset(s: &str) -> Result<PresetName, String> {
+    PresetName::parse(s).ok_or_else(|| {
+        let names: Vec<_> = PresetName::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown preset `{s}`; the presets are {}", names.join(", "))
+    })
+}
+
+/// Privacy switches from the process environment (OpenInference's variables).
+pub fn load_options_from_env() -> LoadOptions {
+    LoadOptions {
+        hide_inputs: env_bool("OPENINFERENCE_HIDE_INPUTS"),
+        hide_outputs: env_bool("OPENINFERENCE_HIDE_OUTPUTS"),
+    }
+}
+
+fn env_bool(name: &str) -> Option<bool> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Run a parsed command line; returns the exit code.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
+    match cli.command {
+        Command::Check { files } => check(&files, out, err),
+        Command::Preview {
+            config,
+            preset,
+            request,
+            response,
+            provider,
+            format,
+        } => {
+            let yaml = match (&config, preset) {
+                (Some(path), _) => read(path)?,
+                (None, Some(p)) => format!("config:\n  tracing:\n    preset: {}\n", p.as_str()),
+                (None, None) => unreachable!("clap requires --config or --preset"),
+            };
+            let label = config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "<preset>".into());
+            let loaded = match celgate_engine::load(&yaml, &load_options_from_env()) {
+                Ok(l) => l,
+                Err(e) => {
+                    writeln!(err, "{}", e.render(&label))?;
+                    return Ok(1);
+                }
+            };
+            let ex = sample_exchange(request.as_deref(), response.as_deref(), &provider)?;
+            let span = loaded.plan.evaluate(&ex);
+            for (key, msg) in &span.errors {
+                writeln!(err, "warning: attribute `{key}` dropped: {msg}")?;
+            }
+            match format {
+                Format::Json => writeln!(out, "{}", span_json(&span))?,
+                Format::Table => write_table(&span, out)?,
+            }
+            Ok(0)
+        }
+        Command::Presets { command } => {
+            match command {
+                PresetsCommand::List => {
+                    for p in PresetName::ALL {
+                        writeln!(out, "{:<12} {}", p.as_str(), presets::description(p))?;
+                    }
+                }
+                PresetsCommand::Show { name } => write!(out, "{}", presets::source(name))?,
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn check(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
+    let opts = load_options_from_env();
+    let mut code = 0;
+    for path in files {
+        let label = path.display().to_string();
+        let yaml = match std::fs::read_to_string(path) {
+            Ok(y) => y,
+            Err(e) => {
+                writeln!(err, "{label}: cannot read: {e}")?;
+                code = 1;
+                continue;
+            }
+        };
+        match celgate_engine::load(&yaml, &opts) {
+            Ok(loaded) => {
+                let preset = loaded
+                    .plan
+                    .preset
+                    .map(|p| format!("preset {}, ", p.as_str()))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{label}: ok ({preset}{} expressions)",
+                    loaded.plan.fields().count()
+                )?;
+            }
+            Err(e) => {
+                writeln!(err, "{}", e.render(&label))?;
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The request and response a preview runs on: the given files, or the built-in
+/// sample chat exchange.
+pub fn sample_exchange(
+    request: Option<&Path>,
+    response: Option<&Path>,
+    provider: &str,
+) -> Result<Exchange> {
+    const SAMPLE_REQUEST: &str = include_str!("../../tests/fixtures/exchanges/chat_request.json");
+    const SAMPLE_RESPONSE: &str = include_str!("../../tests/fixtures/exchanges/chat_response.json");
+    let (req, resp) = match request {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            match response {
+                Some(r) => {
+                    Some(std::fs::read(r).with_context(|| format!("cannot read {}", r.display()))?)
+                }
+                None => None,
+            },
+        ),
+        None => (
+            SAMPLE_REQUEST.as_bytes().to_vec(),
+            Some(SAMPLE_RESPONSE.as_bytes().to_vec()),
+        ),
+    };
+    build_exchange(&req, resp.as_deref(), provider)
+}
+
+/// Parse a recorded exchange the way the gateway would see it.
+pub fn build_exchange(request: &[u8], response: Option<&[u8]>, provider: &str) -> Result<Exchange> {
+    let operation = operation_of(request);
+    let path = match operation {
+        Operation::TextCompletion => "/v1/completions",
+        Operation::Embeddings => "/v1/embeddings",
+        _ => "/v1/chat/completions",
+    };
+    let mut ex = Exchange {
+        provider: provider.to_owned(),
+        request: HttpRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+        },
+        response: HttpResponse {
+            status: Some(200),
+            duration_ms: None,
+            headers: Vec::new(),
+        },
+        backend_name: Some(provider.to_owned()),
+        ..Exchange::default()
+    };
+    openai::parse_request(operation, request, &mut ex).context("cannot parse the request")?;
+    if let Some(body) = response {
+        if looks_like_sse(body) {
+            let mut acc = sse::SseAccumulator::new(operation);
+            acc.feed(body);
+            if acc.finish(&mut ex).error.is_some() {
+                ex.error_type = Some("stream_error".into());
+            }
+        } else {
+            openai::parse_response(operation, body, &mut ex)
+                .context("cannot parse the response")?;
+        }
+    }
+    Ok(ex)
+}
+
+/// Which endpoint a request body was meant for, from its keys.
+fn operation_of(body: &[u8]) -> Operation {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return Operation::Chat;
+    };
+    if map.contains_key("messages") {
+        Operation::Chat
+    } else if map.contains_key("input") {
+        Operation::Embeddings
+    } else if map.contains_key("prompt") {
+        Operation::TextCompletion
+    } else {
+        Operation::Chat
+    }
+}
+
+fn looks_like_sse(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    text.lines()
+        .map(str::trim_start)
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| {
+            l.starts_with("data:")
+                || l.starts_with("event:")
+                || l.starts_with(':')
+                || l.starts_with("id:")
+        })
+}
+
+/// `{"name", "kind", "attributes"}` with JSON types matching the attribute types.
+pub fn span_json(span: &SpanRecord) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = span
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
+    serde_json::json!({
+        "name": span.name,
+        "kind": span.kind.as_str(),
+        "attributes": attributes,
+    })
+}
+
+fn write_table(span: &SpanRecord, out: &mut dyn Write) -> Result<()> {
+    writeln!(out, "span  {}  (kind {})", span.name, span.kind.as_str())?;
+    let width = span
+        .attributes
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in &span.attributes {
+        let ty = match v {
+            AttrValue::String(_) => "string",
+            AttrValue::Int(_) => "int",
+            AttrValue::Double(_) => "double",
+            AttrValue::Bool(_) => "bool",
+            AttrValue::StringArray(_) => "string[]",
+            AttrValue::IntArray(_) => "int[]",
+            AttrValue::DoubleArray(_) => "double[]",
+            AttrValue::BoolArray(_) => "bool[]",
+        };
+        let mut shown = v.to_string();
+        if shown.len() > 160 {
+            let mut end = 157;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push_str("...");
+        }
+        writeln!(out, "  {k:<width$}  {ty:<8}  {shown}")?;
+    }
+    if span.dropped_attributes > 0 {
+        writeln!(
+            out,
+            "  ({} attributes dropped by limits.maxAttributes)",
+            span.dropped_attributes
+        )?;
+    }
+    Ok(())
+}
