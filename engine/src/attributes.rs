@@ -97,11 +97,11 @@ pub fn push_value(key: &str, value: &dyn Val, out: &mut Vec<(String, AttrValue)>
     if value.downcast_ref::<CelNull>().is_some() {
         return;
     }
-    if let Some(list) = value.downcast_ref::<CelList>() {
-        if let Some(array) = homogeneous_array(list.inner()) {
-            out.push((key.to_owned(), array));
-            return;
-        }
+    if let Some(list) = value.downcast_ref::<CelList>()
+        && let Some(array) = homogeneous_array(list.inner())
+    {
+        out.push((key.to_owned(), array));
+        return;
     }
     out.push((
         key.to_owned(),

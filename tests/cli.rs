@@ -1,0 +1,299 @@
+//! The `celgate` binary as an operator runs it: `check`, `preview`, `presets`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn celgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_celgate"))
+        .args(args)
+        .env_remove("OPENINFERENCE_HIDE_INPUTS")
+        .env_remove("OPENINFERENCE_HIDE_OUTPUTS")
+        .output()
+        .expect("run celgate")
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn fixture(name: &str) -> String {
+    repo(&format!("tests/fixtures/exchanges/{name}"))
+        .display()
+        .to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Write `yaml` to a temp file and run `celgate check` on it.
+fn check_yaml(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = celgate(&["check", path.to_str().unwrap()]);
+    let err = stderr(&out).replace(path.to_str().unwrap(), "config.yaml");
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        err,
+    )
+}
+
+fn preview_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["preview", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = celgate(&all);
+    assert!(out.status.success(), "preview failed: {}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Exactly one JSON object.
+    let mut stream = serde_json::Deserializer::from_str(&text).into_iter::<serde_json::Value>();
+    let value = stream.next().unwrap().unwrap();
+    assert!(stream.next().is_none(), "more than one JSON value: {text}");
+    value
+}
+
+#[test]
+fn every_seed_config_passes_check() {
+    for seed in ["collector", "jaeger", "langfuse", "phoenix", "openllmetry"] {
+        let path = repo(&format!("tests/seeds/{seed}.yaml"));
+        let out = celgate(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{seed}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn seed_collector_and_jaeger_configs_give_gen_ai_attributes() {
+    // The two configs differ only in spelling (llm.requestModel vs llm.request_model).
+    for seed in ["collector", "jaeger"] {
+        let path = repo(&format!("tests/seeds/{seed}.yaml"));
+        let span = preview_json(&["--config", path.to_str().unwrap()]);
+        let attrs = &span["attributes"];
+        assert_eq!(attrs["gen_ai.operation.name"], "chat", "{seed}");
+        assert_eq!(attrs["gen_ai.system"], "openai");
+        assert_eq!(attrs["gen_ai.request.model"], "gpt-4o-mini");
+        assert_eq!(attrs["gen_ai.response.model"], "gpt-4o-mini-2024-07-18");
+        assert_eq!(attrs["gen_ai.usage.prompt_tokens"], 42);
+        assert_eq!(attrs["gen_ai.usage.completion_tokens"], 12);
+        assert_eq!(attrs.as_object().unwrap().len(), 6, "{seed}: {attrs}");
+        assert_eq!(span["kind"], "CLIENT");
+    }
+}
+
+#[test]
+fn seed_langfuse_config_gives_json_prompt_and_flattened_params() {
+    let path = repo("tests/seeds/langfuse.yaml");
+    let span = preview_json(&["--config", path.to_str().unwrap()]);
+    let attrs = &span["attributes"];
+    let prompt: serde_json::Value =
+        serde_json::from_str(attrs["gen_ai.prompt"].as_str().unwrap()).unwrap();
+    assert_eq!(prompt[1]["role"], "user");
+    assert_eq!(prompt[1]["content"], "What is the capital of Portugal?");
+    let completion: serde_json::Value =
+        serde_json::from_str(attrs["gen_ai.completion"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        completion,
+        serde_json::json!([{"role": "assistant", "content": "May or September: warm, sunny days and fewer crowds."}])
+    );
+    assert_eq!(attrs["gen_ai.request.temperature"], 0.2);
+    assert_eq!(attrs["gen_ai.request.max_tokens"], 256);
+    assert_eq!(attrs["gen_ai.request.top_p"], 1);
+    assert_eq!(attrs["gen_ai.request.model"], "gpt-4o-mini");
+}
+
+#[test]
+fn seed_phoenix_config_gives_indexed_messages() {
+    let path = repo("tests/seeds/phoenix.yaml");
+    let span = preview_json(&["--config", path.to_str().unwrap()]);
+    assert_eq!(span["name"], "openai.chat");
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["openinference.span.kind"], "LLM");
+    assert_eq!(attrs["llm.input_messages.0.message.role"], "system");
+    assert_eq!(
+        attrs["llm.input_messages.3.message.content"],
+        "What is the best month to visit it?"
+    );
+    // The seed's output expression has no `message.` segment: it is kept as written.
+    assert_eq!(attrs["llm.output_messages.0.role"], "assistant");
+    assert_eq!(
+        attrs["llm.output_messages.0.content"],
+        "May or September: warm, sunny days and fewer crowds."
+    );
+    assert_eq!(attrs["llm.token_count.prompt"], 42);
+    assert_eq!(attrs["llm.token_count.completion"], 12);
+    assert_eq!(attrs["llm.token_count.total"], 54);
+}
+
+#[test]
+fn seed_openllmetry_config_on_a_stream() {
+    let path = repo("tests/seeds/openllmetry.yaml");
+    let span = preview_json(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--request",
+        &fixture("chat_stream_request.json"),
+        "--response",
+        &fixture("chat_stream.sse"),
+    ]);
+    assert_eq!(span["name"], "openai.chat");
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["llm.is_streaming"], true);
+    assert_eq!(attrs["gen_ai.prompt.0.role"], "system");
+    assert_eq!(attrs["gen_ai.completion.0.role"], "assistant");
+    assert!(
+        attrs["gen_ai.completion.0.content"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(attrs["gen_ai.usage.prompt_tokens"].is_i64());
+}
+
+#[test]
+fn typo_in_a_variable_is_reported_with_position_and_suggestion() {
+    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        gen_ai.system: llm.provider\n        gen_ai.request.model: llm.requestModle\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:6:9: attribute `gen_ai.request.model`: unknown variable `llm.requestModle` (did you mean `llm.requestModel`?)"),
+        "{err}"
+    );
+    assert!(err.contains("\n    llm.requestModle\n        ^"), "{err}");
+}
+
+#[test]
+fn syntax_error_is_reported_with_position_and_caret() {
+    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        ok: llm.provider\n        broken: 'llm.prompt.map(c, c.role'\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:6:9: attribute `broken`: syntax error:"),
+        "{err}"
+    );
+    assert!(err.contains("    llm.prompt.map(c, c.role\n"), "{err}");
+    assert!(err.contains("^"), "{err}");
+}
+
+#[test]
+fn duplicate_key_is_reported_at_the_second_occurrence() {
+    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        a: llm.provider\n        b: llm.streaming\n        a: llm.requestModel\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:7:9: duplicate key `a`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_config_key_is_reported_with_position() {
+    let yaml = "config:\n  tracing:\n    otlpEndpoint: http://localhost:4317\n    feilds:\n      add:\n        a: llm.provider\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:4:5: unknown field `feilds`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_error_of_a_file_is_reported() {
+    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        a: lm.provider\n        b: foo(1)\n        c: llm.provider\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("config.yaml:5:9: attribute `a`: unknown variable `lm` (did you mean `llm`?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("config.yaml:6:9: attribute `b`: unknown function `foo`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_valid_config_says_ok() {
+    let (code, out, err) = check_yaml("config:\n  tracing:\n    preset: phoenix\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok (preset phoenix"), "{out}");
+}
+
+#[test]
+fn a_missing_file_fails_check() {
+    let out = celgate(&["check", "/nonexistent/celgate/config.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"));
+}
+
+#[test]
+fn preview_without_a_request_uses_the_built_in_sample() {
+    let span = preview_json(&["--preset", "jaeger"]);
+    assert_eq!(span["name"], "chat gpt-4o-mini");
+    assert_eq!(span["attributes"]["gen_ai.provider.name"], "openai");
+    // Jaeger hides content unless enabled.
+    assert!(span["attributes"].get("gen_ai.input.messages").is_none());
+}
+
+#[test]
+fn preview_honours_provider_and_env_privacy() {
+    let out = Command::new(env!("CARGO_BIN_EXE_celgate"))
+        .args([
+            "preview",
+            "--preset",
+            "phoenix",
+            "--format",
+            "json",
+            "--provider",
+            "gemini",
+        ])
+        .env("OPENINFERENCE_HIDE_INPUTS", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["llm.provider"], "gemini");
+    assert_eq!(attrs["input.value"], "__REDACTED__");
+    assert!(attrs.get("llm.input_messages.0.message.content").is_none());
+    assert_eq!(attrs["llm.token_count.prompt"], 42);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("capital of Portugal"),
+        "prompt text leaked"
+    );
+}
+
+#[test]
+fn preview_table_lists_types() {
+    let out = celgate(&["preview", "--preset", "openllmetry"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("span  openai.chat  (kind CLIENT)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("gen_ai.usage.prompt_tokens")
+                && l.contains("int")
+                && l.ends_with("42")),
+        "{text}"
+    );
+}
+
+#[test]
+fn presets_list_and_show() {
+    let out = celgate(&["presets", "list"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for p in ["jaeger", "langfuse", "phoenix", "openllmetry"] {
+        assert!(text.lines().any(|l| l.starts_with(p)), "{text}");
+    }
+    let out = celgate(&["presets", "show", "phoenix"]);
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        shown,
+        std::fs::read_to_string(repo("presets/phoenix.yaml")).unwrap()
+    );
+    let out = celgate(&["presets", "show", "zipkin"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown preset `zipkin`"));
+}
