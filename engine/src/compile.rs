@@ -23,7 +23,7 @@ pub const MAX_EXPR_LEN: usize = 8 * 1024;
 /// Deepest accepted bracket nesting (`(`, `[`, `{`).
 pub const MAX_NESTING: usize = 32;
 /// Deepest accepted syntax tree. Long operator chains (`a + b + c ...`) nest too.
-pub const MAX_AST_DEPTH: usize = 96;
+pub const MAX_AST_DEPTH: usize = 64;
 
 /// Why an expression was refused. Positions are 1-based within the expression.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -20,6 +20,12 @@ use crate::{functions, presets};
 pub const DEFAULT_MAX_ATTRIBUTES: usize = 128;
 /// Default cap on one string value, in bytes.
 pub const DEFAULT_MAX_VALUE_LENGTH: usize = 32 * 1024;
+/// Stack a thread needs to evaluate any accepted expression, with a wide margin.
+/// Evaluation recurses on the syntax tree: measured ~2 KiB per level in release
+/// builds and ~40 KiB in debug builds, and trees are capped at
+/// [`compile::MAX_AST_DEPTH`] levels. Callers that evaluate (the gateway's runtime
+/// threads) should run on stacks at least this large.
+pub const EVAL_STACK_SIZE: usize = 8 * 1024 * 1024;
 /// Stack for the compiling thread: the `cel` parser recurses on the input.
 const COMPILE_STACK: usize = 256 * 1024 * 1024;
 
@@ -34,6 +40,7 @@ pub struct LoadOptions {
 }
 
 /// A parsed and compiled config.
+#[derive(Debug)]
 pub struct Loaded {
     pub file: ConfigFile,
     pub plan: TracingPlan,
