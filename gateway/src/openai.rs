@@ -243,8 +243,8 @@ fn json_i64(v: &Value) -> Option<i64> {
 /// out of range.
 pub(crate) fn integral_f64(f: f64) -> Option<i64> {
     // -2^63 is exact as f64; 2^63 is the first value out of range.
-    (f.fract() == 0.0 && f >= -9_223_372_036_854_775_808.0 && f < 9_223_372_036_854_775_808.0)
-        .then_some(f as i64)
+    const RANGE: std::ops::Range<f64> = -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
+    (f.fract() == 0.0 && RANGE.contains(&f)).then_some(f as i64)
 }
 
 /// One `choices[]` element of a chat or text completion response.
@@ -926,6 +926,24 @@ mod tests {
         assert_eq!(
             (ex.input_tokens, ex.output_tokens, ex.total_tokens),
             (Some(3), Some(4), Some(7))
+        );
+    }
+
+    #[test]
+    fn token_counts_must_be_integers() {
+        assert_eq!(integral_f64(12.0), Some(12));
+        assert_eq!(integral_f64(-9_223_372_036_854_775_808.0), Some(i64::MIN));
+        assert_eq!(integral_f64(9_223_372_036_854_775_808.0), None);
+        assert_eq!(integral_f64(1.5), None);
+        assert_eq!(integral_f64(f64::NAN), None);
+        assert_eq!(integral_f64(f64::INFINITY), None);
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"prompt_tokens":"7","completion_tokens":1e30,"total_tokens":2.5}}"#,
+        );
+        assert_eq!(
+            (ex.input_tokens, ex.output_tokens, ex.total_tokens),
+            (None, None, None)
         );
     }
 
