@@ -297,3 +297,22 @@ fn presets_list_and_show() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown preset `zipkin`"));
 }
+
+#[test]
+fn a_configmap_manifest_is_checked_with_positions_in_the_manifest() {
+    let path = repo("tests/seeds/phoenix-configmap.yaml");
+    let out = celgate(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let span = preview_json(&["--config", path.to_str().unwrap()]);
+    assert_eq!(span["attributes"]["llm.token_count.total"], 54);
+
+    let manifest = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"llm.total_tokens\"", "\"llm.totalTokenz\"");
+    let (code, _, err) = check_yaml(&manifest);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:20:13: attribute `llm.token_count.total`: unknown variable `llm.totalTokenz` (did you mean `llm.totalTokens`?)"),
+        "{err}"
+    );
+}

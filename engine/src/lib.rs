@@ -19,4 +19,4 @@ pub use attributes::AttrValue;
 pub use config::{ConfigFile, PresetName};
 pub use diagnostics::{ConfigError, Diagnostic};
 pub use exchange::Exchange;
-pub use plan::{LoadOptions, Loaded, SpanKind, SpanRecord, TracingPlan, load};
+pub use plan::{LoadOptions, Loaded, SpanKind, SpanRecord, TracingPlan, load, load_document};

@@ -154,6 +154,56 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     Ok(Loaded { file, plan })
 }
 
+/// Like [`load`], but also accepts a Kubernetes ConfigMap manifest holding the
+/// config under `data."config.yaml"` (what operators keep in their repos).
+/// Positions in errors point into the manifest.
+pub fn load_document(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    match configmap_payload(yaml) {
+        Some((inner, line_offset, indent)) => load(&inner, opts).map_err(|mut e| {
+            for d in &mut e.diagnostics {
+                d.pos.line += line_offset;
+                d.pos.column += indent;
+            }
+            e
+        }),
+        None => load(yaml, opts),
+    }
+}
+
+/// `(config.yaml text, lines before it, its indentation)` when `yaml` is a
+/// ConfigMap manifest with a block-scalar `config.yaml` entry.
+fn configmap_payload(yaml: &str) -> Option<(String, u32, u32)> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        kind: String,
+        data: std::collections::BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        kind: Option<String>,
+    }
+    let probe: Probe = serde_saphyr::from_str(yaml).ok()?;
+    if probe.kind.as_deref() != Some("ConfigMap") {
+        return None;
+    }
+    let m: Manifest = serde_saphyr::from_str(yaml).ok()?;
+    if m.kind != "ConfigMap" {
+        return None;
+    }
+    let entry = m.data.get("config.yaml")?;
+    // A block scalar (`|`, `|-`) starts on the line after its key.
+    let header_line = yaml.lines().position(|l| {
+        let t = l.trim_start();
+        t.starts_with("config.yaml:") || t.starts_with("\"config.yaml\":")
+    })? + 1;
+    let first = yaml
+        .lines()
+        .skip(header_line)
+        .find(|l| !l.trim().is_empty())?;
+    let indent = first.len() - first.trim_start().len();
+    Some((entry.clone(), header_line as u32, indent as u32))
+}
+
 /// Deserialize YAML, mapping errors to a positioned diagnostic.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, ConfigError> {
     serde_saphyr::from_str::<T>(yaml).map_err(|e| {

@@ -24,7 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate config files: exit 0 when valid, 1 with every error as FILE:LINE:COL.
     Check {
-        /// config.yaml files (a whole config, or just its `config:` block).
+        /// config.yaml files (a whole config, just its `config:` block, or a
+        /// Kubernetes ConfigMap manifest holding `data."config.yaml"`).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -119,7 +120,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "<preset>".into());
-            let loaded = match celgate_engine::load(&yaml, &load_options_from_env()) {
+            let loaded = match celgate_engine::load_document(&yaml, &load_options_from_env()) {
                 Ok(l) => l,
                 Err(e) => {
                     writeln!(err, "{}", e.render(&label))?;
@@ -168,7 +169,7 @@ fn check(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Result<
                 continue;
             }
         };
-        match celgate_engine::load(&yaml, &opts) {
+        match celgate_engine::load_document(&yaml, &opts) {
             Ok(loaded) => {
                 let preset = loaded
                     .plan
