@@ -234,7 +234,7 @@ impl Checker<'_> {
                 self.walk(&sel.operand, d);
             }
             Expr::Call(call) => {
-                self.function(e, &call.func_name, call.target.is_some());
+                self.function(e, &call.func_name);
                 if let Some(t) = &call.target {
                     self.walk(t, d);
                 }
@@ -318,7 +318,7 @@ impl Checker<'_> {
         }
     }
 
-    fn function(&mut self, e: &IdedExpr, name: &str, member: bool) {
+    fn function(&mut self, e: &IdedExpr, name: &str) {
         // Operators (`_+_`, `@in`, `!_`) and celgate's own functions.
         if !name.chars().next().is_some_and(|c| c.is_alphabetic())
             || name.starts_with("__celgate")
@@ -333,7 +333,6 @@ impl Checker<'_> {
             return;
         }
         let (line, column) = self.pos(e);
-        let _ = member;
         self.fail(ExprError::UnknownFunction {
             name: name.to_owned(),
             suggestion: closest(
@@ -398,12 +397,8 @@ fn qualified(e: &IdedExpr) -> Option<(&IdedExpr, &str, &str)> {
     let mut first_field = None;
     loop {
         match &cur.expr {
-            Expr::Select(sel) if !sel.test => {
-                first_field = Some(sel.field.as_str());
-                cur = &sel.operand;
-            }
+            // A presence test `has(a.b)` names `a.b` just the same.
             Expr::Select(sel) => {
-                // has(a.b): the test is on `b`, the operand spells the name.
                 first_field = Some(sel.field.as_str());
                 cur = &sel.operand;
             }

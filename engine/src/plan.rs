@@ -393,8 +393,7 @@ impl TracingPlan {
         {
             let sampler = match (spec.as_ref(), compiled) {
                 (None, _) => Sampler::Always,
-                (Some(s), Some(Ok(c))) => {
-                    let _ = s;
+                (Some(_), Some(Ok(c))) => {
                     reads.extend(c.reads);
                     Sampler::Expression(Box::new(c.program))
                 }

@@ -626,17 +626,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/fixtures/exchanges/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     fn request(operation: Operation, body: &[u8]) -> Exchange {
         let mut ex = Exchange::default();
         parse_request(operation, body, &mut ex).expect("request parses");

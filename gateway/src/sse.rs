@@ -857,17 +857,6 @@ mod tests {
     use crate::openai::parse_response;
     use serde_json::json;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../tests/fixtures/exchanges/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     const CHAT_STREAM: &[u8] = fixture!("chat_stream.sse");
     const TOOLS_STREAM: &[u8] = fixture!("tools_stream.sse");
     const CHAT_TEXT: &str =
