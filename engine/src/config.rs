@@ -43,9 +43,107 @@ pub struct ConfigFile {
     /// Address of the admin endpoints (healthz, readyz, metrics, config).
     /// Default `127.0.0.1:9901`.
     pub admin: Option<String>,
+    /// Request limits, timeouts and the access log.
+    #[serde(default)]
+    pub server: Server,
     /// Upstream LLM backends, matched by model in order.
     #[serde(default)]
-    pub backends: Vec<Backend>,
+    #[schemars(with = "Vec<Backend>")]
+    pub backends: Vec<Spanned<Backend>>,
+}
+
+/// `server:` — how the proxy treats requests.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Server {
+    /// Largest request body accepted, in bytes (default 10 MiB); larger gets a 413.
+    pub max_body_bytes: Option<u64>,
+    /// Deepest JSON nesting accepted in a request body (default 64); deeper gets a 400.
+    pub max_json_depth: Option<u32>,
+    /// How long in-flight requests (streams included) may run on after SIGTERM
+    /// (default `30s`).
+    pub shutdown_timeout: Option<DurationText>,
+    /// One line per request on stdout.
+    #[serde(default)]
+    pub access_log: AccessLog,
+}
+
+/// `server.accessLog`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLog {
+    /// `text` (default), `json`, or `off`.
+    pub format: Option<AccessLogFormat>,
+}
+
+/// How access-log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// `key=value` pairs, as agentgateway prints them.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// A duration written as `500ms`, `30s`, `5m` or `1h` (a bare number means seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "DurationSchema")]
+pub struct DurationText(pub std::time::Duration);
+
+/// Schema stand-in for [`DurationText`].
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum DurationSchema {
+    /// Seconds.
+    Seconds(u64),
+    /// `500ms`, `30s`, `5m`, `1h`.
+    Text(#[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))] String),
+}
+
+impl DurationText {
+    /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+    pub fn parse(text: &str) -> Option<DurationText> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.checked_mul(1_000)?,
+            "m" => n.checked_mul(60_000)?,
+            "h" => n.checked_mul(3_600_000)?,
+            _ => return None,
+        };
+        Some(DurationText(std::time::Duration::from_millis(ms)))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `500ms`, `30s`, `5m` or `1h`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(std::time::Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationText, E> {
+                DurationText::parse(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid duration `{v}`: write a whole number with ms, s, m or h, e.g. `30s`"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `config:` block.
@@ -157,6 +255,34 @@ pub struct FieldsBlock {
     pub remove: Vec<String>,
 }
 
+impl Backend {
+    /// Whether this backend serves `model`: an exact name, or a pattern where `*`
+    /// matches any run of characters (`gpt-4o*`, `*-mini`). No list means any model.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|p| wildcard_match(p, model))
+    }
+}
+
+/// `*`-only glob match, the form model lists use.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*` at all: exact match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Limits on the attributes of one span.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -179,7 +305,7 @@ pub struct Privacy {
 }
 
 /// One backend under `backends:`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backend {
     /// Name used in logs, metrics and `backend.name`.
@@ -192,8 +318,21 @@ pub struct Backend {
     /// Where the API key comes from: never plain text in the ConfigMap.
     pub api_key: Option<SecretRef>,
     /// Exact model names and `*` patterns this backend serves; first match wins.
+    /// An empty list serves every model.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Send this model name upstream instead of the one the client asked for.
+    pub rewrite_model: Option<String>,
+    /// Forward the client's own `Authorization` header instead of `apiKey`
+    /// (default false: the client's header is always removed).
+    #[serde(default)]
+    pub auth_passthrough: bool,
+    /// Time allowed to open a connection (default `5s`).
+    pub connect_timeout: Option<DurationText>,
+    /// Time allowed until the response headers arrive (default `300s`).
+    pub timeout: Option<DurationText>,
+    /// Longest silence allowed between two chunks of a response body (default `300s`).
+    pub idle_timeout: Option<DurationText>,
 }
 
 fn default_provider() -> String {
@@ -312,4 +451,40 @@ pub fn json_schema() -> String {
     let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_patterns() {
+        let cases = [
+            ("gpt-4o", "gpt-4o", true),
+            ("gpt-4o", "gpt-4o-mini", false),
+            ("gpt-4o*", "gpt-4o-mini", true),
+            ("*-mini", "gpt-4o-mini", true),
+            ("*-mini", "gpt-4o", false),
+            ("gpt-*-mini", "gpt-4o-mini", true),
+            ("a*a", "a", false),
+            ("*", "", true),
+            ("claude-*", "gpt-4o", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(wildcard_match(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ms = |s: &str| DurationText::parse(s).map(|d| d.0.as_millis());
+        assert_eq!(ms("500ms"), Some(500));
+        assert_eq!(ms("30s"), Some(30_000));
+        assert_eq!(ms("30"), Some(30_000));
+        assert_eq!(ms("5m"), Some(300_000));
+        assert_eq!(ms("1h"), Some(3_600_000));
+        assert_eq!(ms("1.5s"), None);
+        assert_eq!(ms("s"), None);
+        assert_eq!(ms("10 parsecs"), None);
+    }
 }

@@ -150,8 +150,49 @@ pub fn cel_env() -> Arc<Env> {
 /// Parse `yaml` (a whole config.yaml, or just its `config:` block) and compile it.
 pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let file = parse_yaml::<ConfigFile>(yaml)?;
+    check_backends(&file)?;
     let plan = TracingPlan::build(file.config.tracing.as_ref(), opts)?;
     Ok(Loaded { file, plan })
+}
+
+/// Rejects backends the gateway could not use: no name, a name used twice, or a
+/// base URL that is not `http(s)://host...`.
+fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
+    let mut diagnostics = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for b in &file.backends {
+        let pos = b.referenced.into();
+        let backend = &b.value;
+        if backend.name.trim().is_empty() {
+            diagnostics.push(Diagnostic::new(pos, "backend `name` must not be empty"));
+        } else if !seen.insert(backend.name.as_str()) {
+            diagnostics.push(Diagnostic::new(
+                pos,
+                format!(
+                    "backend name `{}` is used twice; names identify backends in logs and metrics",
+                    backend.name
+                ),
+            ));
+        }
+        let url = backend.base_url.as_str();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            diagnostics.push(Diagnostic::new(
+                pos,
+                format!(
+                    "backend `{}`: baseUrl `{url}` must start with http:// or https:// and name a host, e.g. https://api.openai.com/v1",
+                    backend.name
+                ),
+            ));
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { diagnostics })
+    }
 }
 
 /// Like [`load`], but also accepts a Kubernetes ConfigMap manifest holding the

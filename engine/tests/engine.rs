@@ -381,3 +381,34 @@ fn hostile_deep_request_data_is_cut_not_recursed() {
             .any(|(k, _)| k.starts_with("f.0.a.a"))
     );
 }
+
+#[test]
+fn backends_are_checked_with_positions() {
+    let yaml = "backends:\n  - name: a\n    baseUrl: https://api.openai.com/v1\n  - name: a\n    baseUrl: ftp://x\n";
+    let err = match load(yaml, &LoadOptions::default()) {
+        Err(e) => e.render("c.yaml"),
+        Ok(_) => panic!("bad backends were accepted"),
+    };
+    assert!(
+        err.contains("c.yaml:4:5: backend name `a` is used twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:4:5: backend `a`: baseUrl `ftp://x` must start with http://"),
+        "{err}"
+    );
+    let ok = "backends:\n  - name: a\n    baseUrl: http://127.0.0.1:1/v1\n    timeout: 2s\n    models: [gpt-*]\n";
+    let loaded = load(ok, &LoadOptions::default()).expect("valid backend");
+    let b = &loaded.file.backends[0].value;
+    assert!(b.serves("gpt-4o") && !b.serves("claude-3"));
+    assert_eq!(b.timeout.unwrap().0, std::time::Duration::from_secs(2));
+    let bad = "backends:\n  - name: a\n    baseUrl: http://x\n    timeout: soon\n";
+    let err = load(bad, &LoadOptions::default())
+        .err()
+        .expect("bad duration accepted")
+        .render("c.yaml");
+    assert!(
+        err.contains("c.yaml:4:14") && err.contains("invalid duration `soon`"),
+        "{err}"
+    );
+}
