@@ -51,6 +51,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Run the gateway: proxy on `listen`, admin endpoints on `admin`, spans to
+    /// the configured collector. The config is reloaded when its file changes.
+    Run {
+        /// config.yaml (or a ConfigMap manifest holding it).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A scripted OpenAI-compatible upstream (no model, no key): for demos and
+    /// end-to-end tests. Fault scripts are chosen by model name (`error-500`,
+    /// `slow-3000`, `cut-after-3`, `drip-200`, `hang`).
+    Upstream {
+        /// Address to listen on; port 0 picks a free one (printed on stderr).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// The built-in presets.
     Presets {
         #[command(subcommand)]
@@ -103,6 +118,8 @@ fn env_bool(name: &str) -> Option<bool> {
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     match cli.command {
         Command::Check { files } => check(&files, out, err),
+        Command::Run { config } => crate::server::run(&config),
+        Command::Upstream { listen } => crate::server::run_upstream(listen),
         Command::Preview {
             config,
             preset,

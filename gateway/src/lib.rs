@@ -13,6 +13,19 @@ macro_rules! fixture {
     };
 }
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
+pub mod export;
+pub mod metrics;
+pub mod observe;
 pub mod openai;
+pub mod proxy;
+pub mod reload;
+pub mod scripted;
+pub mod server;
+pub mod settings;
 pub mod sse;
+pub mod state;
+pub mod trace_context;
+pub mod upstream;

@@ -3,7 +3,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = celgate::cli::Cli::parse();
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    // Not locked: `run` writes access-log lines from many threads.
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match celgate::cli::run(cli, &mut out, &mut err) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {

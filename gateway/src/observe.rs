@@ -1,0 +1,433 @@
+//! Watching a response go by, and turning the whole exchange into a span.
+//!
+//! [`ObservedBody`] wraps the backend's response body: each chunk is handed to
+//! the client the moment it arrives (nothing is buffered on the way) and, on the
+//! side, to a [`Capture`] that rebuilds what the span needs (the SSE accumulator
+//! for streams, a bounded copy for JSON). When the body ends, fails, stalls, or is
+//! dropped because the client went away, [`InFlight::finish`] evaluates the
+//! config generation the request started with and queues the span.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use celgate_engine::exchange::{Exchange, Operation};
+use celgate_engine::{SpanKind, SpanRecord};
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::access_log;
+use crate::openai;
+use crate::sse::SseAccumulator;
+use crate::state::{BoxError, Generation, Shared};
+use crate::trace_context::SpanIds;
+
+/// What the side copy of a response keeps.
+pub enum Capture {
+    /// Pass-through paths and compressed bodies: nothing to parse.
+    Nothing,
+    /// `text/event-stream`: accumulated event by event.
+    Sse(Box<SseAccumulator>),
+    /// A JSON body, kept up to `limit` bytes.
+    Json {
+        buf: Vec<u8>,
+        limit: usize,
+        overflow: bool,
+    },
+}
+
+impl Capture {
+    pub fn sse(operation: Operation) -> Capture {
+        Capture::Sse(Box::new(SseAccumulator::new(operation)))
+    }
+
+    pub fn json(limit: usize) -> Capture {
+        Capture::Json {
+            buf: Vec::new(),
+            limit,
+            overflow: false,
+        }
+    }
+
+    fn feed(&mut self, chunk: &Bytes) {
+        match self {
+            Capture::Nothing => {}
+            Capture::Sse(acc) => acc.feed(chunk),
+            Capture::Json {
+                buf,
+                limit,
+                overflow,
+            } => {
+                if buf.len() + chunk.len() <= *limit {
+                    buf.extend_from_slice(chunk);
+                } else {
+                    *overflow = true;
+                }
+            }
+        }
+    }
+}
+
+/// How a response ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// celgate answered itself with an error (bad request, no route, upstream
+    /// unreachable); the message says why.
+    Refused(String),
+    /// The backend's body ended normally.
+    Complete,
+    /// The backend's body failed mid-way (connection reset, cut stream).
+    Cut(String),
+    /// The backend went silent for longer than its `idleTimeout`.
+    Stalled(Duration),
+    /// The client went away before the body ended.
+    ClientGone,
+}
+
+/// A request on its way: everything the span and the access-log line need.
+pub struct InFlight {
+    pub shared: Arc<Shared>,
+    /// The config generation this request uses from start to end.
+    pub generation: Arc<Generation>,
+    pub exchange: Exchange,
+    pub ids: SpanIds,
+    pub sampled: bool,
+    pub start: Instant,
+    pub start_time: SystemTime,
+    pub route: String,
+    pub backend: Option<String>,
+    pub host: Option<String>,
+    pub version: http::Version,
+}
+
+impl InFlight {
+    /// Evaluates the span, queues it for export (when sampled) and writes the
+    /// access-log line.
+    pub fn finish(mut self, outcome: Outcome) {
+        let ex = &mut self.exchange;
+        let elapsed = self.start.elapsed();
+        ex.response.duration_ms = Some(elapsed.as_secs_f64() * 1e3);
+        let status_message = match &outcome {
+            Outcome::Refused(m) => Some(m.clone()),
+            Outcome::Complete => ex
+                .error_type
+                .as_deref()
+                .map(|code| format!("backend answered with HTTP {code}")),
+            Outcome::Cut(e) => {
+                ex.error_type = Some("stream_cut".into());
+                Some(format!("the backend's response was cut off: {e}"))
+            }
+            Outcome::Stalled(d) => {
+                ex.error_type = Some("timeout".into());
+                Some(format!(
+                    "the backend sent nothing for {d:?} (its `idleTimeout`)"
+                ))
+            }
+            Outcome::ClientGone => {
+                ex.error_type = Some("client_disconnected".into());
+                Some("the client went away before the response ended".into())
+            }
+        };
+        let end_time = SystemTime::now();
+        let plan = &self.generation.plan;
+        let record = if self.sampled {
+            Some(plan.evaluate(ex))
+        } else {
+            None
+        };
+        let format = self.generation.settings.server.access_log;
+        access_log::write(
+            format,
+            &access_log::Entry {
+                route: &self.route,
+                backend: self.backend.as_deref(),
+                endpoint: ex
+                    .backend_host
+                    .as_ref()
+                    .map(|h| format!("{h}:{}", ex.backend_port.unwrap_or_default())),
+                src_addr: ex.source_address.clone(),
+                method: &ex.request.method,
+                host: self.host.as_deref(),
+                path: &ex.request.path,
+                version: version_str(self.version),
+                status: ex.response.status.unwrap_or_default(),
+                trace_id: self.ids.trace_id.to_string(),
+                span_id: self.ids.span_id.to_string(),
+                sampled: self.sampled,
+                provider: (!ex.provider.is_empty()).then_some(ex.provider.as_str()),
+                request_model: ex.request_model.as_deref(),
+                response_model: ex.response_model.as_deref(),
+                input_tokens: ex.input_tokens,
+                output_tokens: ex.output_tokens,
+                streaming: ex.streaming,
+                duration_ms: elapsed.as_secs_f64() * 1e3,
+                error: ex.error_type.as_deref(),
+            },
+        );
+        record_metrics(
+            &self.shared.metrics,
+            &self.route,
+            self.backend.as_deref(),
+            ex,
+            record.as_ref(),
+            elapsed,
+        );
+        if let Some(record) = record {
+            let error = ex.error_type.is_some();
+            let span = span_data(
+                record,
+                &self.ids,
+                self.start_time,
+                end_time,
+                error.then(|| status_message.unwrap_or_default()),
+            );
+            self.shared.exporter.submit(span);
+        }
+    }
+}
+
+/// Request counters, expression errors, and the GenAI client metrics for calls a
+/// backend accepted.
+fn record_metrics(
+    metrics: &crate::metrics::Metrics,
+    route: &str,
+    backend: Option<&str>,
+    ex: &Exchange,
+    record: Option<&SpanRecord>,
+    elapsed: Duration,
+) {
+    use crate::metrics::{ExpressionLabels, GenAiLabels, RequestLabels, TokenLabels};
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.to_owned(),
+            backend: backend.unwrap_or("").to_owned(),
+            status: ex.response.status.unwrap_or_default(),
+        })
+        .inc();
+    for (key, _) in record.map(|r| r.errors.as_slice()).unwrap_or_default() {
+        metrics
+            .expression_errors
+            .get_or_create(&ExpressionLabels {
+                attribute: key.clone(),
+            })
+            .inc();
+    }
+    // Only routed calls: their model names were accepted by a backend's list, so
+    // clients cannot mint new label values.
+    if backend.is_none() || ex.operation == Operation::Other {
+        return;
+    }
+    let base = GenAiLabels {
+        gen_ai_operation_name: ex.operation.as_str().to_owned(),
+        gen_ai_provider_name: ex.provider.clone(),
+        gen_ai_request_model: ex.request_model.clone().unwrap_or_default(),
+        gen_ai_response_model: ex.response_model.clone().unwrap_or_default(),
+        server_address: ex.backend_host.clone().unwrap_or_default(),
+        error_type: ex.error_type.clone().unwrap_or_default(),
+    };
+    metrics
+        .duration
+        .get_or_create(&base)
+        .observe(elapsed.as_secs_f64());
+    for (kind, n) in [("input", ex.input_tokens), ("output", ex.output_tokens)] {
+        if let Some(n) = n {
+            metrics
+                .token_usage
+                .get_or_create(&TokenLabels {
+                    gen_ai_operation_name: base.gen_ai_operation_name.clone(),
+                    gen_ai_provider_name: base.gen_ai_provider_name.clone(),
+                    gen_ai_request_model: base.gen_ai_request_model.clone(),
+                    gen_ai_response_model: base.gen_ai_response_model.clone(),
+                    server_address: base.server_address.clone(),
+                    gen_ai_token_type: kind,
+                })
+                .observe(n as f64);
+        }
+    }
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP",
+    }
+}
+
+/// The engine's record as an OTel span.
+fn span_data(
+    record: SpanRecord,
+    ids: &SpanIds,
+    start: SystemTime,
+    end: SystemTime,
+    error: Option<String>,
+) -> SpanData {
+    let span_context = SpanContext::new(
+        ids.trace_id,
+        ids.span_id,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::default(),
+    );
+    let attributes = record
+        .attributes
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, crate::export::otel_value(v)))
+        .collect();
+    SpanData {
+        span_context,
+        parent_span_id: ids.parent.map_or(SpanId::INVALID, |p| p.span_id),
+        parent_span_is_remote: ids.parent.is_some(),
+        span_kind: match record.kind {
+            SpanKind::Client => opentelemetry::trace::SpanKind::Client,
+            SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+            SpanKind::Internal => opentelemetry::trace::SpanKind::Internal,
+            SpanKind::Producer => opentelemetry::trace::SpanKind::Producer,
+            SpanKind::Consumer => opentelemetry::trace::SpanKind::Consumer,
+        },
+        name: record.name.into(),
+        start_time: start,
+        end_time: end,
+        attributes,
+        dropped_attributes_count: record.dropped_attributes as u32,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: match error {
+            Some(message) => opentelemetry::trace::Status::error(message),
+            None => opentelemetry::trace::Status::Unset,
+        },
+        instrumentation_scope: InstrumentationScope::builder("celgate")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+    }
+}
+
+/// The backend's response body on its way to the client.
+pub struct ObservedBody<B: Body<Data = Bytes> + Unpin> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    capture: Capture,
+    flight: Option<InFlight>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
+    pub fn new(inner: B, idle: Duration, capture: Capture, flight: InFlight) -> Self {
+        ObservedBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            capture,
+            flight: Some(flight),
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        let Some(mut flight) = self.flight.take() else {
+            return;
+        };
+        let capture = std::mem::replace(&mut self.capture, Capture::Nothing);
+        let ex = &mut flight.exchange;
+        match capture {
+            Capture::Nothing => {}
+            Capture::Sse(acc) => {
+                let summary = acc.finish(ex);
+                // Ended without `[DONE]` and with a choice left unfinished: the
+                // backend stopped early although the connection closed cleanly.
+                if let (Outcome::Complete, false) = (&outcome, summary.saw_done)
+                    && ex.error_type.is_none()
+                    && ex.choices.iter().any(|c| c.finish_reason.is_none())
+                {
+                    ex.error_type = Some("stream_incomplete".into());
+                }
+            }
+            Capture::Json { buf, overflow, .. } => {
+                if !overflow && !buf.is_empty() {
+                    // A body that is not JSON still answers the client; the span
+                    // just says less.
+                    let _ = openai::parse_response(ex.operation, &buf, ex);
+                }
+            }
+        }
+        flight.finish(outcome);
+    }
+}
+
+impl<B> Body for ObservedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.capture.feed(data);
+                }
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                if this.inner.is_end_stream() {
+                    this.finish(Outcome::Complete);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.finish(Outcome::Cut(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(Outcome::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.flight.is_some() && this.timer.as_mut().poll(cx).is_ready() {
+                    let idle = this.idle;
+                    this.finish(Outcome::Stalled(idle));
+                    return Poll::Ready(Some(Err(
+                        format!("backend sent nothing for {idle:?}").into()
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Drop for ObservedBody<B> {
+    fn drop(&mut self) {
+        if self.flight.is_some() {
+            // A body known to be over (empty, or its length fully sent) may be
+            // dropped without a final poll: that is not a client going away.
+            let outcome = if self.inner.is_end_stream() {
+                Outcome::Complete
+            } else {
+                Outcome::ClientGone
+            };
+            self.finish(outcome);
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! One proxied request, from arrival to the span.
+//!
+//! `handle` reads and checks the request, routes it to a backend, forwards it with
+//! the backend's key and a child `traceparent`, and hands the response back with
+//! its body wrapped in an [`ObservedBody`](crate::observe::ObservedBody), which
+//! passes every chunk through as it arrives and finishes the span when the body
+//! ends, fails, or the client goes away. Requests celgate refuses (bad JSON, no
+//! route, too large) get an OpenAI-style error and a span that records it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use celgate_engine::exchange::{Exchange, Operation};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
+use crate::openai;
+use crate::settings::Backend;
+use crate::state::{BoxError, Generation, Shared, UpstreamBody};
+use crate::trace_context::{self, SpanIds};
+
+/// Bodies sent to clients.
+pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The header that overrides the body's `model` for routing (Envoy AI Gateway's).
+const MODEL_HEADER: &str = "x-ai-eg-model";
+
+/// Largest response body kept for the span (the client still gets all of it).
+const MAX_CAPTURE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Serves one request. Never fails: every problem becomes an HTTP error response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<ClientBody> {
+    Shared::count(&shared.stats.requests);
+    let generation = shared.current();
+    let start = Instant::now();
+    let start_time = SystemTime::now();
+    let (parts, body) = req.into_parts();
+
+    let operation = match (&parts.method, parts.uri.path()) {
+        (&Method::POST, "/v1/chat/completions") => Operation::Chat,
+        (&Method::POST, "/v1/completions") => Operation::TextCompletion,
+        (&Method::POST, "/v1/embeddings") => Operation::Embeddings,
+        (&Method::GET, "/v1/models") => return models(&generation),
+        _ => Operation::Other,
+    };
+
+    let mut exchange = Exchange {
+        operation,
+        source_address: Some(remote.to_string()),
+        ..Exchange::default()
+    };
+    exchange.request.method = parts.method.as_str().to_owned();
+    exchange.request.path = parts.uri.path().to_owned();
+    exchange.request.headers = visible_headers(&parts.headers);
+
+    let parent = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| trace_context::parse_traceparent(v.as_bytes()));
+    let ids = SpanIds::new(parent);
+    let mut flight = InFlight {
+        shared: Arc::clone(&shared),
+        generation: Arc::clone(&generation),
+        exchange,
+        ids,
+        sampled: true,
+        start,
+        start_time,
+        // A bounded label: client-chosen paths only appear in the access log.
+        route: match operation {
+            Operation::Other => "passthrough".to_owned(),
+            _ => parts.uri.path().to_owned(),
+        },
+        backend: None,
+        host: parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .map(str::to_owned),
+        version: parts.version,
+    };
+
+    // LLM calls are read whole (they are small) so they can be parsed and routed;
+    // anything else streams through untouched.
+    let (upstream_body, model) = if operation == Operation::Other {
+        let model = header_model(&parts.headers);
+        let body: UpstreamBody = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+        (body, model)
+    } else {
+        let settings = &generation.settings.server;
+        let bytes = match Limited::new(body, settings.max_body_bytes as usize)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return refuse(
+                    flight,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "request_too_large",
+                    format!(
+                        "request body is larger than the gateway's limit of {} bytes (server.maxBodyBytes)",
+                        settings.max_body_bytes
+                    ),
+                );
+            }
+            Err(e) => {
+                return refuse(
+                    flight,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "request_body_error",
+                    format!("could not read the request body: {e}"),
+                );
+            }
+        };
+        if exceeds_depth(&bytes, settings.max_json_depth) {
+            return refuse(
+                flight,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "json_too_deep",
+                format!(
+                    "request body nests deeper than {} levels (server.maxJsonDepth)",
+                    settings.max_json_depth
+                ),
+            );
+        }
+        if let Err(e) = openai::parse_request(operation, &bytes, &mut flight.exchange) {
+            return refuse(
+                flight,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                e.to_string(),
+            );
+        }
+        let model = header_model(&parts.headers).or_else(|| flight.exchange.request_model.clone());
+        let body = Full::new(bytes).map_err(|e| match e {}).boxed_unsync();
+        (body, model)
+    };
+
+    let backend = match route(&generation, model.as_deref(), operation) {
+        Ok(b) => b,
+        Err((status, code, message)) => {
+            return refuse(flight, status, "invalid_request_error", code, message);
+        }
+    };
+    flight.backend = Some(backend.name.clone());
+    flight.exchange.provider = backend.provider.clone();
+    flight.exchange.backend_name = Some(backend.name.clone());
+    flight.exchange.backend_host = Some(backend.host.clone());
+    flight.exchange.backend_port = Some(backend.port);
+
+    flight.sampled = sample(&generation, &flight.exchange, &ids);
+    if !flight.sampled {
+        Shared::count(&shared.stats.unsampled);
+    }
+
+    let upstream_body = match (&backend.rewrite_model, operation) {
+        (Some(to), op) if op != Operation::Other => rewrite_model(upstream_body, to).await,
+        _ => upstream_body,
+    };
+
+    let uri = upstream_uri(backend, &parts.uri);
+    let mut upstream_req = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(upstream_body)
+        .unwrap_or_else(|_| {
+            Request::new(
+                Full::new(Bytes::new())
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            )
+        });
+    *upstream_req.headers_mut() = upstream_headers(&parts.headers, backend, operation);
+    if let Ok(tp) = HeaderValue::from_str(&ids.traceparent(flight.sampled)) {
+        upstream_req.headers_mut().insert("traceparent", tp);
+    }
+
+    let client = shared.clients.get(backend.connect_timeout);
+    let response = match tokio::time::timeout(backend.timeout, client.request(upstream_req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let (code, message) = describe_client_error(&e, backend);
+            return refuse(
+                flight,
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                code,
+                message,
+            );
+        }
+        Err(_) => {
+            return refuse(
+                flight,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "timeout",
+                format!(
+                    "backend `{}` did not answer within {:?} (its `timeout`)",
+                    backend.name, backend.timeout
+                ),
+            );
+        }
+    };
+
+    let (mut resp_parts, resp_body) = response.into_parts();
+    let status = resp_parts.status;
+    flight.exchange.response.status = Some(status.as_u16());
+    flight.exchange.response.headers = visible_headers(&resp_parts.headers);
+    if status.is_client_error() || status.is_server_error() {
+        flight.exchange.error_type = Some(status.as_u16().to_string());
+    }
+    strip_hop_by_hop(&mut resp_parts.headers);
+
+    let encoded = resp_parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let is_sse = resp_parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let capture = if operation == Operation::Other || encoded {
+        Capture::Nothing
+    } else if is_sse {
+        flight.exchange.streaming = true;
+        Capture::sse(operation)
+    } else {
+        Capture::json(MAX_CAPTURE_BYTES)
+    };
+    let idle = backend.idle_timeout;
+    let body = ObservedBody::new(resp_body, idle, capture, flight);
+    Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// Answers `/v1/models` from the backends' model lists.
+fn models(generation: &Generation) -> Response<ClientBody> {
+    let mut seen = std::collections::BTreeSet::new();
+    let data: Vec<serde_json::Value> = generation
+        .settings
+        .backends
+        .iter()
+        .flat_map(|b| b.listed_models().map(move |m| (m, b)))
+        .filter(|(m, _)| seen.insert(m.to_string()))
+        .map(|(m, b)| {
+            serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": b.provider})
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": data}),
+    )
+}
+
+fn header_model(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(MODEL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The backend for `model`: the first that serves it. Calls that name no model
+/// (only possible for pass-through paths) go to the first backend.
+fn route<'g>(
+    generation: &'g Generation,
+    model: Option<&str>,
+    operation: Operation,
+) -> Result<&'g Backend, (StatusCode, &'static str, String)> {
+    let settings = &generation.settings;
+    if settings.backends.is_empty() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_backends",
+            "the gateway has no backends configured (add one under `backends:` in config.yaml)"
+                .into(),
+        ));
+    }
+    match model {
+        Some(m) => settings.route(m).ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!(
+                    "no backend serves model `{m}`; check the `models` lists under `backends:`"
+                ),
+            )
+        }),
+        None if operation == Operation::Other => Ok(&settings.backends[0]),
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            "model_required",
+            "the request names no model: set `model` in the body or the x-ai-eg-model header"
+                .into(),
+        )),
+    }
+}
+
+/// The sampling decision: an incoming `traceparent` decides when `clientSampling`
+/// says to honour it; otherwise `randomSampling` does.
+fn sample(generation: &Generation, exchange: &Exchange, ids: &SpanIds) -> bool {
+    use celgate_engine::plan::Sampler;
+    let plan = &generation.plan;
+    let decide = |sampler: &Sampler| match sampler {
+        Sampler::Always => true,
+        Sampler::Never => false,
+        Sampler::Ratio(r) => trace_context::ratio_sampled(ids.trace_id, *r),
+        Sampler::Expression(_) => plan.eval_sampler(sampler, exchange).unwrap_or_else(|e| {
+            tracing::debug!("sampling expression failed, sampling this request: {e}");
+            true
+        }),
+    };
+    if let Some(parent) = ids.parent
+        && decide(&plan.client_sampling)
+    {
+        return parent.sampled;
+    }
+    decide(&plan.random_sampling)
+}
+
+/// The backend URL for the client's path: `/v1/chat/completions` on a backend
+/// whose base URL is `https://host/openai/v1` becomes
+/// `https://host/openai/v1/chat/completions`. The query string is kept.
+fn upstream_uri(backend: &Backend, uri: &http::Uri) -> String {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/v1")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .unwrap_or(path);
+    match uri.query() {
+        Some(q) => format!("{}{}{}?{q}", backend.origin, backend.base_path, rest),
+        None => format!("{}{}{}", backend.origin, backend.base_path, rest),
+    }
+}
+
+/// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1) and those the
+/// proxy sets itself.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation) -> HeaderMap {
+    let mut h = client.clone();
+    strip_hop_by_hop(&mut h);
+    h.remove(header::HOST);
+    h.remove("traceparent");
+    h.remove(MODEL_HEADER);
+    if operation != Operation::Other {
+        // The body was read whole (and maybe rewritten): hyper sets the length.
+        h.remove(header::CONTENT_LENGTH);
+        // The span needs to read the response: ask for it uncompressed.
+        h.remove(header::ACCEPT_ENCODING);
+    }
+    if !backend.auth_passthrough {
+        h.remove(header::AUTHORIZATION);
+        h.remove("api-key");
+        h.remove("x-api-key");
+        if let Some(key) = &backend.api_key
+            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        {
+            v.set_sensitive(true);
+            h.insert(header::AUTHORIZATION, v);
+        }
+    }
+    h
+}
+
+/// Sends `to` upstream as the model. The body was already parsed, so it is a
+/// JSON object.
+async fn rewrite_model(body: UpstreamBody, to: &str) -> UpstreamBody {
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let rewritten =
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+            Ok(mut map) => {
+                map.insert("model".into(), serde_json::Value::String(to.to_owned()));
+                serde_json::to_vec(&map).map(Bytes::from).unwrap_or(bytes)
+            }
+            Err(_) => bytes,
+        };
+    Full::new(rewritten).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// Header names whose values must never reach a span: credentials of any kind.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "cookie" | "set-cookie")
+        || [
+            "auth",
+            "key",
+            "token",
+            "secret",
+            "password",
+            "credential",
+            "signature",
+        ]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// Headers as the CEL context sees them: lower-case names, secrets left out.
+fn visible_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !is_secret_header(name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+fn describe_client_error(
+    e: &hyper_util::client::legacy::Error,
+    backend: &Backend,
+) -> (&'static str, String) {
+    use std::error::Error as _;
+    let mut cause = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if e.is_connect() {
+        (
+            "connect_error",
+            format!(
+                "could not connect to backend `{}` at {}:{}: {}",
+                backend.name, backend.host, backend.port, cause
+            ),
+        )
+    } else {
+        (
+            "upstream_error",
+            format!(
+                "backend `{}` failed: {}",
+                backend.name,
+                if cause.is_empty() {
+                    e.to_string()
+                } else {
+                    cause
+                }
+            ),
+        )
+    }
+}
+
+/// Whether JSON text nests deeper than `max` (objects and arrays), without
+/// parsing it. Brackets inside strings do not count.
+pub fn exceeds_depth(bytes: &[u8], max: u32) -> bool {
+    let mut depth = 0u32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// An OpenAI-style error body.
+pub fn error_body(message: &str, kind: &str, code: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ClientBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let mut resp = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// celgate answers itself: the request was refused before reaching a backend, or
+/// the backend could not be reached. `code` doubles as the span's `error.type`.
+fn refuse(
+    mut flight: InFlight,
+    status: StatusCode,
+    kind: &str,
+    code: &'static str,
+    message: String,
+) -> Response<ClientBody> {
+    Shared::count(&flight.shared.stats.errors);
+    let body = error_body(&message, kind, code);
+    flight.exchange.response.status = Some(status.as_u16());
+    flight.exchange.error_type = Some(code.to_owned());
+    flight.exchange.response_body = Some(body.to_string());
+    flight.finish(Outcome::Refused(message));
+    json_response(status, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(!exceeds_depth(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(exceeds_depth(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!exceeds_depth(br#"{"a":"[[[[[[[[\"[[[["}"#, 1));
+        let deep = "[".repeat(10_000);
+        assert!(exceeds_depth(deep.as_bytes(), 64));
+    }
+
+    #[test]
+    fn secret_headers_are_recognised() {
+        for h in [
+            "authorization",
+            "Authorization",
+            "x-api-key",
+            "api-key",
+            "cookie",
+            "x-goog-api-key",
+            "proxy-authorization",
+            "x-amz-security-token",
+        ] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        for h in ["content-type", "x-session-id", "user-agent", "traceparent"] {
+            assert!(!is_secret_header(h), "{h}");
+        }
+    }
+}

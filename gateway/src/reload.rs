@@ -1,0 +1,217 @@
+//! Hot reload of the mounted config.
+//!
+//! Kubernetes updates a mounted ConfigMap by writing a new timestamped directory
+//! and renaming a `..data_tmp` symlink over `..data`; `config.yaml` itself is a
+//! symlink through `..data` and no event ever names it. So celgate watches the
+//! *directory* holding the config (and those holding referenced secret files),
+//! treats any event there as "maybe changed", waits a short debounce, re-reads
+//! the file by path and compares a hash of everything it read. A real change is
+//! parsed, compiled and resolved off the runtime; only a fully valid generation
+//! is swapped in. A timer re-checks as well, in case an event was missed.
+//!
+//! A failed reload keeps the previous generation serving, logs the error with
+//! its position and counts it; `/config` shows it until the next good load.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+
+use crate::metrics::ReloadLabels;
+use crate::server::{LoadError, load_generation};
+use crate::settings::ExportTarget;
+use crate::state::{Generation, ReloadFailure, Shared};
+
+/// Wait after the first event before reading, so a burst of events (the atomic
+/// writer makes several) leads to one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// How often the file is re-checked without any event.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Watches `config` and swaps in each valid new version. Runs until aborted.
+pub async fn watch(config: PathBuf, shared: Arc<Shared>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let waker = Arc::clone(&wake);
+    let mut watcher = match notify::recommended_watcher(
+        move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                waker.notify_one();
+            }
+        },
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch for config changes ({e}); re-checking {} every {POLL_INTERVAL:?} instead",
+                config.display()
+            );
+            None
+        }
+    };
+    let mut watched: Vec<PathBuf> = Vec::new();
+    loop {
+        // (Re)establish watches: the config's directory and any secret file's.
+        if let Some(w) = watcher.as_mut() {
+            let wanted = watch_dirs(&config, &shared.current());
+            if wanted != watched {
+                for d in &watched {
+                    let _ = w.unwatch(d);
+                }
+                for d in &wanted {
+                    if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+                        tracing::warn!("cannot watch {}: {e}", d.display());
+                    }
+                }
+                watched = wanted;
+            }
+        }
+        tokio::select! {
+            () = wake.notified() => {
+                tokio::time::sleep(DEBOUNCE).await;
+            }
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+        reload_once(&config, &shared).await;
+    }
+}
+
+/// Directories whose events may mean the config changed.
+fn watch_dirs(config: &Path, current: &Generation) -> Vec<PathBuf> {
+    let mut dirs = vec![parent_dir(config)];
+    for b in &current.settings.backends {
+        if let Some(p) = &b.key_file {
+            dirs.push(parent_dir(p));
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The bytes (config and secret files) are the same as in service.
+    Unchanged,
+    /// A new generation is in service.
+    Swapped(u64),
+    /// The file is absent right now (mid-update); the next event or tick retries.
+    Absent,
+    /// Invalid; the previous generation keeps serving.
+    Failed,
+}
+
+/// Re-reads `config` and swaps in a new generation if it changed and is valid.
+pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
+    let current = shared.current();
+    let path = config.to_owned();
+    let number = current.number + 1;
+    let previous_hash = current.source_hash;
+    let key_files = crate::server::key_files(&current.settings);
+    // Parsing and compiling are CPU work (and compile spawns a big-stack thread).
+    let loaded = tokio::task::spawn_blocking(move || {
+        let hash = crate::server::source_hash(&path, &key_files)?;
+        if hash == previous_hash {
+            return Ok(None);
+        }
+        load_generation(&path, number).map(Some)
+    })
+    .await;
+    let next = match loaded {
+        Ok(Ok(None)) => return ReloadResult::Unchanged,
+        Ok(Ok(Some(g))) => g,
+        Ok(Err(LoadError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::debug!("{} is absent; keeping the current config", config.display());
+            return ReloadResult::Absent;
+        }
+        Ok(Err(e)) => {
+            fail(shared, e.to_string());
+            return ReloadResult::Failed;
+        }
+        Err(e) => {
+            fail(shared, format!("reload task failed: {e}"));
+            return ReloadResult::Failed;
+        }
+    };
+
+    if next.settings.listen != current.settings.listen
+        || next.settings.admin != current.settings.admin
+    {
+        tracing::warn!(
+            "listen/admin addresses changed ({} / {} -> {} / {}): they take effect only after a restart; everything else is applied now",
+            current.settings.listen,
+            current.settings.admin,
+            next.settings.listen,
+            next.settings.admin
+        );
+    }
+    if next.settings.export != current.settings.export {
+        let shared2 = Arc::clone(shared);
+        let export = next.settings.export.clone();
+        let rebuilt =
+            tokio::task::spawn_blocking(move || shared2.exporter.reconfigure(&export)).await;
+        match rebuilt {
+            Ok(Ok(())) => describe_target(&next.settings.export.target),
+            Ok(Err(e)) => {
+                fail(shared, format!("{}: {e}", config.display()));
+                return ReloadResult::Failed;
+            }
+            Err(e) => {
+                fail(shared, format!("exporter rebuild task failed: {e}"));
+                return ReloadResult::Failed;
+            }
+        }
+    }
+    let number = next.number;
+    tracing::info!(
+        "config generation {number} in service ({}, hash {:016x})",
+        config.display(),
+        next.source_hash
+    );
+    shared.swap(next);
+    if let Ok(mut last) = shared.last_reload_error.lock() {
+        *last = None;
+    }
+    shared
+        .metrics
+        .reloads
+        .get_or_create(&ReloadLabels { result: "ok" })
+        .inc();
+    ReloadResult::Swapped(number)
+}
+
+fn describe_target(t: &ExportTarget) {
+    match t {
+        ExportTarget::Otlp { endpoint, .. } => {
+            tracing::info!("span exporter rebuilt for {endpoint}")
+        }
+        ExportTarget::Stdout => tracing::info!("spans are now printed to stdout"),
+        ExportTarget::Disabled => tracing::info!("span export is now off"),
+    }
+}
+
+fn fail(shared: &Shared, message: String) {
+    tracing::error!("config reload failed, the previous config stays in service:\n{message}");
+    if let Ok(mut last) = shared.last_reload_error.lock() {
+        *last = Some(ReloadFailure {
+            at: SystemTime::now(),
+            message,
+        });
+    }
+    shared
+        .metrics
+        .reloads
+        .get_or_create(&ReloadLabels { result: "error" })
+        .inc();
+}

@@ -1,0 +1,1870 @@
+//! A scripted OpenAI-compatible upstream: answers like the OpenAI API, deterministically,
+//! without a model.
+//!
+//! The gateway's integration tests point a backend at it and assert on what it received
+//! ([`ScriptedUpstream::requests`]); `celgate demo` uses it as a built-in backend so spans
+//! can be seen without an LLM or an API key. It serves HTTP/1.1 and h2c (HTTP/2 with prior
+//! knowledge) on one port.
+//!
+//! # Endpoints
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /v1/chat/completions` | a `chat.completion`, or with `"stream": true` a `text/event-stream` of `chat.completion.chunk`s ending in `data: [DONE]` |
+//! | `POST /v1/completions` | a legacy `text_completion` (streamed the same way) |
+//! | `POST /v1/embeddings` | one embedding per input (a string, or an array of strings / token arrays) |
+//! | `GET /v1/models` | a `list` of a few models |
+//! | a known path with another method | 405, OpenAI-style error body |
+//! | anything else | 404, OpenAI-style error body |
+//!
+//! A body that is not a JSON object, or has no string `model`, gets a 400 with an
+//! OpenAI-style error body (`{"error":{"message","type":"invalid_request_error",...}}`).
+//! Request bodies over 16 MiB get a 413.
+//!
+//! # What the answers contain
+//!
+//! Everything is derived from the request, so tests can predict it:
+//!
+//! - the response `model` is the request's `model`; `created` is [`CREATED`]; the
+//!   response id is `chatcmpl-scripted{N}` (`cmpl-scripted{N}` for legacy completions)
+//!   where `N` is the request's 1-based position in [`ScriptedUpstream::requests`];
+//!   every response carries `x-request-id: req_scripted{N}`;
+//! - chat content is `Scripted reply to: {text of the last user message}` (`Hello from
+//!   the scripted upstream.` when there is none); legacy completions answer
+//!   ` Scripted completion of: {prompt}`;
+//! - streamed content is that text split into words (each with its leading space), one
+//!   delta per word, so a stream reassembles to exactly the non-streamed content;
+//! - `max_tokens` / `max_completion_tokens` smaller than the number of words truncates
+//!   the reply to that many words with `finish_reason: "length"`;
+//! - usage: `prompt_tokens` = whitespace-separated words in all message texts (the
+//!   prompt, the inputs) with a minimum of 1; `completion_tokens` = words of the reply
+//!   (for tool calls: the number of argument fragments a stream carries);
+//!   `total_tokens` = their sum. A stream carries usage in a final `choices: []` chunk
+//!   only when `stream_options.include_usage` is true (and then every other chunk
+//!   has `"usage": null`, as OpenAI does);
+//! - tool calls: when the request has a non-empty `tools` array, `tool_choice` is not
+//!   `"none"` and the last message has role `user`, the reply is two parallel tool calls
+//!   (to `tools[0]` and `tools[1]`, or twice `tools[0]` when there is only one),
+//!   `content: null`, `finish_reason: "tool_calls"`. Arguments are a JSON object with one
+//!   member per property of the tool's parameter schema (strings get the last user
+//!   message, enums their first value, integers 1, numbers 1.5, booleans true). Call ids
+//!   are `call_` and a hash of the call, so a stream and a non-streamed answer to the
+//!   same request agree. Streamed, each call's first delta carries its id and name, and
+//!   the arguments follow in fragments of a few characters, alternating between the two
+//!   calls. When the last message is a `tool` result the answer is ordinary text;
+//! - embeddings have 8 dimensions (or `dimensions` when given, up to 4096), derived
+//!   from a hash of the input; `"encoding_format": "base64"` (what the OpenAI SDKs send
+//!   by default) returns them as base64 of little-endian `f32`s.
+//!
+//! # Fault scripts
+//!
+//! The request's `model` selects a fault (on the three `POST` endpoints):
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `error-500` | 500, `{"error":{"message":..,"type":"server_error","param":null,"code":null}}` |
+//! | `error-429` | 429, `{"error":{"message":..,"type":"requests","param":null,"code":"rate_limit_exceeded"}}` |
+//! | `slow-<ms>` (e.g. `slow-3000`) | waits that long before the response headers, then answers normally |
+//! | `hang` | never answers; the connection stays open until the upstream is dropped |
+//! | `cut-after-<n>` (e.g. `cut-after-3`) | a streamed answer (whatever `stream` says) that sends exactly `n` data events, then aborts the connection without `[DONE]` (HTTP/1.1: no terminating chunk; h2: `RST_STREAM`) |
+//! | `drip-<ms>` (e.g. `drip-200`) | a streamed answer (whatever `stream` says) that waits that long before each event |
+//!
+//! The two error answers carry `x-should-retry: false` (a real OpenAI header the
+//! official SDKs honour) so a client SDK does not silently retry them. `cut-after-*` and
+//! `drip-*` do not apply to embeddings, which are never streamed. Any other model name
+//! (including a malformed script such as `slow-abc`) is answered normally.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Map, Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Sleep;
+
+/// The `created` timestamp of every response (2025-06-15T15:06:40Z): fixed so answers
+/// are reproducible.
+pub const CREATED: u64 = 1_750_000_000;
+
+/// Largest request body read; a larger one gets a 413.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// Dimensions of an embedding when the request does not ask for `dimensions`.
+const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// Most dimensions an embedding request may ask for (keeps responses small).
+const MAX_EMBEDDING_DIMENSIONS: usize = 4096;
+
+/// Characters per streamed tool-call argument fragment.
+const ARGUMENT_FRAGMENT_CHARS: usize = 7;
+
+/// Pause between the last event of a `cut-after-*` stream and the abort, so the events
+/// are flushed to the socket before the connection is torn down (hyper drops buffered
+/// output when a body fails).
+const CUT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Models listed by `GET /v1/models`.
+const LISTED_MODELS: [&str; 5] = [
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo-instruct",
+    "text-embedding-3-small",
+    "scripted",
+];
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query as received, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Every header in the order received; names are lowercase, values lossily UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The whole request body (empty when it could not be read).
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON, or `None` when it is not JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// State shared by the accept loop, every connection and the handle.
+#[derive(Debug)]
+struct Shared {
+    requests: Mutex<Vec<RecordedRequest>>,
+    /// Flipped to `true` when the upstream is dropped; `hang` requests wait for it.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Appends `request` and returns its 1-based position.
+    fn record(&self, request: RecordedRequest) -> usize {
+        // A panic while holding the lock cannot leave the Vec half-written, so a
+        // poisoned lock is still usable.
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.push(request);
+        requests.len()
+    }
+}
+
+/// A running scripted upstream. Serves on the tokio runtime that started it until this
+/// handle is dropped; dropping it closes the listener and every open connection.
+#[derive(Debug)]
+pub struct ScriptedUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl ScriptedUpstream {
+    /// Binds `addr` (use `127.0.0.1:0` for a free port) and starts serving on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn start(addr: SocketAddr) -> std::io::Result<ScriptedUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            shutdown,
+        });
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        Ok(ScriptedUpstream { addr, shared, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What to give an OpenAI client (or a backend's `baseUrl`): `http://ADDR/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request received so far, in order of arrival (of their complete bodies).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        // Dropping the accept loop drops its JoinSet, which aborts every connection.
+        self.task.abort();
+    }
+}
+
+/// Accepts connections until aborted; each connection runs in the loop's [`JoinSet`] so
+/// aborting the loop closes them all.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+            }
+            Err(error) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(%error, "scripted upstream: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection, HTTP/1.1 or h2c, until the client closes it.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "scripted upstream: set_nodelay failed");
+    }
+    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        // Expected for `cut-after-*` (the body fails on purpose) and for clients that
+        // hang up early.
+        tracing::debug!(%error, "scripted upstream: connection ended with an error");
+    }
+}
+
+/// Records the request, then answers it.
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ScriptedBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let (body, body_error) = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => (collected.to_bytes(), None),
+        Err(error) => (Bytes::new(), Some(error)),
+    };
+    let seq = shared.record(RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        version: format!("{:?}", parts.version),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    });
+    if let Some(error) = body_error {
+        return Ok(if error.downcast_ref::<LengthLimitError>().is_some() {
+            invalid_request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                seq,
+                "Request body too large for the scripted upstream (16 MiB max).",
+            )
+        } else {
+            invalid_request(
+                StatusCode::BAD_REQUEST,
+                seq,
+                &format!("Could not read the request body: {error}"),
+            )
+        });
+    }
+
+    let endpoint = match (parts.uri.path(), &parts.method) {
+        ("/v1/chat/completions", &Method::POST) => Endpoint::Chat,
+        ("/v1/completions", &Method::POST) => Endpoint::Completions,
+        ("/v1/embeddings", &Method::POST) => Endpoint::Embeddings,
+        ("/v1/models", &Method::GET) => return Ok(json_response(StatusCode::OK, seq, &models())),
+        ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models", _) => {
+            return Ok(error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                seq,
+                &format!(
+                    "Method {} is not allowed on {}.",
+                    parts.method,
+                    parts.uri.path()
+                ),
+                "invalid_request_error",
+                Some("method_not_allowed"),
+            ));
+        }
+        (path, method) => {
+            return Ok(error_response(
+                StatusCode::NOT_FOUND,
+                seq,
+                &format!("Invalid URL ({method} {path})"),
+                "invalid_request_error",
+                Some("unknown_url"),
+            ));
+        }
+    };
+
+    let request: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => {
+            return Ok(invalid_request(
+                StatusCode::BAD_REQUEST,
+                seq,
+                "The request body must be a JSON object.",
+            ));
+        }
+        Err(error) => {
+            return Ok(invalid_request(
+                StatusCode::BAD_REQUEST,
+                seq,
+                &format!(
+                    "We could not parse the JSON body of your request. ({error}) \
+                     The OpenAI API expects a JSON payload."
+                ),
+            ));
+        }
+    };
+    let Some(model) = request.get("model").and_then(Value::as_str) else {
+        return Ok(invalid_request(
+            StatusCode::BAD_REQUEST,
+            seq,
+            "You must provide a model parameter.",
+        ));
+    };
+
+    let mut pace = Pace::default();
+    match Script::for_model(model) {
+        Script::Normal => {}
+        Script::Error(status) => return Ok(scripted_error(status, seq)),
+        Script::Slow(delay) => tokio::time::sleep(delay).await,
+        Script::Hang => {
+            let mut shutdown = shared.shutdown.subscribe();
+            // Err means the sender is gone, i.e. the upstream is shutting down too.
+            let _closed = shutdown.wait_for(|down| *down).await;
+            return Ok(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                seq,
+                "The scripted upstream is shutting down.",
+                "server_error",
+                None,
+            ));
+        }
+        Script::CutAfter(events) => {
+            pace.force_stream = true;
+            pace.cut_after = Some(events);
+        }
+        Script::Drip(delay) => {
+            pace.force_stream = true;
+            pace.delay = delay;
+        }
+    }
+
+    let ids = Ids { seq, model };
+    Ok(match endpoint {
+        Endpoint::Chat => chat(&request, &ids, &pace),
+        Endpoint::Completions => completions(&request, &ids, &pace),
+        Endpoint::Embeddings => embeddings(&request, &ids),
+    })
+}
+
+/// The endpoints with a JSON request body.
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+/// A fault script, selected by the request's model (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Script {
+    Normal,
+    Error(StatusCode),
+    Slow(Duration),
+    Hang,
+    CutAfter(usize),
+    Drip(Duration),
+}
+
+impl Script {
+    fn for_model(model: &str) -> Script {
+        let millis = |rest: &str| rest.parse::<u64>().ok().map(Duration::from_millis);
+        match model {
+            "error-500" => Script::Error(StatusCode::INTERNAL_SERVER_ERROR),
+            "error-429" => Script::Error(StatusCode::TOO_MANY_REQUESTS),
+            "hang" => Script::Hang,
+            _ => {
+                if let Some(delay) = model.strip_prefix("slow-").and_then(millis) {
+                    Script::Slow(delay)
+                } else if let Some(delay) = model.strip_prefix("drip-").and_then(millis) {
+                    Script::Drip(delay)
+                } else if let Some(n) = model
+                    .strip_prefix("cut-after-")
+                    .and_then(|rest| rest.parse::<usize>().ok())
+                {
+                    Script::CutAfter(n)
+                } else {
+                    Script::Normal
+                }
+            }
+        }
+    }
+}
+
+/// How a streamed answer is delivered.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pace {
+    /// Stream even when the request did not ask to.
+    force_stream: bool,
+    /// Wait this long before each event.
+    delay: Duration,
+    /// Send only this many events, then abort the connection.
+    cut_after: Option<usize>,
+}
+
+/// What identifies one answer.
+#[derive(Clone, Copy, Debug)]
+struct Ids<'a> {
+    /// 1-based position of the request.
+    seq: usize,
+    /// The request's model, echoed in the response.
+    model: &'a str,
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat completions
+// ---------------------------------------------------------------------------------------
+
+/// One tool call of a reply.
+#[derive(Clone, Debug)]
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// The assistant's reply to a chat request.
+#[derive(Clone, Debug)]
+enum ChatReply {
+    /// Text, as the words a stream sends one per delta; `truncated` means it stopped at
+    /// the token limit.
+    Text {
+        words: Vec<String>,
+        truncated: bool,
+    },
+    ToolCalls(Vec<ToolCall>),
+}
+
+fn chat(request: &Map<String, Value>, ids: &Ids<'_>, pace: &Pace) -> Response<ScriptedBody> {
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let user_text = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| message_text(m.get("content").unwrap_or(&Value::Null)));
+    let prompt_tokens = messages
+        .iter()
+        .map(|m| word_count(&message_text(m.get("content").unwrap_or(&Value::Null))))
+        .sum::<usize>()
+        .max(1);
+
+    let tools = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let last_is_user = messages
+        .last()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("user");
+    let tools_allowed = request.get("tool_choice").and_then(Value::as_str) != Some("none");
+
+    let called = match tools.first() {
+        Some(first) if last_is_user && tools_allowed => {
+            Some([first, tools.get(1).unwrap_or(first)])
+        }
+        _ => None,
+    };
+    let reply = if let Some(called) = called {
+        let text = user_text.unwrap_or_default();
+        ChatReply::ToolCalls(
+            called
+                .iter()
+                .enumerate()
+                .map(|(index, tool)| tool_call(index, tool, &text))
+                .collect(),
+        )
+    } else {
+        let content = match user_text {
+            Some(text) => format!("Scripted reply to: {text}"),
+            None => "Hello from the scripted upstream.".to_owned(),
+        };
+        let (words, truncated) = limit_words(words(&content), token_limit(request));
+        ChatReply::Text { words, truncated }
+    };
+
+    let completion_tokens = match &reply {
+        ChatReply::Text { words, .. } => words.len(),
+        ChatReply::ToolCalls(calls) => calls.iter().map(|c| fragments(&c.arguments).len()).sum(),
+    };
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    });
+    let id = format!("chatcmpl-scripted{}", ids.seq);
+
+    if !(wants_stream(request) || pace.force_stream) {
+        let (message, finish_reason) = match &reply {
+            ChatReply::Text { words, truncated } => (
+                json!({"role": "assistant", "content": words.concat(), "refusal": null}),
+                if *truncated { "length" } else { "stop" },
+            ),
+            ChatReply::ToolCalls(calls) => (
+                json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": calls.iter().map(|c| json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments}
+                    })).collect::<Vec<_>>(),
+                    "refusal": null
+                }),
+                "tool_calls",
+            ),
+        };
+        let body = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": ids.model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }],
+            "usage": usage,
+            "system_fingerprint": "fp_scripted"
+        });
+        return json_response(StatusCode::OK, ids.seq, &body);
+    }
+
+    let include_usage = wants_usage(request);
+    let chunk = |delta: Value, finish_reason: Value| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": ids.model,
+            "system_fingerprint": "fp_scripted",
+            "choices": [{
+                "index": 0,
+                "delta": delta,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }]
+        });
+        if include_usage && let Value::Object(object) = &mut chunk {
+            object.insert("usage".to_owned(), Value::Null);
+        }
+        chunk
+    };
+
+    let mut chunks = Vec::new();
+    match &reply {
+        ChatReply::Text { words, truncated } => {
+            chunks.push(chunk(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+            ));
+            for word in words {
+                chunks.push(chunk(json!({"content": word}), Value::Null));
+            }
+            let reason = if *truncated { "length" } else { "stop" };
+            chunks.push(chunk(json!({}), json!(reason)));
+        }
+        ChatReply::ToolCalls(calls) => {
+            for (index, call) in calls.iter().enumerate() {
+                let header = json!([{
+                    "index": index,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""}
+                }]);
+                let delta = if index == 0 {
+                    json!({"role": "assistant", "content": null, "tool_calls": header, "refusal": null})
+                } else {
+                    json!({"tool_calls": header})
+                };
+                chunks.push(chunk(delta, Value::Null));
+            }
+            // Alternate the calls' argument fragments, as OpenAI interleaves parallel
+            // calls.
+            let mut pending: Vec<VecDeque<String>> = calls
+                .iter()
+                .map(|c| fragments(&c.arguments).into())
+                .collect();
+            while pending.iter().any(|p| !p.is_empty()) {
+                for (index, fragments) in pending.iter_mut().enumerate() {
+                    if let Some(fragment) = fragments.pop_front() {
+                        chunks.push(chunk(
+                            json!({"tool_calls": [{
+                                "index": index,
+                                "function": {"arguments": fragment}
+                            }]}),
+                            Value::Null,
+                        ));
+                    }
+                }
+            }
+            chunks.push(chunk(json!({}), json!("tool_calls")));
+        }
+    }
+    if include_usage {
+        chunks.push(json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": ids.model,
+            "system_fingerprint": "fp_scripted",
+            "choices": [],
+            "usage": usage
+        }));
+    }
+    sse_response(ids.seq, &chunks, pace)
+}
+
+/// Builds call `index` of a tool-call reply to `tool` (an OpenAI `tools` entry).
+fn tool_call(index: usize, tool: &Value, user_text: &str) -> ToolCall {
+    let function = tool.get("function").unwrap_or(tool);
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("tool")
+        .to_owned();
+    let mut arguments = Map::new();
+    if let Some(properties) = function
+        .pointer("/parameters/properties")
+        .and_then(Value::as_object)
+    {
+        for (key, schema) in properties {
+            let value = if let Some(first) = schema
+                .get("enum")
+                .and_then(Value::as_array)
+                .and_then(|values| values.first())
+            {
+                first.clone()
+            } else {
+                match schema.get("type").and_then(Value::as_str) {
+                    Some("string") => json!(user_text),
+                    Some("integer") => json!(1),
+                    Some("number") => json!(1.5),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => Value::Null,
+                }
+            };
+            arguments.insert(key.clone(), value);
+        }
+    }
+    let arguments = Value::Object(arguments).to_string();
+    let id = format!(
+        "call_{:016x}",
+        fnv1a(format!("{index}\0{name}\0{arguments}").as_bytes())
+    );
+    ToolCall {
+        id,
+        name,
+        arguments,
+    }
+}
+
+/// `arguments` in fragments of [`ARGUMENT_FRAGMENT_CHARS`] characters (at least one,
+/// possibly empty, so a call always streams its arguments).
+fn fragments(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars
+        .chunks(ARGUMENT_FRAGMENT_CHARS)
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+/// The text of a message's `content`: a string, or the `text` of its content parts
+/// joined with a space.
+fn message_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| match part {
+                Value::String(text) => Some(text.as_str()),
+                other => other.get("text").and_then(Value::as_str),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Legacy completions
+// ---------------------------------------------------------------------------------------
+
+fn completions(request: &Map<String, Value>, ids: &Ids<'_>, pace: &Pace) -> Response<ScriptedBody> {
+    let prompt = match request.get("prompt") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let prompt_tokens = word_count(&prompt).max(1);
+    let (words, truncated) = limit_words(
+        words(&format!(" Scripted completion of: {prompt}")),
+        token_limit(request),
+    );
+    let finish_reason = if truncated { "length" } else { "stop" };
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": words.len(),
+        "total_tokens": prompt_tokens + words.len()
+    });
+    let id = format!("cmpl-scripted{}", ids.seq);
+
+    if !(wants_stream(request) || pace.force_stream) {
+        let body = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": CREATED,
+            "model": ids.model,
+            "choices": [{
+                "text": words.concat(),
+                "index": 0,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }],
+            "usage": usage
+        });
+        return json_response(StatusCode::OK, ids.seq, &body);
+    }
+
+    let include_usage = wants_usage(request);
+    let chunk = |text: &str, finish_reason: Value| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": CREATED,
+            "model": ids.model,
+            "choices": [{
+                "text": text,
+                "index": 0,
+                "logprobs": null,
+                "finish_reason": finish_reason
+            }]
+        });
+        if include_usage && let Value::Object(object) = &mut chunk {
+            object.insert("usage".to_owned(), Value::Null);
+        }
+        chunk
+    };
+    let mut chunks: Vec<Value> = words.iter().map(|w| chunk(w, Value::Null)).collect();
+    chunks.push(chunk("", json!(finish_reason)));
+    if include_usage {
+        chunks.push(json!({
+            "id": id,
+            "object": "text_completion",
+            "created": CREATED,
+            "model": ids.model,
+            "choices": [],
+            "usage": usage
+        }));
+    }
+    sse_response(ids.seq, &chunks, pace)
+}
+
+// ---------------------------------------------------------------------------------------
+// Embeddings and models
+// ---------------------------------------------------------------------------------------
+
+fn embeddings(request: &Map<String, Value>, ids: &Ids<'_>) -> Response<ScriptedBody> {
+    // One item per input: a string, a token array, or an array of either.
+    let inputs: Vec<&Value> = match request.get("input") {
+        Some(Value::Array(items)) if !items.is_empty() && !items.iter().all(|i| i.is_number()) => {
+            items.iter().collect()
+        }
+        Some(input) => vec![input],
+        None => Vec::new(),
+    };
+    let dimensions = request
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .and_then(|d| usize::try_from(d).ok())
+        .filter(|d| (1..=MAX_EMBEDDING_DIMENSIONS).contains(d))
+        .unwrap_or(EMBEDDING_DIMENSIONS);
+    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
+
+    let mut prompt_tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let (text, tokens) = match input {
+                Value::String(text) => (text.clone(), word_count(text)),
+                Value::Array(tokens) => (input.to_string(), tokens.len()),
+                other => (other.to_string(), 1),
+            };
+            prompt_tokens += tokens;
+            let vector = embedding(&text, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let prompt_tokens = prompt_tokens.max(1);
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": ids.model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    });
+    json_response(StatusCode::OK, ids.seq, &body)
+}
+
+/// A deterministic unit-range vector for `text`, rounded to 4 decimals.
+fn embedding(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut state = fnv1a(text.as_bytes());
+    (0..dimensions)
+        .map(|_| {
+            state = splitmix64(state);
+            // 24 random bits → [-1, 1), rounded so the JSON stays short.
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
+            ((unit * 2.0 - 1.0) * 10_000.0).round() / 10_000.0
+        })
+        .collect()
+}
+
+fn models() -> Value {
+    json!({
+        "object": "list",
+        "data": LISTED_MODELS.iter().map(|id| json!({
+            "id": id,
+            "object": "model",
+            "created": CREATED,
+            "owned_by": "scripted"
+        })).collect::<Vec<_>>()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Request helpers
+// ---------------------------------------------------------------------------------------
+
+fn wants_stream(request: &Map<String, Value>) -> bool {
+    request.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+fn wants_usage(request: &Map<String, Value>) -> bool {
+    request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+fn token_limit(request: &Map<String, Value>) -> Option<usize> {
+    request
+        .get("max_completion_tokens")
+        .or_else(|| request.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Splits `text` into words, each with the whitespace before it, so the pieces
+/// concatenate back to `text`.
+fn words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    for c in text.chars() {
+        if c.is_whitespace() && in_word {
+            words.push(std::mem::take(&mut current));
+            in_word = false;
+        } else if !c.is_whitespace() {
+            in_word = true;
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// Keeps at most `limit` words; `true` when some were dropped.
+fn limit_words(mut words: Vec<String>, limit: Option<usize>) -> (Vec<String>, bool) {
+    match limit {
+        Some(limit) if words.len() > limit => {
+            words.truncate(limit);
+            (words, true)
+        }
+        _ => (words, false),
+    }
+}
+
+fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------
+
+fn json_response(status: StatusCode, seq: usize, body: &Value) -> Response<ScriptedBody> {
+    let mut response = Response::new(ScriptedBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    insert_request_id(headers, seq);
+    response
+}
+
+fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Response<ScriptedBody> {
+    let mut events: VecDeque<Bytes> = chunks
+        .iter()
+        .map(|chunk| Bytes::from(format!("data: {chunk}\n\n")))
+        .collect();
+    events.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    if let Some(n) = pace.cut_after {
+        // Never let `[DONE]` through a cut stream, however large `n` is.
+        events.truncate(n.min(events.len() - 1));
+    }
+    let mut response = Response::new(ScriptedBody {
+        events,
+        delay: pace.delay,
+        fail_at_end: pace.cut_after.is_some(),
+        timer: None,
+        exact_len: None,
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    insert_request_id(headers, seq);
+    response
+}
+
+fn insert_request_id(headers: &mut http::HeaderMap, seq: usize) {
+    if let Ok(value) = HeaderValue::from_str(&format!("req_scripted{seq}")) {
+        headers.insert("x-request-id", value);
+    }
+}
+
+/// An OpenAI-style error: `{"error":{"message","type","param":null,"code"}}`.
+fn error_response(
+    status: StatusCode,
+    seq: usize,
+    message: &str,
+    kind: &str,
+    code: Option<&str>,
+) -> Response<ScriptedBody> {
+    let body = json!({
+        "error": {"message": message, "type": kind, "param": null, "code": code}
+    });
+    json_response(status, seq, &body)
+}
+
+fn invalid_request(status: StatusCode, seq: usize, message: &str) -> Response<ScriptedBody> {
+    error_response(status, seq, message, "invalid_request_error", None)
+}
+
+/// The answer of the `error-*` scripts.
+fn scripted_error(status: StatusCode, seq: usize) -> Response<ScriptedBody> {
+    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+        error_response(
+            status,
+            seq,
+            "Rate limit reached for requests (scripted error-429).",
+            "requests",
+            Some("rate_limit_exceeded"),
+        )
+    } else {
+        error_response(
+            status,
+            seq,
+            "The server had an error while processing your request (scripted error-500).",
+            "server_error",
+            None,
+        )
+    };
+    response
+        .headers_mut()
+        .insert("x-should-retry", HeaderValue::from_static("false"));
+    response
+}
+
+/// The failure a `cut-after-*` body reports so hyper aborts the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("scripted upstream cut the stream")]
+struct StreamCut;
+
+/// A response body: a queue of frames sent with an optional delay before each, and an
+/// optional failure at the end.
+#[derive(Debug)]
+struct ScriptedBody {
+    events: VecDeque<Bytes>,
+    /// Waited before each event (zero: none).
+    delay: Duration,
+    /// After the last event, fail (aborting the connection) instead of ending.
+    fail_at_end: bool,
+    /// The running delay, if any.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Length of a non-streamed body, so it gets a `content-length`.
+    exact_len: Option<u64>,
+}
+
+impl ScriptedBody {
+    /// A whole body sent at once.
+    fn full(bytes: Bytes) -> ScriptedBody {
+        ScriptedBody {
+            exact_len: u64::try_from(bytes.len()).ok(),
+            events: VecDeque::from([bytes]),
+            delay: Duration::ZERO,
+            fail_at_end: false,
+            timer: None,
+        }
+    }
+}
+
+impl Body for ScriptedBody {
+    type Data = Bytes;
+    type Error = StreamCut;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
+        let this = self.get_mut();
+        let pause = if !this.events.is_empty() {
+            this.delay
+        } else if this.fail_at_end {
+            CUT_PAUSE
+        } else {
+            return Poll::Ready(None);
+        };
+        if !pause.is_zero() {
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+            ready!(timer.as_mut().poll(cx));
+            this.timer = None;
+        }
+        match this.events.pop_front() {
+            Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),
+            None => {
+                this.fail_at_end = false;
+                Poll::Ready(Some(Err(StreamCut)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.events.is_empty() && !self.fail_at_end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact_len {
+            Some(len) if !self.events.is_empty() => SizeHint::with_exact(len),
+            Some(_) => SizeHint::with_exact(0),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small deterministic helpers (no extra crates for a test double)
+// ---------------------------------------------------------------------------------------
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One step of SplitMix64.
+fn splitmix64(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::parse_response;
+    use crate::sse::SseAccumulator;
+    use celgate_engine::exchange::{Exchange, Operation};
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use std::time::Instant;
+
+    async fn upstream() -> ScriptedUpstream {
+        ScriptedUpstream::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// A response as a client saw it: every body frame with its arrival time, and the
+    /// body error that ended it, if any.
+    struct Reply {
+        status: StatusCode,
+        headers: http::HeaderMap,
+        frames: Vec<(Instant, Bytes)>,
+        error: Option<String>,
+    }
+
+    impl Reply {
+        fn body(&self) -> Vec<u8> {
+            self.frames.iter().flat_map(|(_, b)| b.to_vec()).collect()
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body()).unwrap()
+        }
+
+        /// The `data:` payloads of an SSE body, in order.
+        fn events(&self) -> Vec<String> {
+            String::from_utf8(self.body())
+                .unwrap()
+                .split("\n\n")
+                .filter(|e| !e.is_empty())
+                .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
+                .collect()
+        }
+
+        /// The JSON payloads of an SSE body (everything but `[DONE]`).
+        fn chunks(&self) -> Vec<Value> {
+            self.events()
+                .iter()
+                .filter(|e| *e != "[DONE]")
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect()
+        }
+    }
+
+    async fn send(
+        up: &ScriptedUpstream,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+        http2: bool,
+    ) -> Reply {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http::<Full<Bytes>>();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", up.addr()))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-test")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let (parts, mut body) = response.into_parts();
+        let mut frames = Vec::new();
+        let mut error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        frames.push((Instant::now(), data));
+                    }
+                }
+                Err(e) => {
+                    error = Some(format!("{e:?}"));
+                    break;
+                }
+            }
+        }
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            frames,
+            error,
+        }
+    }
+
+    async fn post(up: &ScriptedUpstream, path: &str, body: &Value) -> Reply {
+        send(up, Method::POST, path, body.to_string(), false).await
+    }
+
+    fn with(mut request: Value, key: &str, value: Value) -> Value {
+        request
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+        request
+    }
+
+    fn streaming(request: Value) -> Value {
+        let request = with(request, "stream", json!(true));
+        with(request, "stream_options", json!({"include_usage": true}))
+    }
+
+    /// What the gateway's own parsers make of a non-streamed and a streamed body.
+    fn parsed(operation: Operation, plain: &Reply, streamed: &Reply) -> (Exchange, Exchange) {
+        let mut from_plain = Exchange::default();
+        parse_response(operation, &plain.body(), &mut from_plain).unwrap();
+        let mut accumulator = SseAccumulator::new(operation);
+        for (_, frame) in &streamed.frames {
+            accumulator.feed(frame);
+        }
+        let mut from_stream = Exchange::default();
+        let summary = accumulator.finish(&mut from_stream);
+        assert!(summary.saw_done);
+        assert_eq!(summary.malformed_events, 0);
+        assert_eq!(summary.error, None);
+        (from_plain, from_stream)
+    }
+
+    fn chat_request() -> Value {
+        json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "What is CEL?"}
+            ]
+        })
+    }
+
+    #[tokio::test]
+    async fn plain_chat_is_a_realistic_completion_and_is_recorded() {
+        let up = upstream().await;
+        let reply = post(&up, "/v1/chat/completions", &chat_request()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(reply.headers["x-request-id"], "req_scripted1");
+        assert_eq!(
+            reply.json(),
+            json!({
+                "id": "chatcmpl-scripted1",
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": "gpt-4o-mini",
+                "choices": [{
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "Scripted reply to: What is CEL?",
+                        "refusal": null
+                    },
+                    "logprobs": null,
+                    "finish_reason": "stop"
+                }],
+                "usage": {
+                    "prompt_tokens": 6,
+                    "completion_tokens": 6,
+                    "total_tokens": 12,
+                    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                    "completion_tokens_details": {
+                        "reasoning_tokens": 0,
+                        "audio_tokens": 0,
+                        "accepted_prediction_tokens": 0,
+                        "rejected_prediction_tokens": 0
+                    }
+                },
+                "system_fingerprint": "fp_scripted"
+            })
+        );
+
+        let requests = up.requests();
+        assert_eq!(requests.len(), 1);
+        let recorded = &requests[0];
+        assert_eq!(recorded.method, "POST");
+        assert_eq!(recorded.path, "/v1/chat/completions");
+        assert_eq!(recorded.version, "HTTP/1.1");
+        assert_eq!(recorded.header("Authorization"), Some("Bearer sk-test"));
+        assert_eq!(recorded.json(), Some(chat_request()));
+    }
+
+    #[tokio::test]
+    async fn streamed_chat_reassembles_to_the_plain_content() {
+        let up = upstream().await;
+        let request =
+            json!(serde_json::from_slice::<Value>(fixture!("chat_request.json")).unwrap());
+        let plain = post(&up, "/v1/chat/completions", &request).await;
+        // Over h2c too: one port serves both.
+        let streamed = send(
+            &up,
+            Method::POST,
+            "/v1/chat/completions",
+            streaming(request).to_string(),
+            true,
+        )
+        .await;
+        assert_eq!(streamed.status, StatusCode::OK);
+        assert_eq!(
+            streamed.headers["content-type"],
+            "text/event-stream; charset=utf-8"
+        );
+        assert_eq!(streamed.error, None);
+        assert_eq!(up.requests()[1].version, "HTTP/2.0");
+
+        let events = streamed.events();
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let chunks = streamed.chunks();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let deltas: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert!(deltas.len() >= 3, "{deltas:?}");
+        let content = deltas.concat();
+        assert_eq!(
+            content,
+            "Scripted reply to: What is the best month to visit it?"
+        );
+        assert_eq!(
+            plain.json()["choices"][0]["message"]["content"],
+            json!(content)
+        );
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        let usage = &chunks[chunks.len() - 1];
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"], plain.json()["usage"]);
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c["usage"].is_null())
+        );
+
+        let (from_plain, from_stream) = parsed(Operation::Chat, &plain, &streamed);
+        assert_eq!(from_stream.choices, from_plain.choices);
+        assert_eq!(from_stream.response_model, from_plain.response_model);
+        assert_eq!(
+            (
+                from_stream.input_tokens,
+                from_stream.output_tokens,
+                from_stream.total_tokens
+            ),
+            (
+                from_plain.input_tokens,
+                from_plain.output_tokens,
+                from_plain.total_tokens
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_without_include_usage_has_no_usage_chunk() {
+        let up = upstream().await;
+        let reply = post(
+            &up,
+            "/v1/chat/completions",
+            &with(chat_request(), "stream", json!(true)),
+        )
+        .await;
+        let chunks = reply.chunks();
+        assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn max_tokens_truncates_with_finish_reason_length() {
+        let up = upstream().await;
+        let reply = post(
+            &up,
+            "/v1/chat/completions",
+            &with(chat_request(), "max_tokens", json!(2)),
+        )
+        .await
+        .json();
+        assert_eq!(reply["choices"][0]["message"]["content"], "Scripted reply");
+        assert_eq!(reply["choices"][0]["finish_reason"], "length");
+        assert_eq!(reply["usage"]["completion_tokens"], 2);
+    }
+
+    #[tokio::test]
+    async fn tools_get_two_parallel_calls_streamed_interleaved() {
+        let up = upstream().await;
+        let request: Value = serde_json::from_slice(fixture!("tools_request.json")).unwrap();
+        let plain = post(
+            &up,
+            "/v1/chat/completions",
+            &with(request.clone(), "stream", json!(false)),
+        )
+        .await;
+        let body = plain.json();
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[1]["function"]["name"], "get_time");
+        for call in calls {
+            assert!(call["id"].as_str().unwrap().starts_with("call_"));
+            assert_eq!(call["type"], "function");
+        }
+        assert_ne!(calls[0]["id"], calls[1]["id"]);
+        let question = "What's the weather in Paris right now, and what time is it in Tokyo?";
+        let weather: Value =
+            serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(weather, json!({"location": question, "unit": "celsius"}));
+        let time: Value =
+            serde_json::from_str(calls[1]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(time, json!({"timezone": question}));
+
+        let streamed = post(&up, "/v1/chat/completions", &request).await;
+        let chunks = streamed.chunks();
+        let deltas: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+            .collect();
+        // Each call opens with its id and name, then only argument fragments follow.
+        assert_eq!(deltas[0]["index"], 0);
+        assert_eq!(deltas[0]["function"]["name"], "get_weather");
+        assert_eq!(deltas[1]["index"], 1);
+        assert_eq!(deltas[1]["function"]["name"], "get_time");
+        let fragments = &deltas[2..];
+        assert!(fragments.iter().all(|d| d.get("id").is_none()));
+        assert!(fragments.len() >= 6, "{fragments:?}");
+        let order: Vec<u64> = fragments
+            .iter()
+            .map(|d| d["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(&order[..4], &[0, 1, 0, 1], "fragments are interleaved");
+        for (index, call) in calls.iter().enumerate() {
+            let arguments: String = fragments
+                .iter()
+                .filter(|d| d["index"] == index)
+                .map(|d| d["function"]["arguments"].as_str().unwrap())
+                .collect();
+            assert_eq!(json!(arguments), call["function"]["arguments"]);
+        }
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+
+        let (from_plain, from_stream) = parsed(Operation::Chat, &plain, &streamed);
+        assert_eq!(from_stream.choices, from_plain.choices);
+        assert_eq!(from_stream.output_tokens, from_plain.output_tokens);
+    }
+
+    #[tokio::test]
+    async fn a_tool_result_gets_text() {
+        let up = upstream().await;
+        let request: Value =
+            serde_json::from_slice(fixture!("tools_followup_request.json")).unwrap();
+        let reply = post(
+            &up,
+            "/v1/chat/completions",
+            &with(request, "stream", json!(false)),
+        )
+        .await
+        .json();
+        assert_eq!(reply["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            reply["choices"][0]["message"]["content"],
+            "Scripted reply to: What's the weather in Paris right now, and what time is it in Tokyo?"
+        );
+        assert!(reply["choices"][0]["message"].get("tool_calls").is_none());
+    }
+
+    #[tokio::test]
+    async fn cut_after_3_sends_three_events_then_breaks_the_connection() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("cut-after-3"));
+        for http2 in [false, true] {
+            // Not asked to stream: the script streams anyway.
+            let reply = send(
+                &up,
+                Method::POST,
+                "/v1/chat/completions",
+                request.to_string(),
+                http2,
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            let events = reply.events();
+            assert_eq!(events.len(), 3, "http2={http2}: {events:?}");
+            assert!(!events.contains(&"[DONE]".to_owned()));
+            assert!(reply.error.is_some(), "http2={http2}: the body must fail");
+        }
+    }
+
+    #[tokio::test]
+    async fn drip_spaces_the_events() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("drip-120"));
+        let start = Instant::now();
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        let events = reply.events();
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        // Event k cannot leave before (k + 1) × 120 ms: check every frame against that
+        // lower bound (a late reader can only make frames later, never earlier).
+        assert!(reply.frames.len() > 1, "events arrive separately");
+        let mut sent = 0;
+        for (at, frame) in &reply.frames {
+            sent += frame.windows(6).filter(|w| w == b"data: ").count();
+            let earliest = Duration::from_millis(120) * u32::try_from(sent).unwrap();
+            assert!(
+                at.duration_since(start) >= earliest,
+                "event {sent} came early"
+            );
+        }
+        assert_eq!(sent, events.len());
+    }
+
+    #[tokio::test]
+    async fn slow_delays_and_hang_never_answers() {
+        let up = upstream().await;
+        let start = Instant::now();
+        let reply = post(
+            &up,
+            "/v1/chat/completions",
+            &with(chat_request(), "model", json!("slow-300")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(reply.json()["model"], "slow-300");
+
+        let hung = tokio::time::timeout(
+            Duration::from_millis(300),
+            post(
+                &up,
+                "/v1/chat/completions",
+                &with(chat_request(), "model", json!("hang")),
+            ),
+        )
+        .await;
+        assert!(hung.is_err(), "hang must not answer");
+        assert_eq!(up.requests().len(), 2, "the hung request is still recorded");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_upstream_releases_hung_requests() {
+        let up = upstream().await;
+        let addr = up.addr();
+        let client = tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let request = Request::post(format!("http://{addr}/v1/chat/completions"))
+                .body(Full::new(Bytes::from(r#"{"model":"hang"}"#)))
+                .unwrap();
+            client.request(request).await.map(|r| r.status())
+        });
+        while up.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(up);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), client)
+            .await
+            .expect("the hung request ends when the upstream is dropped")
+            .unwrap();
+        // Either the 503 made it out or the connection was closed first.
+        assert!(matches!(
+            outcome,
+            Ok(StatusCode::SERVICE_UNAVAILABLE) | Err(_)
+        ));
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn errors_are_openai_shaped() {
+        let up = upstream().await;
+        let reply = post(
+            &up,
+            "/v1/chat/completions",
+            &with(chat_request(), "model", json!("error-500")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reply.headers["x-should-retry"], "false");
+        let error = &reply.json()["error"];
+        assert_eq!(error["type"], "server_error");
+        assert_eq!(error["code"], Value::Null);
+        assert!(error["message"].is_string());
+
+        let reply = post(
+            &up,
+            "/v1/embeddings",
+            &json!({"model": "error-429", "input": "x"}),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+
+        for (body, status) in [
+            ("{not json", StatusCode::BAD_REQUEST),
+            ("[1, 2]", StatusCode::BAD_REQUEST),
+            (r#"{"messages": []}"#, StatusCode::BAD_REQUEST),
+        ] {
+            let reply = send(&up, Method::POST, "/v1/chat/completions", body, false).await;
+            assert_eq!(reply.status, status, "{body}");
+            assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+        }
+
+        let reply = send(&up, Method::POST, "/v1/nope", "{}", false).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+        assert_eq!(reply.json()["error"]["code"], "unknown_url");
+        let reply = send(&up, Method::GET, "/v1/chat/completions", "", false).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+
+        let paths: Vec<String> = up.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths.len(), 7, "every request is recorded: {paths:?}");
+    }
+
+    #[tokio::test]
+    async fn embeddings_one_item_per_input() {
+        let up = upstream().await;
+        let request = json!({"model": "text-embedding-3-small", "input": ["a b", "c", "d e f"]});
+        let reply = post(&up, "/v1/embeddings", &request).await.json();
+        assert_eq!(reply["object"], "list");
+        assert_eq!(reply["model"], "text-embedding-3-small");
+        assert_eq!(
+            reply["usage"],
+            json!({"prompt_tokens": 6, "total_tokens": 6})
+        );
+        let data = reply["data"].as_array().unwrap();
+        assert_eq!(data.len(), 3);
+        for (i, item) in data.iter().enumerate() {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], i);
+            let vector = item["embedding"].as_array().unwrap();
+            assert_eq!(vector.len(), EMBEDDING_DIMENSIONS);
+            assert!(vector.iter().all(|v| v.as_f64().unwrap().abs() <= 1.0));
+        }
+        assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+
+        let single = post(&up, "/v1/embeddings", &json!({"model": "m", "input": "c"}))
+            .await
+            .json();
+        assert_eq!(single["data"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            single["data"][0]["embedding"], data[1]["embedding"],
+            "deterministic"
+        );
+
+        let tokens = post(
+            &up,
+            "/v1/embeddings",
+            &json!({"model": "m", "input": [1, 2, 3]}),
+        )
+        .await
+        .json();
+        assert_eq!(tokens["data"].as_array().unwrap().len(), 1);
+
+        let wide = post(
+            &up,
+            "/v1/embeddings",
+            &json!({"model": "m", "input": "c", "dimensions": 16}),
+        )
+        .await
+        .json();
+        assert_eq!(wide["data"][0]["embedding"].as_array().unwrap().len(), 16);
+
+        // The SDKs' default: base64 of little-endian f32s.
+        let encoded = post(
+            &up,
+            "/v1/embeddings",
+            &json!({"model": "m", "input": "c", "encoding_format": "base64"}),
+        )
+        .await
+        .json();
+        let floats: Vec<u8> = data[1]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|v| (v.as_f64().unwrap() as f32).to_le_bytes())
+            .collect();
+        assert_eq!(
+            encoded["data"][0]["embedding"],
+            json!(base64_encode(&floats))
+        );
+    }
+
+    #[tokio::test]
+    async fn legacy_completions_plain_and_streamed_agree() {
+        let up = upstream().await;
+        let request: Value = serde_json::from_slice(fixture!("completions_request.json")).unwrap();
+        let plain = post(
+            &up,
+            "/v1/completions",
+            &with(request.clone(), "stream", json!(false)),
+        )
+        .await;
+        let body = plain.json();
+        assert_eq!(body["object"], "text_completion");
+        assert!(body["id"].as_str().unwrap().starts_with("cmpl-"));
+        assert!(
+            body["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(" Scripted completion of: ")
+        );
+        let streamed = post(&up, "/v1/completions", &streaming(request)).await;
+        let chunks = streamed.chunks();
+        assert!(chunks.len() >= 4);
+        assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+        let (from_plain, from_stream) = parsed(Operation::TextCompletion, &plain, &streamed);
+        assert_eq!(from_stream.choices, from_plain.choices);
+        assert_eq!(from_stream.total_tokens, from_plain.total_tokens);
+    }
+
+    #[tokio::test]
+    async fn models_are_listed() {
+        let up = upstream().await;
+        let reply = send(&up, Method::GET, "/v1/models", "", false).await.json();
+        assert_eq!(reply["object"], "list");
+        let data = reply["data"].as_array().unwrap();
+        assert!(
+            data.iter()
+                .any(|m| m["id"] == "gpt-4o-mini" && m["object"] == "model")
+        );
+        assert_eq!(up.base_url(), format!("http://{}/v1", up.addr()));
+    }
+
+    #[test]
+    fn scripts_are_parsed_from_the_model() {
+        assert_eq!(Script::for_model("gpt-4o"), Script::Normal);
+        assert_eq!(
+            Script::for_model("slow-3000"),
+            Script::Slow(Duration::from_secs(3))
+        );
+        assert_eq!(Script::for_model("slow-abc"), Script::Normal);
+        assert_eq!(Script::for_model("cut-after-3"), Script::CutAfter(3));
+        assert_eq!(
+            Script::for_model("drip-200"),
+            Script::Drip(Duration::from_millis(200))
+        );
+        assert_eq!(Script::for_model("hang"), Script::Hang);
+        assert_eq!(
+            Script::for_model("error-429"),
+            Script::Error(StatusCode::TOO_MANY_REQUESTS)
+        );
+    }
+
+    #[test]
+    fn words_concatenate_back() {
+        for text in ["", "a", " a  b\nc ", "héllo wörld"] {
+            assert_eq!(words(text).concat(), text);
+        }
+        assert_eq!(words("a b  c"), ["a", " b", "  c"]);
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), output);
+        }
+    }
+}

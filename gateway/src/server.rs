@@ -1,0 +1,287 @@
+//! `celgate run`: load the config, start the exporter, serve the proxy and admin
+//! listeners, and shut down gracefully on SIGTERM/SIGINT.
+//!
+//! Shutdown order: stop accepting, let in-flight requests (streams included)
+//! finish up to `server.shutdownTimeout`, then flush queued spans.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use celgate_engine::{LoadOptions, load_document};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::export::Exporter;
+use crate::settings::{Settings, process_env};
+use crate::state::{Generation, Shared};
+
+/// Why a config file could not become a generation; rendered for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Already rendered as `FILE:LINE:COL: message` lines.
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Settings {
+        path: PathBuf,
+        source: crate::settings::SettingsError,
+    },
+}
+
+/// `OPENINFERENCE_HIDE_INPUTS` / `_OUTPUTS`, as the engine's load options.
+pub fn load_options() -> LoadOptions {
+    crate::cli::load_options_from_env()
+}
+
+/// Reads, parses, compiles and resolves the config at `path` into generation
+/// `number`.
+pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let loaded = load_document(&text, &load_options())
+        .map_err(|e| LoadError::Config(e.render(&path.display().to_string())))?;
+    let settings =
+        Settings::resolve(&loaded.file, &loaded.plan, &process_env).map_err(|source| {
+            LoadError::Settings {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    let source_hash = combined_hash(text.as_bytes(), &key_files(&settings));
+    Ok(Generation {
+        number,
+        plan: loaded.plan,
+        settings,
+        source_hash,
+        loaded_at: SystemTime::now(),
+    })
+}
+
+/// The secret files a generation read.
+pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
+    settings
+        .backends
+        .iter()
+        .filter_map(|b| b.key_file.clone())
+        .collect()
+}
+
+/// Hash of the config's bytes and of the secret files it references, so a
+/// rotated key is a change too. Unreadable secret files hash as empty (the load
+/// that follows reports them properly).
+pub fn source_hash(config: &Path, key_files: &[PathBuf]) -> Result<u64, LoadError> {
+    let text = std::fs::read(config).map_err(|source| LoadError::Read {
+        path: config.to_owned(),
+        source,
+    })?;
+    Ok(combined_hash(&text, key_files))
+}
+
+fn combined_hash(config: &[u8], key_files: &[PathBuf]) -> u64 {
+    let mut h = hash(config);
+    for f in key_files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        h = hash(&[h.to_le_bytes().as_slice(), &bytes].concat());
+    }
+    h
+}
+
+/// FNV-1a: a stable hash of the config's bytes, to tell a real change from a
+/// touch.
+pub fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Runs the gateway until SIGTERM/SIGINT. Returns the process exit code.
+pub fn run(config: &Path) -> Result<i32> {
+    crate::upstream::install_crypto_provider();
+    init_logging();
+    let first = match load_generation(config, 1) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Span evaluation runs on the workers; the engine needs this much stack.
+        .thread_stack_size(celgate_engine::plan::EVAL_STACK_SIZE)
+        .thread_name("celgate-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config.to_owned(), first, shutdown_signal()))
+}
+
+/// `celgate upstream`: the scripted upstream until SIGTERM/SIGINT.
+pub fn run_upstream(listen: std::net::SocketAddr) -> Result<i32> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let upstream = crate::scripted::ScriptedUpstream::start(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!("scripted upstream listening on {}", upstream.addr());
+        shutdown_signal().await;
+        drop(upstream);
+        Ok(0)
+    })
+}
+
+/// Serves with an already loaded first generation until `shutdown` completes.
+pub async fn serve(
+    config: PathBuf,
+    first: Generation,
+    shutdown: impl Future<Output = ()>,
+) -> Result<i32> {
+    let exporter = {
+        let export = first.settings.export.clone();
+        tokio::task::spawn_blocking(move || Exporter::start(&export))
+            .await
+            .context("the exporter start-up task failed")??
+    };
+    let listen = first.settings.listen.clone();
+    let admin = first.settings.admin.clone();
+    let drain = first.settings.server.shutdown_timeout;
+    describe_export(&first.settings);
+    let shared = Shared::new(first, exporter);
+
+    let proxy_listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (`listen` in config)"))?;
+    let admin_listener = TcpListener::bind(&admin)
+        .await
+        .with_context(|| format!("cannot listen on {admin} (`admin` in config)"))?;
+    tracing::info!("proxy listening on {}", proxy_listener.local_addr()?);
+    tracing::info!("admin listening on {}", admin_listener.local_addr()?);
+
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
+    let reload_task = tokio::spawn(crate::reload::watch(config, Arc::clone(&shared)));
+
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = proxy_listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = Arc::clone(&shared);
+                let service = service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, std::convert::Infallible>(crate::proxy::handle(shared, req, remote).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {remote} ended: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(proxy_listener);
+    tracing::info!("shutting down: waiting up to {drain:?} for in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after {drain:?}; closing them");
+    }
+    reload_task.abort();
+    admin_task.abort();
+    let shared2 = Arc::clone(&shared);
+    let _ = tokio::task::spawn_blocking(move || shared2.exporter.shutdown(Duration::from_secs(10)))
+        .await;
+    let stats = shared.exporter.stats();
+    tracing::info!(
+        "stopped; spans exported {}, dropped {}",
+        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+        stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(0)
+}
+
+fn describe_export(settings: &Settings) {
+    use crate::settings::ExportTarget;
+    match &settings.export.target {
+        ExportTarget::Disabled => tracing::warn!(
+            "no otlpEndpoint in config and no OTEL_EXPORTER_OTLP_ENDPOINT: spans are not exported"
+        ),
+        ExportTarget::Stdout => tracing::info!("spans are printed to stdout"),
+        ExportTarget::Otlp {
+            endpoint, protocol, ..
+        } => tracing::info!("exporting spans to {endpoint} over OTLP/{protocol:?}"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters (default `info`), `CELGATE_LOG_FORMAT=json`
+/// switches to JSON lines.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .with_target(false);
+    let _ = if std::env::var("CELGATE_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,621 @@
+//! From a loaded config to what the running gateway uses: backends with their keys
+//! read, the exporter's endpoint and headers resolved against the environment, and
+//! the server's limits with their defaults.
+//!
+//! Everything that reads the environment or a secret file happens here, once per
+//! config load, so a request never touches either. Precedence is always: the config
+//! file, then the standard `OTEL_*` variables, then the default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use celgate_engine::config::{AccessLogFormat, Backend as BackendConfig, OtlpProtocol, SecretRef};
+use celgate_engine::{ConfigFile, TracingPlan};
+
+/// A value that must never be printed: API keys, auth headers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Why a config cannot be put into service although it parsed and compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("backend `{backend}`: apiKey names environment variable `{var}`, which is not set")]
+    MissingKeyEnv { backend: String, var: String },
+    #[error("backend `{backend}`: cannot read apiKey file `{path}`: {source}")]
+    KeyFile {
+        backend: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("backend `{backend}`: apiKey file `{path}` is empty")]
+    EmptyKeyFile { backend: String, path: PathBuf },
+    #[error("backend `{backend}`: baseUrl `{url}` is not a valid URL: {reason}")]
+    BadBaseUrl {
+        backend: String,
+        url: String,
+        reason: String,
+    },
+    #[error("tracing header `{header}` references ${{{var}}}, which is not set in the environment")]
+    MissingHeaderEnv { header: String, var: String },
+    #[error("tracing header `{header}` has an unterminated ${{...}} reference")]
+    BadHeaderRef { header: String },
+    #[error("{name} is `{value}`: expected grpc or http/protobuf")]
+    BadProtocol { name: &'static str, value: String },
+    #[error("address `{value}` for `{key}` is not HOST:PORT: {reason}")]
+    BadAddress {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// One upstream, ready to receive requests.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub name: String,
+    pub provider: String,
+    /// `scheme://authority` of the base URL.
+    pub origin: String,
+    /// Path prefix of the base URL without a trailing slash (`/v1`, `/openai/v1`, ``).
+    pub base_path: String,
+    pub host: String,
+    pub port: u16,
+    pub api_key: Option<Secret>,
+    /// The mounted file the key came from, watched for changes.
+    pub key_file: Option<PathBuf>,
+    pub auth_passthrough: bool,
+    pub rewrite_model: Option<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub idle_timeout: Duration,
+    config: BackendConfig,
+}
+
+impl Backend {
+    /// Whether this backend serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.config.serves(model)
+    }
+
+    /// The models this backend lists (for `/v1/models`); patterns are left out.
+    pub fn listed_models(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .models
+            .iter()
+            .filter(|m| !m.contains('*'))
+            .map(String::as_str)
+    }
+}
+
+/// Where spans go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExportTarget {
+    /// Nothing configured anywhere: spans are built (for the access log and
+    /// metrics) but not sent.
+    Disabled,
+    /// Pretty-printed to stdout (`otlpEndpoint: stdout`).
+    Stdout,
+    /// An OTLP collector.
+    Otlp {
+        /// For `http`, the full URL including `/v1/traces`.
+        endpoint: String,
+        protocol: OtlpProtocol,
+        headers: Vec<(String, Secret)>,
+    },
+}
+
+/// Batch settings (`OTEL_BSP_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub schedule_delay: Duration,
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            schedule_delay: Duration::from_millis(5000),
+            export_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+/// Everything the exporter needs; comparing two tells a reload whether the exporter
+/// must be rebuilt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportSettings {
+    pub target: ExportTarget,
+    pub batch: BatchSettings,
+    /// `service.name`, `service.version`, `OTEL_RESOURCE_ATTRIBUTES`, then the
+    /// config's `resources` (later entries win).
+    pub resource: Vec<(String, celgate_engine::AttrValue)>,
+}
+
+/// The proxy's own limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSettings {
+    pub max_body_bytes: u64,
+    pub max_json_depth: u32,
+    pub shutdown_timeout: Duration,
+    pub access_log: AccessLogFormat,
+}
+
+/// One config generation, ready to serve.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub admin: String,
+    pub backends: Vec<Backend>,
+    pub server: ServerSettings,
+    pub export: ExportSettings,
+}
+
+/// Reads the environment; a function so tests can pass their own.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, for [`Settings::resolve`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    /// Resolves a loaded config against the environment and secret files.
+    pub fn resolve(
+        file: &ConfigFile,
+        plan: &TracingPlan,
+        env: EnvLookup<'_>,
+    ) -> Result<Settings, SettingsError> {
+        let backends = file
+            .backends
+            .iter()
+            .map(|b| resolve_backend(&b.value, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let server = &file.server;
+        let server = ServerSettings {
+            max_body_bytes: server.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            max_json_depth: server.max_json_depth.unwrap_or(64),
+            shutdown_timeout: server
+                .shutdown_timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
+            access_log: server.access_log.format.unwrap_or_default(),
+        };
+        let listen = file.listen.clone().unwrap_or_else(|| "0.0.0.0:8080".into());
+        let admin = file
+            .admin
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9901".into());
+        check_address("listen", &listen)?;
+        check_address("admin", &admin)?;
+        Ok(Settings {
+            listen,
+            admin,
+            backends,
+            server,
+            export: resolve_export(plan, env)?,
+        })
+    }
+
+    /// The first backend serving `model`.
+    pub fn route(&self, model: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.serves(model))
+    }
+}
+
+fn check_address(key: &'static str, value: &str) -> Result<(), SettingsError> {
+    let bad = |reason: &str| SettingsError::BadAddress {
+        key,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("no host (use 0.0.0.0 for all interfaces)"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad("the port is not a number 0-65535"))?;
+    Ok(())
+}
+
+fn resolve_backend(b: &BackendConfig, env: EnvLookup<'_>) -> Result<Backend, SettingsError> {
+    let bad_url = |reason: &str| SettingsError::BadBaseUrl {
+        backend: b.name.clone(),
+        url: b.base_url.clone(),
+        reason: reason.to_owned(),
+    };
+    let uri: http::Uri = b
+        .base_url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad_url(&e.to_string()))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(|| bad_url("no scheme"))?
+        .to_owned();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad_url("the scheme must be http or https"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad_url("no host"))?;
+    if uri.query().is_some() {
+        return Err(bad_url("a base URL cannot carry a query string"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let api_key = match &b.api_key {
+        None => None,
+        Some(SecretRef::Env(var)) => Some(Secret::new(env(var).ok_or_else(|| {
+            SettingsError::MissingKeyEnv {
+                backend: b.name.clone(),
+                var: var.clone(),
+            }
+        })?)),
+        Some(SecretRef::File(path)) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::KeyFile {
+                backend: b.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            let key = text.trim();
+            if key.is_empty() {
+                return Err(SettingsError::EmptyKeyFile {
+                    backend: b.name.clone(),
+                    path,
+                });
+            }
+            Some(Secret::new(key))
+        }
+    };
+    Ok(Backend {
+        name: b.name.clone(),
+        provider: b.provider.clone(),
+        origin: format!("{scheme}://{authority}"),
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+        host,
+        port,
+        api_key,
+        key_file: match &b.api_key {
+            Some(SecretRef::File(p)) => Some(PathBuf::from(p)),
+            _ => None,
+        },
+        auth_passthrough: b.auth_passthrough,
+        rewrite_model: b.rewrite_model.clone(),
+        connect_timeout: b.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        timeout: b.timeout.map_or(Duration::from_secs(300), |d| d.0),
+        idle_timeout: b.idle_timeout.map_or(Duration::from_secs(300), |d| d.0),
+        config: b.clone(),
+    })
+}
+
+fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettings, SettingsError> {
+    let protocol = match plan.otlp_protocol {
+        Some(p) => p,
+        None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
+            .or_else(|| {
+                env("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
+            }) {
+            None => OtlpProtocol::Grpc,
+            Some((name, v)) => match v.trim() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http/protobuf" | "http" => OtlpProtocol::Http,
+                _ => return Err(SettingsError::BadProtocol { name, value: v }),
+            },
+        },
+    };
+    let endpoint = match &plan.otlp_endpoint {
+        Some(e) => Some(http_traces_path(e, protocol)),
+        None => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| http_traces_path(&e, protocol))),
+    };
+    let target = match endpoint {
+        None => ExportTarget::Disabled,
+        Some(e) if e == "stdout" => ExportTarget::Stdout,
+        Some(endpoint) => {
+            // Env headers first, then the config's, which win on the same name.
+            let mut headers: BTreeMap<String, Secret> = BTreeMap::new();
+            for var in [
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            ] {
+                for (k, v) in env(var)
+                    .as_deref()
+                    .map(parse_env_headers)
+                    .unwrap_or_default()
+                {
+                    headers.insert(k, Secret::new(v));
+                }
+            }
+            for (k, v) in &plan.headers {
+                headers.insert(k.to_ascii_lowercase(), Secret::new(expand_env(k, v, env)?));
+            }
+            ExportTarget::Otlp {
+                endpoint,
+                protocol,
+                headers: headers.into_iter().collect(),
+            }
+        }
+    };
+    Ok(ExportSettings {
+        target,
+        batch: batch_settings(env),
+        resource: resource(plan, env),
+    })
+}
+
+/// OTLP/HTTP posts to `/v1/traces`: append it unless the URL already ends with it.
+fn http_traces_path(endpoint: &str, protocol: OtlpProtocol) -> String {
+    let e = endpoint.trim();
+    if protocol == OtlpProtocol::Grpc || e == "stdout" || e.ends_with("/v1/traces") {
+        return e.to_owned();
+    }
+    format!("{}/v1/traces", e.trim_end_matches('/'))
+}
+
+/// `k1=v1,k2=v2` with percent-encoded values, as `OTEL_EXPORTER_OTLP_HEADERS` is written.
+fn parse_env_headers(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_ascii_lowercase(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Expands `${NAME}` references in a header value.
+fn expand_env(header: &str, value: &str, env: EnvLookup<'_>) -> Result<String, SettingsError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| SettingsError::BadHeaderRef {
+            header: header.to_owned(),
+        })?;
+        let var = &after[..end];
+        out.push_str(&env(var).ok_or_else(|| SettingsError::MissingHeaderEnv {
+            header: header.to_owned(),
+            var: var.to_owned(),
+        })?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn batch_settings(env: EnvLookup<'_>) -> BatchSettings {
+    let d = BatchSettings::default();
+    let num = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
+    BatchSettings {
+        max_queue_size: num("OTEL_BSP_MAX_QUEUE_SIZE")
+            .map_or(d.max_queue_size, |n| n.max(1) as usize),
+        max_export_batch_size: num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+            .map_or(d.max_export_batch_size, |n| n.max(1) as usize),
+        schedule_delay: num("OTEL_BSP_SCHEDULE_DELAY")
+            .map_or(d.schedule_delay, Duration::from_millis),
+        export_timeout: num("OTEL_BSP_EXPORT_TIMEOUT")
+            .or_else(|| num("OTEL_EXPORTER_OTLP_TIMEOUT"))
+            .map_or(d.export_timeout, Duration::from_millis),
+    }
+}
+
+fn resource(plan: &TracingPlan, env: EnvLookup<'_>) -> Vec<(String, celgate_engine::AttrValue)> {
+    use celgate_engine::AttrValue;
+    let mut out: Vec<(String, AttrValue)> = vec![
+        ("service.name".into(), AttrValue::String("celgate".into())),
+        (
+            "service.version".into(),
+            AttrValue::String(env!("CARGO_PKG_VERSION").into()),
+        ),
+    ];
+    let mut set = |k: String, v: AttrValue| match out.iter_mut().find(|(key, _)| *key == k) {
+        Some(slot) => slot.1 = v,
+        None => out.push((k, v)),
+    };
+    if let Some(attrs) = env("OTEL_RESOURCE_ATTRIBUTES") {
+        for (k, v) in parse_env_headers(&attrs) {
+            set(k, AttrValue::String(v));
+        }
+    }
+    if let Some(name) = env("OTEL_SERVICE_NAME") {
+        set("service.name".into(), AttrValue::String(name));
+    }
+    for (k, v) in &plan.resources {
+        set(k.clone(), v.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use celgate_engine::{AttrValue, LoadOptions, load};
+
+    fn resolve(yaml: &str, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let loaded = load(yaml, &LoadOptions::default()).expect("test config loads");
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Settings::resolve(&loaded.file, &loaded.plan, &env)
+    }
+
+    #[test]
+    fn config_wins_over_env_and_env_fills_gaps() {
+        let s = resolve("{}", &[]).unwrap();
+        assert_eq!(s.export.target, ExportTarget::Disabled);
+
+        let s = resolve(
+            "{}",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ],
+        )
+        .unwrap();
+        let ExportTarget::Otlp {
+            endpoint, protocol, ..
+        } = s.export.target
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (endpoint.as_str(), protocol),
+            ("http://c:4318/v1/traces", OtlpProtocol::Http)
+        );
+
+        // The signal-specific variable is used as-is.
+        let s = resolve(
+            "{}",
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ],
+        )
+        .unwrap();
+        let ExportTarget::Otlp { endpoint, .. } = s.export.target else {
+            panic!()
+        };
+        assert_eq!(endpoint, "http://c:4318/custom");
+
+        let yaml = "config:\n  tracing:\n    otlpEndpoint: http://mine:4317\n    headers:\n      Authorization: Basic ${TOKEN}\n";
+        let s = resolve(
+            yaml,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://other:4318"),
+                ("TOKEN", "abc"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=nope,x-team=a%20b",
+                ),
+            ],
+        )
+        .unwrap();
+        let ExportTarget::Otlp {
+            endpoint,
+            protocol,
+            headers,
+        } = s.export.target
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (endpoint.as_str(), protocol),
+            ("http://mine:4317", OtlpProtocol::Grpc)
+        );
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(headers, [("authorization", "Basic abc"), ("x-team", "a b")]);
+
+        let yaml = "config:\n  tracing:\n    otlpEndpoint: https://cloud.langfuse.com/api/public/otel\n    otlpProtocol: http\n";
+        let ExportTarget::Otlp { endpoint, .. } = resolve(yaml, &[]).unwrap().export.target else {
+            panic!()
+        };
+        assert_eq!(
+            endpoint,
+            "https://cloud.langfuse.com/api/public/otel/v1/traces"
+        );
+    }
+
+    #[test]
+    fn missing_secrets_are_clear_errors() {
+        let yaml = "config:\n  tracing:\n    otlpEndpoint: http://c:4317\n    headers:\n      x-key: ${NOPE}\n";
+        let e = resolve(yaml, &[]).err().unwrap().to_string();
+        assert!(e.contains("references ${NOPE}"), "{e}");
+        let yaml = "backends:\n  - name: oa\n    baseUrl: https://api.openai.com/v1\n    apiKey: {env: OPENAI_KEY}\n";
+        let e = resolve(yaml, &[]).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "backend `oa`: apiKey names environment variable `OPENAI_KEY`, which is not set"
+        );
+        let s = resolve(yaml, &[("OPENAI_KEY", "sk-1")]).unwrap();
+        let b = &s.backends[0];
+        assert_eq!(
+            (b.origin.as_str(), b.base_path.as_str(), b.port),
+            ("https://api.openai.com", "/v1", 443)
+        );
+        assert_eq!(format!("{:?}", b.api_key), "Some(Secret(***))");
+        assert!(!format!("{s:?}").contains("sk-1"));
+    }
+
+    #[test]
+    fn resource_layers() {
+        let yaml =
+            "config:\n  tracing:\n    resources:\n      deployment.environment: '\"prod\"'\n";
+        let s = resolve(
+            yaml,
+            &[
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "team=ml,deployment.environment=dev",
+                ),
+                ("OTEL_SERVICE_NAME", "gw"),
+            ],
+        )
+        .unwrap();
+        let get = |k: &str| {
+            s.export
+                .resource
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("service.name"), Some(AttrValue::String("gw".into())));
+        assert_eq!(get("team"), Some(AttrValue::String("ml".into())));
+        assert_eq!(
+            get("deployment.environment"),
+            Some(AttrValue::String("prod".into()))
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! What every request needs: the current config generation, the exporter and the
+//! pooled upstream clients.
+//!
+//! A request loads the current [`Generation`] once, on arrival, and keeps that
+//! `Arc` until its span is exported: a config swapped mid-stream never mixes two
+//! configs in one span.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use celgate_engine::TracingPlan;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::export::Exporter;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::upstream::Clients;
+
+/// Errors of bodies we pass along.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request bodies sent upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// One loaded config, compiled and resolved.
+#[derive(Debug)]
+pub struct Generation {
+    /// 1 for the config loaded at start, +1 per successful reload.
+    pub number: u64,
+    pub plan: TracingPlan,
+    pub settings: Settings,
+    /// Hash of the config file's bytes (what a reload compares).
+    pub source_hash: u64,
+    pub loaded_at: SystemTime,
+}
+
+/// Request counters; the admin endpoint renders them.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub unsampled: AtomicU64,
+}
+
+/// The last failed reload, for `/config`.
+#[derive(Clone, Debug)]
+pub struct ReloadFailure {
+    pub at: SystemTime,
+    pub message: String,
+}
+
+/// State shared by all connections.
+pub struct Shared {
+    current: ArcSwap<Generation>,
+    generation_number: Arc<AtomicU64>,
+    pub exporter: Exporter,
+    pub clients: Clients<UpstreamBody>,
+    pub stats: ProxyStats,
+    pub metrics: Metrics,
+    pub last_reload_error: Mutex<Option<ReloadFailure>>,
+}
+
+impl Shared {
+    pub fn new(first: Generation, exporter: Exporter) -> Arc<Shared> {
+        let generation_number = Arc::new(AtomicU64::new(first.number));
+        let number = Arc::clone(&generation_number);
+        let metrics = Metrics::new(
+            exporter.stats_handle(),
+            Arc::new(move || number.load(Ordering::Relaxed)),
+        );
+        Arc::new(Shared {
+            current: ArcSwap::from_pointee(first),
+            generation_number,
+            exporter,
+            clients: Clients::new(),
+            stats: ProxyStats::default(),
+            metrics,
+            last_reload_error: Mutex::new(None),
+        })
+    }
+
+    /// The generation new requests use.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Makes `next` the generation for requests that arrive from now on.
+    pub fn swap(&self, next: Generation) {
+        self.generation_number.store(next.number, Ordering::Relaxed);
+        self.current.store(Arc::new(next));
+    }
+
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,786 @@
+//! Helpers shared by the integration tests: a scripted upstream usable from sync code
+//! ([`Upstream`]), the real `celgate` binary as a process ([`Gateway`]), an OTLP
+//! receiver ([`otlp::Receiver`]) and small async HTTP clients ([`post_json`],
+//! [`post_stream`], ...).
+//!
+//! Include it with `#[path = "support/mod.rs"] mod support;`; each test binary uses a
+//! subset, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod otlp;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use celgate::scripted::{RecordedRequest, ScriptedUpstream};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------------------------------
+// Scripted upstream on its own thread
+// ---------------------------------------------------------------------------------------
+
+/// A [`ScriptedUpstream`] running on a background thread with its own runtime, so sync
+/// tests (and async ones) can start and drop it anywhere. Stops when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    inner: Option<ScriptedUpstream>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts a scripted upstream on `127.0.0.1` and a free port.
+    pub fn start() -> Upstream {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("scripted-upstream".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("build the upstream runtime");
+                runtime.block_on(async move {
+                    let started = ScriptedUpstream::start(([127, 0, 0, 1], 0).into()).await;
+                    let failed = started.is_err();
+                    let _ = started_tx.send(started);
+                    if !failed {
+                        // Serve until the handle is dropped.
+                        let _ = stopped.await;
+                    }
+                });
+            })
+            .expect("spawn the upstream thread");
+        let inner = started_rx
+            .recv()
+            .expect("the upstream thread reports back")
+            .expect("start the scripted upstream");
+        Upstream {
+            inner: Some(inner),
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    fn inner(&self) -> &ScriptedUpstream {
+        self.inner
+            .as_ref()
+            .expect("the upstream runs until dropped")
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner().addr()
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: a backend's `baseUrl`.
+    pub fn base_url(&self) -> String {
+        self.inner().base_url()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner().requests()
+    }
+
+    /// Waits until at least `n` requests arrived or `timeout` passed; returns them all.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n || Instant::now() >= deadline {
+                return requests;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // Abort the server tasks first, then let the thread's runtime end.
+        drop(self.inner.take());
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The celgate binary
+// ---------------------------------------------------------------------------------------
+
+/// The variable [`Gateway`] sets to [`BACKEND_KEY`] (unless the test overrides it), for
+/// configs whose backend reads `apiKey: {env: CELGATE_TEST_BACKEND_KEY}` as
+/// [`config_yaml`] writes.
+pub const BACKEND_KEY_ENV: &str = "CELGATE_TEST_BACKEND_KEY";
+
+/// The backend API key tests expect the upstream to receive.
+pub const BACKEND_KEY: &str = "sk-backend-test-key";
+
+/// How long [`GatewayBuilder::start`] waits for `proxy listening on`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `config.yaml` for the gateway under test: `listen` and `admin` on
+/// `127.0.0.1:0`, tracing with `preset` to `otlp_endpoint` over `otlp_protocol`
+/// (`grpc` or `http`), every span sampled, and one backend `scripted` serving every
+/// model at `upstream_base_url` with the key from [`BACKEND_KEY_ENV`].
+pub fn config_yaml(
+    preset: &str,
+    otlp_endpoint: &str,
+    otlp_protocol: &str,
+    upstream_base_url: &str,
+) -> String {
+    format!(
+        "config:
+  tracing:
+    preset: {preset}
+    otlpEndpoint: {otlp_endpoint}
+    otlpProtocol: {otlp_protocol}
+    randomSampling: true
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+backends:
+  - name: scripted
+    provider: openai
+    baseUrl: {upstream_base_url}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+"
+    )
+}
+
+/// The address in a log line saying `{what} listening on ADDR` (`what` is `proxy` or
+/// `admin`). The line may carry a timestamp and level, ANSI colours, or be a JSON
+/// log record.
+pub fn parse_listening(line: &str, what: &str) -> Option<SocketAddr> {
+    let line = strip_ansi(line);
+    let needle = format!("{what} listening on ");
+    let start = line.find(&needle)? + needle.len();
+    let addr: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.parse().ok()
+}
+
+/// `text` without ANSI escape sequences (CSI `ESC [ ... final-byte`, and lone `ESC x`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // A CSI sequence: parameters and intermediates, then one final byte in @..~.
+        // Any other escape drops just the character after ESC.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A signal [`Gateway::send_signal`] can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+    Hup,
+    Kill,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Int => "INT",
+            Signal::Hup => "HUP",
+            Signal::Kill => "KILL",
+        }
+    }
+}
+
+/// The lines a child printed so far, per stream.
+#[derive(Debug, Default)]
+struct Output {
+    lines: Mutex<Lines>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Pipes that reached end of file.
+    closed: usize,
+}
+
+impl Output {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for `done` to hold, or for `deadline`; returns whether it holds.
+    fn wait_until(&self, deadline: Instant, mut done: impl FnMut(&Lines) -> bool) -> bool {
+        let mut lines = self.lock();
+        loop {
+            if done(&lines) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Wake up regularly too: a child can exit without printing anything.
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            lines = self
+                .changed
+                .wait_timeout(lines, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// Reads `pipe` line by line into `output` until end of file.
+fn capture(pipe: impl Read + Send + 'static, output: Arc<Output>, stderr: bool) -> JoinHandle<()> {
+    let echo = std::env::var_os("CELGATE_TEST_ECHO").is_some();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(pipe);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            let line = strip_ansi(line.trim_end_matches('\r'));
+            if echo {
+                eprintln!(
+                    "[celgate {}] {line}",
+                    if stderr { "stderr" } else { "stdout" }
+                );
+            }
+            let mut lines = output.lock();
+            if stderr {
+                lines.stderr.push(line);
+            } else {
+                lines.stdout.push(line);
+            }
+            output.changed.notify_all();
+        }
+        output.lock().closed += 1;
+        output.changed.notify_all();
+    })
+}
+
+/// Why a gateway did not become ready.
+#[derive(Debug)]
+pub struct StartError {
+    /// Its exit status, when it exited (`None`: it was still running at the timeout and
+    /// was killed).
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "celgate exited before it was ready ({status})")?,
+            None => write!(
+                f,
+                "celgate did not log `proxy listening on` within {READY_TIMEOUT:?}"
+            )?,
+        }
+        write!(
+            f,
+            "\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.stderr, self.stdout
+        )
+    }
+}
+
+/// How to start a [`Gateway`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    config: String,
+    env: Vec<(String, String)>,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl GatewayBuilder {
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Writes a file next to `config.yaml` before starting (a mounted secret, say);
+    /// `name` is relative to the config's directory.
+    pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_owned(), contents.into()));
+        self
+    }
+
+    /// Starts the gateway and waits until it is ready; panics with its output if it
+    /// is not.
+    pub fn start(self) -> Gateway {
+        self.try_start().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts `celgate run --config DIR/config.yaml` and waits (up to
+    /// [`READY_TIMEOUT`]) for `proxy listening on` on its stderr.
+    ///
+    /// The process gets the test's environment minus every `OTEL_*` and
+    /// `OPENINFERENCE_*` variable, `RUST_LOG` and `CELGATE_LOG_FORMAT` (so the
+    /// developer's shell cannot change the outcome), plus `NO_COLOR=1`,
+    /// `OTEL_BSP_SCHEDULE_DELAY=100` (spans arrive quickly),
+    /// [`BACKEND_KEY_ENV`]`=`[`BACKEND_KEY`], and then what [`env`](Self::env) set.
+    pub fn try_start(self) -> Result<Gateway, StartError> {
+        let dir = tempfile::tempdir().expect("create the config directory");
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, &self.config).expect("write config.yaml");
+        for (name, contents) in &self.files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("create a file's directory");
+            }
+            std::fs::write(&path, contents).expect("write a file next to config.yaml");
+        }
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_celgate"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("OTEL_")
+                || key.starts_with("OPENINFERENCE_")
+                || key == "RUST_LOG"
+                || key == "CELGATE_LOG_FORMAT"
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
+        command
+            .env("NO_COLOR", "1")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env(BACKEND_KEY_ENV, BACKEND_KEY);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn celgate");
+
+        let output = Arc::new(Output::default());
+        let readers = vec![
+            capture(
+                child.stdout.take().expect("piped stdout"),
+                Arc::clone(&output),
+                false,
+            ),
+            capture(
+                child.stderr.take().expect("piped stderr"),
+                Arc::clone(&output),
+                true,
+            ),
+        ];
+        let mut gateway = Gateway {
+            child,
+            output,
+            readers,
+            proxy: None,
+            dir,
+            config_path,
+        };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(addr) = gateway.find_listening("proxy") {
+                gateway.proxy = Some(addr);
+                return Ok(gateway);
+            }
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                gateway.wait_for_pipes(Duration::from_secs(2));
+                // A line printed just before exiting still counts.
+                if let Some(addr) = gateway.find_listening("proxy") {
+                    gateway.proxy = Some(addr);
+                    return Ok(gateway);
+                }
+                return Err(gateway.start_error(Some(status)));
+            }
+            if Instant::now() >= deadline {
+                let _ = gateway.child.kill();
+                let _ = gateway.child.wait();
+                gateway.wait_for_pipes(Duration::from_secs(2));
+                return Err(gateway.start_error(None));
+            }
+            let lines_seen = gateway.output.lock().stderr.len();
+            gateway.output.wait_until(
+                (Instant::now() + Duration::from_millis(50)).min(deadline),
+                |lines| lines.stderr.len() > lines_seen,
+            );
+        }
+    }
+}
+
+/// The real `celgate` binary running `celgate run` on a config in a temporary
+/// directory, with its stdout and stderr captured line by line (ANSI colours
+/// stripped). Killed when dropped.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    output: Arc<Output>,
+    readers: Vec<JoinHandle<()>>,
+    proxy: Option<SocketAddr>,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl Gateway {
+    /// A builder for a gateway running `config` (a whole `config.yaml`, which must set
+    /// `listen: 127.0.0.1:0` and `admin: 127.0.0.1:0`).
+    pub fn builder(config: &str) -> GatewayBuilder {
+        GatewayBuilder {
+            config: config.to_owned(),
+            env: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Starts a gateway on `config` with extra environment variables `env`, and waits
+    /// until it is ready (see [`GatewayBuilder::try_start`]); panics with its output if
+    /// it does not get ready.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
+        env.iter()
+            .fold(Gateway::builder(config), |b, (k, v)| b.env(k, v))
+            .start()
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy
+            .expect("a started gateway has logged its proxy address")
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: what an OpenAI client takes as `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr())
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin endpoints, from the `admin listening on`
+    /// line (waited for up to 10 s; panics if it never comes).
+    pub fn admin_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut found = None;
+        self.output.wait_until(deadline, |lines| {
+            found = lines
+                .stderr
+                .iter()
+                .find_map(|l| parse_listening(l, "admin"));
+            found.is_some()
+        });
+        match found {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!(
+                "celgate never logged `admin listening on`\n--- stderr ---\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `config.yaml` it runs (rewrite it to test hot reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The directory holding `config.yaml` and the builder's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything it printed on stdout so far, one line per line.
+    pub fn stdout(&self) -> String {
+        self.output.lock().stdout.join("\n")
+    }
+
+    /// Everything it printed on stderr so far (its logs), one line per line.
+    pub fn stderr(&self) -> String {
+        self.output.lock().stderr.join("\n")
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `needle`; returns it.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut found = None;
+        self.output.wait_until(Instant::now() + timeout, |lines| {
+            found = lines.stderr.iter().find(|l| l.contains(needle)).cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Sends `signal` with `kill -SIG PID`.
+    pub fn send_signal(&self, signal: Signal) {
+        let status = Command::new("kill")
+            .arg(format!("-{}", signal.name()))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{} failed: {status}", signal.name());
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status (`None`: still
+    /// running). Once it exited, [`stdout`](Self::stdout) and [`stderr`](Self::stderr)
+    /// hold everything it printed.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.wait_for_pipes(Duration::from_secs(2));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn find_listening(&self, what: &str) -> Option<SocketAddr> {
+        self.output
+            .lock()
+            .stderr
+            .iter()
+            .find_map(|l| parse_listening(l, what))
+    }
+
+    /// Waits until both pipes reached end of file (the process exited and nothing else
+    /// holds them).
+    fn wait_for_pipes(&self, timeout: Duration) {
+        self.output
+            .wait_until(Instant::now() + timeout, |lines| lines.closed == 2);
+    }
+
+    fn start_error(&self, status: Option<ExitStatus>) -> StartError {
+        StartError {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP clients (async)
+// ---------------------------------------------------------------------------------------
+
+/// A response read to its end: status, headers, body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON; panics with the body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A streamed response: every body frame with the instant it arrived, and the error
+/// that ended the body early, if any (a cut stream).
+#[derive(Clone, Debug)]
+pub struct StreamReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub frames: Vec<(Instant, Bytes)>,
+    pub error: Option<String>,
+}
+
+impl StreamReply {
+    /// All frames concatenated.
+    pub fn body(&self) -> Bytes {
+        let mut body = Vec::new();
+        for (_, frame) in &self.frames {
+            body.extend_from_slice(frame);
+        }
+        Bytes::from(body)
+    }
+
+    /// The `data:` payloads of the SSE body, in order (`[DONE]` included).
+    pub fn events(&self) -> Vec<String> {
+        sse_data(&self.body())
+    }
+}
+
+/// The `data:` payloads of an SSE body, in order (multi-line data joined with `\n`).
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
+    text.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// An HTTP/1.1 client (hyper's pooled legacy client).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An h2c (HTTP/2 prior knowledge) client.
+pub fn client_h2() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+fn build_request(
+    method: Method,
+    url: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let mut request = Request::builder().method(method).uri(url);
+    let has_content_type = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !has_content_type {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Full::new(body)).expect("a valid request")
+}
+
+/// Sends a request (`content-type: application/json` when there is a body and
+/// `headers` has no content type) and reads the whole response; panics on a connection error or a
+/// body error (use [`stream`] to observe those).
+pub async fn send(
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let response = client()
+        .request(build_request(method, url, body.into(), headers))
+        .await
+        .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("body of {url} failed: {e:?}"))
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `POST url` with a JSON body (`content-type: application/json`) and extra `headers`.
+pub async fn post_json(url: &str, body: &serde_json::Value, headers: &[(&str, &str)]) -> Reply {
+    send(Method::POST, url, body.to_string(), headers).await
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, Bytes::new(), &[]).await
+}
+
+/// Sends a request and records every body frame as it arrives; a body error ends the
+/// recording and is returned in [`StreamReply::error`]. Panics when the request itself
+/// fails (no response head).
+pub async fn stream(
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> StreamReply {
+    let response = client()
+        .request(build_request(method, url, body.into(), headers))
+        .await
+        .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
+    let (parts, mut body) = response.into_parts();
+    let mut frames = Vec::new();
+    let mut error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    frames.push((Instant::now(), data));
+                }
+            }
+            Err(e) => {
+                error = Some(format!("{e:?}"));
+                break;
+            }
+        }
+    }
+    StreamReply {
+        status: parts.status,
+        headers: parts.headers,
+        frames,
+        error,
+    }
+}
+
+/// `POST url` with a JSON body, recording the response body frame by frame.
+pub async fn post_stream(url: &str, body: &serde_json::Value) -> StreamReply {
+    stream(Method::POST, url, body.to_string(), &[]).await
+}
