@@ -345,7 +345,8 @@ fn default_provider() -> String {
 pub enum SecretRef {
     /// Name of an environment variable.
     Env(String),
-    /// Path of a mounted secret file (trailing newline trimmed).
+    /// Path of a mounted secret file (trailing newline trimmed); a relative path is
+    /// relative to the directory of config.yaml.
     File(String),
 }
 

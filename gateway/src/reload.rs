@@ -30,8 +30,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the file is re-checked without any event.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Watches `config` and swaps in each valid new version. Runs until aborted.
-pub async fn watch(config: PathBuf, shared: Arc<Shared>) {
+/// Starts watching `config` now (so no change made after this returns is
+/// missed) and returns the task that swaps in each valid new version; it runs
+/// until aborted. Call from within the runtime.
+pub fn spawn(config: PathBuf, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let waker = Arc::clone(&wake);
     let mut watcher = match notify::recommended_watcher(
@@ -51,30 +53,44 @@ pub async fn watch(config: PathBuf, shared: Arc<Shared>) {
         }
     };
     let mut watched: Vec<PathBuf> = Vec::new();
-    loop {
-        // (Re)establish watches: the config's directory and any secret file's.
-        if let Some(w) = watcher.as_mut() {
-            let wanted = watch_dirs(&config, &shared.current());
-            if wanted != watched {
-                for d in &watched {
-                    let _ = w.unwatch(d);
-                }
-                for d in &wanted {
-                    if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
-                        tracing::warn!("cannot watch {}: {e}", d.display());
-                    }
-                }
-                watched = wanted;
-            }
-        }
-        tokio::select! {
-            () = wake.notified() => {
-                tokio::time::sleep(DEBOUNCE).await;
-            }
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
-        }
+    update_watches(watcher.as_mut(), &mut watched, &config, &shared);
+    tokio::spawn(async move {
+        // A change between the initial load and the watch: catch it now.
         reload_once(&config, &shared).await;
+        loop {
+            tokio::select! {
+                () = wake.notified() => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            reload_once(&config, &shared).await;
+            update_watches(watcher.as_mut(), &mut watched, &config, &shared);
+        }
+    })
+}
+
+/// Watches the config's directory and those of the secret files in service.
+fn update_watches(
+    watcher: Option<&mut notify::RecommendedWatcher>,
+    watched: &mut Vec<PathBuf>,
+    config: &Path,
+    shared: &Shared,
+) {
+    let Some(w) = watcher else { return };
+    let wanted = watch_dirs(config, &shared.current());
+    if wanted == *watched {
+        return;
     }
+    for d in watched.iter() {
+        let _ = w.unwatch(d);
+    }
+    for d in &wanted {
+        if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!("cannot watch {}: {e}", d.display());
+        }
+    }
+    *watched = wanted;
 }
 
 /// Directories whose events may mean the config changed.

@@ -51,20 +51,23 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
         path: path.to_owned(),
         source,
     })?;
+    let config_dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let loaded = load_document(&text, &load_options())
         .map_err(|e| LoadError::Config(e.render(&path.display().to_string())))?;
-    let settings =
-        Settings::resolve(&loaded.file, &loaded.plan, &process_env).map_err(|source| {
-            LoadError::Settings {
-                path: path.to_owned(),
-                source,
-            }
+    let settings = Settings::resolve(&loaded.file, &loaded.plan, &process_env, config_dir)
+        .map_err(|source| LoadError::Settings {
+            path: path.to_owned(),
+            source,
         })?;
     let source_hash = combined_hash(text.as_bytes(), &key_files(&settings));
     Ok(Generation {
         number,
         plan: loaded.plan,
         settings,
+        source: loaded.file,
         source_hash,
         loaded_at: SystemTime::now(),
     })
@@ -164,6 +167,8 @@ pub async fn serve(
     describe_export(&first.settings);
     let shared = Shared::new(first, exporter);
 
+    // Watch before announcing readiness, so no later edit can be missed.
+    let reload_task = crate::reload::spawn(config, Arc::clone(&shared));
     let proxy_listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (`listen` in config)"))?;
@@ -174,7 +179,6 @@ pub async fn serve(
     tracing::info!("admin listening on {}", admin_listener.local_addr()?);
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
-    let reload_task = tokio::spawn(crate::reload::watch(config, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -209,6 +213,9 @@ pub async fn serve(
         }
     }
     drop(proxy_listener);
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: waiting up to {drain:?} for in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await

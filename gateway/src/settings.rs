@@ -182,16 +182,18 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 impl Settings {
-    /// Resolves a loaded config against the environment and secret files.
+    /// Resolves a loaded config against the environment and secret files;
+    /// relative secret-file paths are relative to `config_dir`.
     pub fn resolve(
         file: &ConfigFile,
         plan: &TracingPlan,
         env: EnvLookup<'_>,
+        config_dir: &std::path::Path,
     ) -> Result<Settings, SettingsError> {
         let backends = file
             .backends
             .iter()
-            .map(|b| resolve_backend(&b.value, env))
+            .map(|b| resolve_backend(&b.value, env, config_dir))
             .collect::<Result<Vec<_>, _>>()?;
         let server = &file.server;
         let server = ServerSettings {
@@ -239,7 +241,11 @@ fn check_address(key: &'static str, value: &str) -> Result<(), SettingsError> {
     Ok(())
 }
 
-fn resolve_backend(b: &BackendConfig, env: EnvLookup<'_>) -> Result<Backend, SettingsError> {
+fn resolve_backend(
+    b: &BackendConfig,
+    env: EnvLookup<'_>,
+    config_dir: &std::path::Path,
+) -> Result<Backend, SettingsError> {
     let bad_url = |reason: &str| SettingsError::BadBaseUrl {
         backend: b.name.clone(),
         url: b.base_url.clone(),
@@ -277,7 +283,7 @@ fn resolve_backend(b: &BackendConfig, env: EnvLookup<'_>) -> Result<Backend, Set
             }
         })?)),
         Some(SecretRef::File(path)) => {
-            let path = PathBuf::from(path);
+            let path = config_dir.join(path);
             let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::KeyFile {
                 backend: b.name.clone(),
                 path: path.clone(),
@@ -302,7 +308,7 @@ fn resolve_backend(b: &BackendConfig, env: EnvLookup<'_>) -> Result<Backend, Set
         port,
         api_key,
         key_file: match &b.api_key {
-            Some(SecretRef::File(p)) => Some(PathBuf::from(p)),
+            Some(SecretRef::File(p)) => Some(config_dir.join(p)),
             _ => None,
         },
         auth_passthrough: b.auth_passthrough,
@@ -486,7 +492,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        Settings::resolve(&loaded.file, &loaded.plan, &env)
+        Settings::resolve(&loaded.file, &loaded.plan, &env, std::path::Path::new("."))
     }
 
     #[test]

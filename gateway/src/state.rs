@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use celgate_engine::TracingPlan;
+use celgate_engine::{ConfigFile, TracingPlan};
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::export::Exporter;
@@ -32,6 +32,8 @@ pub struct Generation {
     pub number: u64,
     pub plan: TracingPlan,
     pub settings: Settings,
+    /// The file as parsed, for `/config` (secrets are references, not values).
+    pub source: ConfigFile,
     /// Hash of the config file's bytes (what a reload compares).
     pub source_hash: u64,
     pub loaded_at: SystemTime,
@@ -61,6 +63,8 @@ pub struct Shared {
     pub stats: ProxyStats,
     pub metrics: Metrics,
     pub last_reload_error: Mutex<Option<ReloadFailure>>,
+    /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -79,6 +83,7 @@ impl Shared {
             stats: ProxyStats::default(),
             metrics,
             last_reload_error: Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
