@@ -58,6 +58,20 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Quick start: the gateway with a built-in scripted upstream and spans printed
+    /// to the console; sends a few calls, then keeps serving so you can curl it and
+    /// edit the config it wrote.
+    Demo {
+        /// Which preset shapes the spans.
+        #[arg(long, default_value = "phoenix", value_parser = parse_preset)]
+        preset: PresetName,
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where to write config.yaml (default: a celgate-demo folder in the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A scripted OpenAI-compatible upstream (no model, no key): for demos and
     /// end-to-end tests. Fault scripts are chosen by model name (`error-500`,
     /// `slow-3000`, `cut-after-3`, `drip-200`, `hang`).
@@ -119,6 +133,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     match cli.command {
         Command::Check { files } => check(&files, out, err),
         Command::Run { config } => crate::server::run(&config),
+        Command::Demo {
+            preset,
+            listen,
+            dir,
+        } => crate::demo::run(preset, listen, dir),
         Command::Upstream { listen } => crate::server::run_upstream(listen),
         Command::Preview {
             config,

@@ -16,6 +16,7 @@ macro_rules! fixture {
 pub mod access_log;
 pub mod admin;
 pub mod cli;
+pub mod demo;
 pub mod export;
 pub mod metrics;
 pub mod observe;

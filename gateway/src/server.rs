@@ -128,7 +128,7 @@ pub fn run(config: &Path) -> Result<i32> {
         .thread_name("celgate-worker")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config.to_owned(), first, shutdown_signal()))
+    runtime.block_on(serve(config.to_owned(), first, shutdown_signal(), None))
 }
 
 /// `celgate upstream`: the scripted upstream until SIGTERM/SIGINT.
@@ -149,11 +149,13 @@ pub fn run_upstream(listen: std::net::SocketAddr) -> Result<i32> {
     })
 }
 
-/// Serves with an already loaded first generation until `shutdown` completes.
+/// Serves with an already loaded first generation until `shutdown` completes;
+/// `ready` (if given) receives the bound proxy and admin addresses.
 pub async fn serve(
     config: PathBuf,
     first: Generation,
     shutdown: impl Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<i32> {
     let exporter = {
         let export = first.settings.export.clone();
@@ -177,6 +179,9 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {admin} (`admin` in config)"))?;
     tracing::info!("proxy listening on {}", proxy_listener.local_addr()?);
     tracing::info!("admin listening on {}", admin_listener.local_addr()?);
+    if let Some(ready) = ready {
+        let _ = ready.send((proxy_listener.local_addr()?, admin_listener.local_addr()?));
+    }
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
@@ -275,7 +280,7 @@ pub async fn shutdown_signal() {
 
 /// Logs go to stderr; `RUST_LOG` filters (default `info`), `CELGATE_LOG_FORMAT=json`
 /// switches to JSON lines.
-fn init_logging() {
+pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

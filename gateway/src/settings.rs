@@ -369,9 +369,14 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
             }
         }
     };
+    let mut batch = batch_settings(env);
+    if target == ExportTarget::Stdout && env("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        // On the console a person is watching: print spans promptly.
+        batch.schedule_delay = Duration::from_millis(200);
+    }
     Ok(ExportSettings {
         target,
-        batch: batch_settings(env),
+        batch,
         resource: resource(plan, env),
     })
 }
