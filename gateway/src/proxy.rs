@@ -168,6 +168,8 @@ pub async fn handle(
     if !flight.sampled {
         Shared::count(&shared.stats.unsampled);
     }
+    // Sampling has seen the whole request; keep only what the span will read.
+    generation.needs.trim(&mut flight.exchange);
 
     let upstream_body = match (&backend.rewrite_model, operation) {
         (Some(to), op) if op != Operation::Other => rewrite_model(upstream_body, to).await,

@@ -65,6 +65,7 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     let source_hash = combined_hash(text.as_bytes(), &key_files(&settings));
     Ok(Generation {
         number,
+        needs: crate::state::Needs::of(&loaded.plan),
         plan: loaded.plan,
         settings,
         source: loaded.file,

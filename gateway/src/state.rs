@@ -31,12 +31,51 @@ pub struct Generation {
     /// 1 for the config loaded at start, +1 per successful reload.
     pub number: u64,
     pub plan: TracingPlan,
+    /// What of a request the plan reads.
+    pub needs: Needs,
     pub settings: Settings,
     /// The file as parsed, for `/config` (secrets are references, not values).
     pub source: ConfigFile,
     /// Hash of the config file's bytes (what a reload compares).
     pub source_hash: u64,
     pub loaded_at: SystemTime,
+}
+
+/// Which parts of a request the generation's expressions read; the rest is not
+/// kept while the response streams.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    pub prompt: bool,
+    pub tools: bool,
+    pub params: bool,
+    pub request_body: bool,
+}
+
+impl Needs {
+    pub fn of(plan: &TracingPlan) -> Needs {
+        Needs {
+            prompt: plan.reads("llm.prompt"),
+            tools: plan.reads("llm.tools"),
+            params: plan.reads("llm.params"),
+            request_body: plan.reads("llm.requestBody"),
+        }
+    }
+
+    /// Drops what nothing reads.
+    pub fn trim(&self, ex: &mut celgate_engine::Exchange) {
+        if !self.prompt {
+            ex.prompt = Vec::new();
+        }
+        if !self.tools {
+            ex.tools = Vec::new();
+        }
+        if !self.params {
+            ex.params = Vec::new();
+        }
+        if !self.request_body {
+            ex.request_body = None;
+        }
+    }
 }
 
 /// Request counters; the admin endpoint renders them.
@@ -100,5 +139,34 @@ impl Shared {
 
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use celgate_engine::{LoadOptions, load};
+
+    #[test]
+    fn needs_follow_what_expressions_read() {
+        let yaml = "config:\n  tracing:\n    fields:\n      add:\n        a: size(llm.prompt)\n        b: llm.params.temperature\n";
+        let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
+        let needs = Needs::of(&plan);
+        assert!(needs.prompt && needs.params && !needs.tools && !needs.request_body);
+        let mut ex = celgate_engine::Exchange {
+            request_body: Some("{}".into()),
+            tools: vec![serde_json::json!({})],
+            ..Default::default()
+        };
+        needs.trim(&mut ex);
+        assert!(ex.request_body.is_none() && ex.tools.is_empty());
+        let phoenix = load(
+            "config:\n  tracing:\n    preset: phoenix\n",
+            &LoadOptions::default(),
+        )
+        .unwrap()
+        .plan;
+        let n = Needs::of(&phoenix);
+        assert!(n.prompt && n.tools && n.params && n.request_body);
     }
 }
