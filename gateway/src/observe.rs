@@ -80,6 +80,9 @@ pub enum Outcome {
     Refused(String),
     /// The backend's body ended normally.
     Complete,
+    /// The backend closed a stream cleanly but early: no `[DONE]`, and a choice
+    /// without a finish reason.
+    Incomplete,
     /// The backend's body failed mid-way (connection reset, cut stream).
     Cut(String),
     /// The backend went silent for longer than its `idleTimeout`.
@@ -102,12 +105,29 @@ pub struct InFlight {
     pub backend: Option<String>,
     pub host: Option<String>,
     pub version: http::Version,
+    /// Set once the span is queued; a request dropped before that (the client
+    /// hung up while celgate waited for the body or the backend) is finished by
+    /// `Drop` as [`Outcome::ClientGone`].
+    pub finished: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.complete(Outcome::ClientGone);
+        }
+    }
 }
 
 impl InFlight {
     /// Evaluates the span, queues it for export (when sampled) and writes the
     /// access-log line.
     pub fn finish(mut self, outcome: Outcome) {
+        self.complete(outcome);
+    }
+
+    fn complete(&mut self, outcome: Outcome) {
+        self.finished = true;
         let ex = &mut self.exchange;
         let elapsed = self.start.elapsed();
         ex.response.duration_ms = Some(elapsed.as_secs_f64() * 1e3);
@@ -117,6 +137,13 @@ impl InFlight {
                 .error_type
                 .as_deref()
                 .map(|code| format!("backend answered with HTTP {code}")),
+            Outcome::Incomplete => {
+                ex.error_type = Some("stream_incomplete".into());
+                Some(
+                    "the backend closed the stream before it finished (no [DONE], a choice without finish_reason)"
+                        .into(),
+                )
+            }
             Outcome::Cut(e) => {
                 ex.error_type = Some("stream_cut".into());
                 Some(format!("the backend's response was cut off: {e}"))
@@ -129,6 +156,8 @@ impl InFlight {
             }
             Outcome::ClientGone => {
                 ex.error_type = Some("client_disconnected".into());
+                // Nothing was answered: nginx's "client closed request".
+                ex.response.status.get_or_insert(499);
                 Some("the client went away before the response ended".into())
             }
         };
@@ -330,7 +359,7 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         }
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    fn finish(&mut self, mut outcome: Outcome) {
         let Some(mut flight) = self.flight.take() else {
             return;
         };
@@ -346,7 +375,7 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
                     && ex.error_type.is_none()
                     && ex.choices.iter().any(|c| c.finish_reason.is_none())
                 {
-                    ex.error_type = Some("stream_incomplete".into());
+                    outcome = Outcome::Incomplete;
                 }
             }
             Capture::Json { buf, overflow, .. } => {

@@ -89,6 +89,7 @@ pub async fn handle(
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned),
         version: parts.version,
+        finished: false,
     };
 
     // LLM calls are read whole (they are small) so they can be parsed and routed;

@@ -543,6 +543,17 @@ impl Gateway {
         found
     }
 
+    /// Waits up to `timeout` for a stdout line (the access log) containing `needle`;
+    /// returns it.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut found = None;
+        self.output.wait_until(Instant::now() + timeout, |lines| {
+            found = lines.stdout.iter().find(|l| l.contains(needle)).cloned();
+            found.is_some()
+        });
+        found
+    }
+
     /// Sends `signal` with `kill -SIG PID`.
     pub fn send_signal(&self, signal: Signal) {
         let status = Command::new("kill")

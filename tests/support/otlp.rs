@@ -252,6 +252,32 @@ impl Receiver {
         received.spans.clone()
     }
 
+    /// Waits until a span matching `matches` arrived or `timeout` passed; returns the
+    /// first match (the caller asserts on `None`).
+    pub fn wait_for_span(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&Span) -> bool,
+    ) -> Option<Span> {
+        let deadline = Instant::now() + timeout;
+        let mut received = self.store.lock();
+        loop {
+            if let Some(span) = received.spans.iter().find(|s| matches(s)) {
+                return Some(span.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            received = self
+                .store
+                .changed
+                .wait_timeout(received, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// Every export request received so far (OTLP/HTTP: rejected ones too), in order.
     pub fn exports(&self) -> Vec<ExportCall> {
         self.store.lock().exports.clone()
