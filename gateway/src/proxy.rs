@@ -321,6 +321,12 @@ fn route<'g>(
 fn sample(generation: &Generation, exchange: &Exchange, ids: &SpanIds) -> bool {
     use celgate_engine::plan::Sampler;
     let plan = &generation.plan;
+    if let Some(env) = generation.settings.env_sampler {
+        return match ids.parent {
+            Some(parent) if env.parent_based => parent.sampled,
+            _ => trace_context::ratio_sampled(ids.trace_id, env.ratio),
+        };
+    }
     let decide = |sampler: &Sampler| match sampler {
         Sampler::Always => true,
         Sampler::Never => false,

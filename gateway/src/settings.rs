@@ -58,6 +58,10 @@ pub enum SettingsError {
     MissingHeaderEnv { header: String, var: String },
     #[error("tracing header `{header}` has an unterminated ${{...}} reference")]
     BadHeaderRef { header: String },
+    #[error(
+        "OTEL_TRACES_SAMPLER is `{value}`: expected always_on, always_off, traceidratio or parentbased_(always_on|always_off|traceidratio)"
+    )]
+    BadSampler { value: String },
     #[error("{name} is `{value}`: expected grpc or http/protobuf")]
     BadProtocol { name: &'static str, value: String },
     #[error("address `{value}` for `{key}` is not HOST:PORT: {reason}")]
@@ -163,6 +167,16 @@ pub struct ServerSettings {
     pub access_log: AccessLogFormat,
 }
 
+/// Sampling from `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, used where the
+/// config sets neither `randomSampling` nor `clientSampling`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EnvSampler {
+    /// Probability of sampling a trace that has no (honoured) parent.
+    pub ratio: f64,
+    /// `parentbased_*`: an incoming `traceparent` decides.
+    pub parent_based: bool,
+}
+
 /// One config generation, ready to serve.
 #[derive(Debug)]
 pub struct Settings {
@@ -171,6 +185,8 @@ pub struct Settings {
     pub backends: Vec<Backend>,
     pub server: ServerSettings,
     pub export: ExportSettings,
+    /// The standard sampler variables, when the config leaves sampling unset.
+    pub env_sampler: Option<EnvSampler>,
 }
 
 /// Reads the environment; a function so tests can pass their own.
@@ -211,12 +227,20 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:9901".into());
         check_address("listen", &listen)?;
         check_address("admin", &admin)?;
+        let tracing = file.config.tracing.as_ref();
+        let sampling_configured =
+            tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some());
         Ok(Settings {
             listen,
             admin,
             backends,
             server,
             export: resolve_export(plan, env)?,
+            env_sampler: if sampling_configured {
+                None
+            } else {
+                env_sampler(env)?
+            },
         })
     }
 
@@ -224,6 +248,36 @@ impl Settings {
     pub fn route(&self, model: &str) -> Option<&Backend> {
         self.backends.iter().find(|b| b.serves(model))
     }
+}
+
+/// `OTEL_TRACES_SAMPLER` as the OTel SDK environment spec defines it.
+fn env_sampler(env: EnvLookup<'_>) -> Result<Option<EnvSampler>, SettingsError> {
+    let Some(name) = env("OTEL_TRACES_SAMPLER") else {
+        return Ok(None);
+    };
+    let arg = || {
+        env("OTEL_TRACES_SAMPLER_ARG")
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0)
+    };
+    let (ratio, parent_based) = match name.trim() {
+        "always_on" => (1.0, false),
+        "always_off" => (0.0, false),
+        "traceidratio" => (arg(), false),
+        "parentbased_always_on" => (1.0, true),
+        "parentbased_always_off" => (0.0, true),
+        "parentbased_traceidratio" => (arg(), true),
+        other => {
+            return Err(SettingsError::BadSampler {
+                value: other.to_owned(),
+            });
+        }
+    };
+    Ok(Some(EnvSampler {
+        ratio,
+        parent_based,
+    }))
 }
 
 fn check_address(key: &'static str, value: &str) -> Result<(), SettingsError> {
@@ -598,6 +652,45 @@ mod tests {
         );
         assert_eq!(format!("{:?}", b.api_key), "Some(Secret(***))");
         assert!(!format!("{s:?}").contains("sk-1"));
+    }
+
+    #[test]
+    fn otel_traces_sampler_applies_only_when_the_config_is_silent() {
+        let s = resolve(
+            "{}",
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.env_sampler,
+            Some(EnvSampler {
+                ratio: 0.25,
+                parent_based: true
+            })
+        );
+        let s = resolve("{}", &[("OTEL_TRACES_SAMPLER", "always_off")]).unwrap();
+        assert_eq!(
+            s.env_sampler,
+            Some(EnvSampler {
+                ratio: 0.0,
+                parent_based: false
+            })
+        );
+        let yaml = "config:\n  tracing:\n    randomSampling: 0.5\n";
+        assert_eq!(
+            resolve(yaml, &[("OTEL_TRACES_SAMPLER", "always_off")])
+                .unwrap()
+                .env_sampler,
+            None
+        );
+        let e = resolve("{}", &[("OTEL_TRACES_SAMPLER", "sometimes")])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("`sometimes`"), "{e}");
     }
 
     #[test]
