@@ -403,10 +403,10 @@ fn backends_are_checked_with_positions() {
     assert!(b.serves("gpt-4o") && !b.serves("claude-3"));
     assert_eq!(b.timeout.unwrap().0, std::time::Duration::from_secs(2));
     let bad = "backends:\n  - name: a\n    baseUrl: http://x\n    timeout: soon\n";
-    let err = load(bad, &LoadOptions::default())
-        .err()
-        .expect("bad duration accepted")
-        .render("c.yaml");
+    let err = match load(bad, &LoadOptions::default()) {
+        Err(e) => e.render("c.yaml"),
+        Ok(_) => panic!("bad duration accepted"),
+    };
     assert!(
         err.contains("c.yaml:4:14") && err.contains("invalid duration `soon`"),
         "{err}"
