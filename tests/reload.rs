@@ -305,3 +305,50 @@ async fn a_rotated_key_file_is_picked_up() {
         "{config}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_moves_the_exporter_loses_no_queued_span() {
+    let upstream = Upstream::start();
+    let (first, second) = (Receiver::grpc(), Receiver::http());
+    // Spans would wait a minute in the queue: only the reload can send them.
+    let gw = Gateway::builder(&config(&upstream.base_url(), &first.endpoint(), 1))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
+        .start();
+    let url = format!("{}/chat/completions", gw.base_url());
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..5 {
+        assert_eq!(support::post_json(&url, &body, &[]).await.status, 200);
+    }
+    assert!(first.spans().is_empty(), "spans left before the reload");
+    let moved = config(&upstream.base_url(), &second.endpoint(), 2).replace(
+        "    otlpEndpoint:",
+        "    otlpProtocol: http\n    otlpEndpoint:",
+    );
+    std::fs::write(gw.config_path(), moved).unwrap();
+    wait_generation(&gw, 2, Duration::from_secs(5)).await;
+    let old = first.wait_for(5, Duration::from_secs(5));
+    assert_eq!(
+        old.len(),
+        5,
+        "queued spans went to the old collector before the switch"
+    );
+    assert!(
+        old.iter()
+            .all(|s| s.str_attr("test.generation.a") == Some("g1"))
+    );
+    for _ in 0..3 {
+        assert_eq!(support::post_json(&url, &body, &[]).await.status, 200);
+    }
+    gw.send_signal(support::Signal::Term);
+    let new = second.wait_for(3, Duration::from_secs(10));
+    assert_eq!(new.len(), 3, "{}", gw.stderr());
+    assert!(
+        new.iter()
+            .all(|s| s.str_attr("test.generation.a") == Some("g2"))
+    );
+    assert_eq!(
+        first.spans().len(),
+        5,
+        "nothing more reached the old collector"
+    );
+}
