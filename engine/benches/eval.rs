@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use celgate_engine::exchange::{Choice, Exchange, HttpRequest, HttpResponse, Message, Operation};
 use celgate_engine::{LoadOptions, TracingPlan, load};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use serde_json::json;
 
 /// The seed Phoenix config from the agentgateway docs (snake_case aliases).
@@ -177,10 +177,22 @@ fn evaluate(c: &mut Criterion) {
 fn compile(c: &mut Criterion) {
     let configs: Vec<String> = PRESETS.iter().map(|p| preset_config(p)).collect();
     let mut g = c.benchmark_group("compile");
-    // One iteration = four loads (parse YAML, merge preset, compile every expression).
+    // One iteration = four loads (parse YAML, merge preset, compile every
+    // expression). Loading again what was loaded before (a reload, a preset
+    // used by several configs) takes compiled expressions from the engine's
+    // cache: that is `all_four_presets`. `all_four_presets_cold` empties the
+    // cache first, so every expression goes through the `cel` parser.
     g.bench_function("all_four_presets", |b| {
         b.iter(|| {
             for yaml in &configs {
+                black_box(load(black_box(yaml), &LoadOptions::default()).unwrap());
+            }
+        })
+    });
+    g.bench_function("all_four_presets_cold", |b| {
+        b.iter(|| {
+            for yaml in &configs {
+                celgate_engine::compile::clear_cache();
                 black_box(load(black_box(yaml), &LoadOptions::default()).unwrap());
             }
         })
@@ -196,4 +208,44 @@ fn config() -> Criterion {
 }
 
 criterion_group! { name = benches; config = config(); targets = evaluate, compile }
-criterion_main!(benches);
+
+/// `CELGATE_PROFILE=CASE:N` runs one case N times without criterion, for
+/// `valgrind --tool=callgrind` (instruction counts are repeatable on a noisy
+/// machine, timings are not). CASE is an `evaluate` case, `compile` or
+/// `compile_cold`.
+fn profile(spec: &str) {
+    let (case, n) = spec.split_once(':').unwrap_or((spec, "1000"));
+    let n: usize = n.parse().expect("CELGATE_PROFILE=CASE:N");
+    if case == "compile" || case == "compile_cold" {
+        let configs: Vec<String> = PRESETS.iter().map(|p| preset_config(p)).collect();
+        for _ in 0..n {
+            for yaml in &configs {
+                if case == "compile_cold" {
+                    celgate_engine::compile::clear_cache();
+                }
+                black_box(load(black_box(yaml), &LoadOptions::default()).unwrap());
+            }
+        }
+        return;
+    }
+    let yaml = match case {
+        "jaeger_no_content" => preset_config("jaeger"),
+        "seed_phoenix" => SEED_PHOENIX.to_owned(),
+        "single_field" => SINGLE_FIELD.to_owned(),
+        preset => preset_config(preset),
+    };
+    let plan = plan(&yaml);
+    let ex = exchange();
+    for _ in 0..n {
+        black_box(plan.evaluate(black_box(&ex)));
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("CELGATE_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -12,8 +12,8 @@
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Env, Program};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::context::{self, ROOTS};
 use crate::functions::FUNCTIONS;
@@ -89,6 +89,49 @@ pub struct Compiled {
     /// Qualified names read (`llm.prompt`), or a bare root (`llm`) when the
     /// expression reads the root as a whole.
     pub reads: BTreeSet<String>,
+    /// The expression for the native evaluator, if it has a shape it models.
+    pub(crate) fast: Option<crate::fast::Node>,
+}
+
+/// Most expressions [`compile_shared`] keeps. When full, the cache starts over,
+/// so configs with ever-changing expressions cannot grow it without bound.
+const CACHE_CAPACITY: usize = 512;
+
+type Cache = HashMap<Box<str>, Arc<Compiled>>;
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// [`compile`] in the process-wide environment ([`crate::plan::cel_env`]),
+/// remembering what compiled: a config reload (or a preset loaded again) parses
+/// only the expressions that changed. The `cel` parser takes 5-50 µs per
+/// expression, far more than everything else in a load. Compiling is a pure
+/// function of the text in that one environment, so a remembered result is
+/// the same result. Failures are not remembered.
+pub(crate) fn compile_shared(env: &Arc<Env>, src: &str) -> Result<Arc<Compiled>, ExprError> {
+    let lock = || {
+        CACHE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(hit) = lock().as_ref().and_then(|c| c.get(src)) {
+        return Ok(Arc::clone(hit));
+    }
+    let compiled = Arc::new(compile(env, src)?);
+    let mut cache = lock();
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if cache.len() >= CACHE_CAPACITY {
+        cache.clear();
+    }
+    cache.insert(src.into(), Arc::clone(&compiled));
+    Ok(compiled)
+}
+
+/// Forget every remembered compilation (benchmarks measure cold compiles).
+#[doc(hidden)]
+pub fn clear_cache() {
+    *CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
 }
 
 /// Compile `src` in `env`. Call on a thread with a large stack: the parser recurses.
@@ -123,7 +166,12 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
         return Err(e);
     }
     let reads = check.reads;
-    Ok(Compiled { program, reads })
+    let fast = crate::fast::compile(program.expression());
+    Ok(Compiled {
+        program,
+        reads,
+        fast,
+    })
 }
 
 /// Bracket nesting outside string literals, checked before the parser sees it.

@@ -38,7 +38,7 @@ pub struct VarSpec {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Var {
+pub(crate) enum Var {
     Provider,
     Operation,
     RequestModel,
@@ -299,7 +299,54 @@ const ROOT_VARS: &[(&str, Var)] = &[
     ("backend", Var::Backend),
 ];
 
-fn lookup(name: &str) -> Option<Var> {
+/// The variable `name` names (canonical spelling, alias or root), if any.
+///
+/// A `match` rather than a scan of [`VARIABLES`]: the interpreter asks for every
+/// qualified name it meets, per evaluation. `lookup_matches_the_table` checks it
+/// against the table.
+pub(crate) fn lookup(name: &str) -> Option<Var> {
+    Some(match name {
+        "llm" => Var::Llm,
+        "request" => Var::Request,
+        "response" => Var::Response,
+        "source" => Var::Source,
+        "backend" => Var::Backend,
+        "llm.provider" => Var::Provider,
+        "llm.operation" => Var::Operation,
+        "llm.requestModel" | "llm.request_model" => Var::RequestModel,
+        "llm.responseModel" | "llm.response_model" => Var::ResponseModel,
+        "llm.responseId" | "llm.response_id" => Var::ResponseId,
+        "llm.streaming" => Var::Streaming,
+        "llm.prompt" => Var::Prompt,
+        "llm.completion" => Var::Completion,
+        "llm.choices" => Var::Choices,
+        "llm.toolCalls" | "llm.tool_calls" => Var::ToolCalls,
+        "llm.tools" => Var::Tools,
+        "llm.inputTokens" | "llm.input_tokens" => Var::InputTokens,
+        "llm.outputTokens" | "llm.output_tokens" => Var::OutputTokens,
+        "llm.totalTokens" | "llm.total_tokens" => Var::TotalTokens,
+        "llm.params" => Var::Params,
+        "llm.finishReasons" | "llm.finish_reasons" => Var::FinishReasons,
+        "llm.requestBody" | "llm.request_body" => Var::RequestBody,
+        "llm.responseBody" | "llm.response_body" => Var::ResponseBody,
+        "request.method" => Var::ReqMethod,
+        "request.path" => Var::ReqPath,
+        "request.headers" => Var::ReqHeaders,
+        "response.status" => Var::RespStatus,
+        "response.duration" => Var::RespDuration,
+        "response.headers" => Var::RespHeaders,
+        "response.error" => Var::RespError,
+        "source.address" => Var::SourceAddress,
+        "backend.name" => Var::BackendName,
+        "backend.address" => Var::BackendAddress,
+        "backend.port" => Var::BackendPort,
+        _ => return None,
+    })
+}
+
+/// The table-driven lookup [`lookup`] replaces, kept to test it against.
+#[cfg(test)]
+fn lookup_by_scan(name: &str) -> Option<Var> {
     if let Some((_, v)) = ROOT_VARS.iter().find(|(n, _)| *n == name) {
         return Some(*v);
     }
@@ -538,5 +585,33 @@ fn json(v: &Json, depth: usize) -> Box<dyn Val + '_> {
         Json::String(s) => string(s),
         Json::Array(a) => list(a.iter().map(|x| json(x, depth + 1))),
         Json::Object(o) => map(o.iter().map(|(k, x)| (k.as_str(), json(x, depth + 1)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_matches_the_table() {
+        let mut names: Vec<String> = ROOT_VARS.iter().map(|(n, _)| n.to_string()).collect();
+        for spec in VARIABLES {
+            names.push(spec.name.to_owned());
+            names.extend(spec.alias.map(str::to_owned));
+            // Near misses must miss in both.
+            names.push(format!("{}.x", spec.name));
+            names.push(spec.name.to_uppercase());
+            names.push(spec.name.trim_end_matches(|c| c != '.').to_owned());
+        }
+        names.extend(
+            ["", "llm.", ".llm", "m", "m.role", "llm.params.temperature"].map(String::from),
+        );
+        for name in &names {
+            assert_eq!(lookup(name), lookup_by_scan(name), "{name}");
+        }
+        // Every variable is reachable.
+        for spec in VARIABLES {
+            assert_eq!(lookup(spec.name), Some(spec.var), "{}", spec.name);
+        }
     }
 }

@@ -39,7 +39,10 @@ pub mod config;
 pub mod context;
 pub mod diagnostics;
 pub mod exchange;
+mod fast;
 pub mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plan;
 pub mod presets;
 

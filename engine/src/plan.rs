@@ -2,9 +2,10 @@
 //! expression once; then evaluate the plan per request.
 
 use cel::{Context, Env, Program, Value};
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use crate::attributes::{self, AttrValue};
 use crate::compile::{self, ExprError};
@@ -14,6 +15,7 @@ use crate::config::{
 use crate::context::{ExchangeResolver, Visibility};
 use crate::diagnostics::{ConfigError, Diagnostic, Snippet};
 use crate::exchange::Exchange;
+use crate::fast;
 use crate::{functions, presets};
 
 /// Default cap on attributes per span.
@@ -26,6 +28,35 @@ pub const DEFAULT_MAX_VALUE_LENGTH: usize = 32 * 1024;
 /// [`compile::MAX_AST_DEPTH`] levels. Callers that evaluate (the gateway's runtime
 /// threads) should run on stacks at least this large.
 pub const EVAL_STACK_SIZE: usize = 8 * 1024 * 1024;
+thread_local! {
+    /// Set on threads whose stack is at least [`COMPILE_STACK`].
+    static ON_COMPILE_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn on_compile_stack() -> bool {
+    ON_COMPILE_STACK.with(|f| f.get())
+}
+
+/// Spawn a thread with the compiling thread's stack, on which [`load`] compiles
+/// in place instead of spawning one per call (fuzzing loads millions of
+/// configs). `f` runs with the stack it needs to compile anything.
+#[doc(hidden)]
+pub fn spawn_with_compile_stack<F, T>(f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("celgate-compile".into())
+        .stack_size(COMPILE_STACK)
+        .spawn(move || {
+            ON_COMPILE_STACK.with(|flag| flag.set(true));
+            f()
+        })
+}
+
+/// Most attribute slots a span reserves up front (see `attributes_hint`).
+const MAX_ATTRIBUTES_HINT: usize = 256;
 /// Stack for the compiling thread: the `cel` parser recurses on the input.
 const COMPILE_STACK: usize = 256 * 1024 * 1024;
 
@@ -101,7 +132,11 @@ struct CompiledField {
     key: String,
     expr: String,
     origin: Origin,
-    program: Program,
+    /// The program, and the same expression for native evaluation when it has a
+    /// shape the native evaluator models (see [`crate::fast`]). The program is
+    /// the reference: the native path defers to it for anything it does not
+    /// model and on any error. Shared with the compile cache.
+    compiled: Arc<compile::Compiled>,
 }
 
 /// What one evaluation produced.
@@ -129,6 +164,12 @@ pub struct TracingPlan {
     max_value_length: usize,
     visibility: Visibility,
     reads: BTreeSet<String>,
+    /// Two field keys are equal or one is a `.`-prefix of the other, so their
+    /// attributes may share a key: de-duplicate every span.
+    related_keys: bool,
+    /// The most attributes a span of this plan had before limits: the capacity
+    /// to start the next one with.
+    attributes_hint: AtomicUsize,
     /// The preset in effect, if any.
     pub preset: Option<PresetName>,
     /// Resource attributes, evaluated at load.
@@ -140,11 +181,15 @@ pub struct TracingPlan {
     pub client_sampling: Sampler,
 }
 
-/// A fresh CEL environment: the standard library plus celgate's functions.
+/// The CEL environment: the standard library plus celgate's functions. Built once
+/// per process and shared (it is immutable once built).
 pub fn cel_env() -> Arc<Env> {
-    let mut env = Env::stdlib();
-    functions::install(&mut env).expect("celgate functions declare without conflict");
-    Arc::new(env)
+    static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
+        let mut env = Env::stdlib();
+        functions::install(&mut env).expect("celgate functions declare without conflict");
+        Arc::new(env)
+    });
+    Arc::clone(&ENV)
 }
 
 /// Parse `yaml` (a whole config.yaml, or just its `config:` block) and compile it.
@@ -349,30 +394,36 @@ impl TracingPlan {
         let sampling = [&user.random_sampling, &user.client_sampling];
 
         // Compile everything on one thread with a large stack.
-        let compiled = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("celgate-compile".into())
-                .stack_size(COMPILE_STACK)
-                .spawn_scoped(s, || {
-                    let fields: Vec<_> = merged
-                        .iter()
-                        .map(|src| compile::compile(&env, &src.field.expr))
-                        .collect();
-                    let res: Vec<_> = resources
-                        .iter()
-                        .map(|src| compile::compile(&env, &src.field.expr))
-                        .collect();
-                    let samplers: Vec<_> = sampling
-                        .iter()
-                        .map(|s| match s.as_ref().map(|s| &s.value) {
-                            Some(Sampling::Expression(e)) => Some(compile::compile(&env, e)),
-                            _ => None,
-                        })
-                        .collect();
-                    (fields, res, samplers)
+        let compile_all = || {
+            let fields: Vec<_> = merged
+                .iter()
+                .map(|src| compile::compile_shared(&env, &src.field.expr))
+                .collect();
+            let res: Vec<_> = resources
+                .iter()
+                .map(|src| compile::compile_shared(&env, &src.field.expr))
+                .collect();
+            let samplers: Vec<_> = sampling
+                .iter()
+                .map(|s| match s.as_ref().map(|s| &s.value) {
+                    Some(Sampling::Expression(e)) => Some(compile::compile(&env, e)),
+                    _ => None,
                 })
-                .map(|h| h.join())
-        });
+                .collect();
+            (fields, res, samplers)
+        };
+        let compiled = if on_compile_stack() {
+            // Already on such a thread (see `fuzzing::spawn_with_compile_stack`).
+            Ok(Ok(compile_all()))
+        } else {
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("celgate-compile".into())
+                    .stack_size(COMPILE_STACK)
+                    .spawn_scoped(s, compile_all)
+                    .map(|h| h.join())
+            })
+        };
         let (fields, res, samplers) = match compiled {
             Ok(Ok(r)) => r,
             _ => {
@@ -389,12 +440,12 @@ impl TracingPlan {
         for (src, result) in merged.iter().zip(fields) {
             match result {
                 Ok(c) => {
-                    reads.extend(c.reads);
+                    reads.extend(c.reads.iter().cloned());
                     out_fields.push(CompiledField {
                         key: src.field.key.clone(),
                         expr: src.field.expr.clone(),
                         origin: src.origin,
-                        program: c.program,
+                        compiled: c,
                     });
                 }
                 Err(e) => diagnostics.push(expr_diagnostic(src, "attribute", &e)),
@@ -489,8 +540,11 @@ impl TracingPlan {
                 preset_privacy.hide_outputs,
             ),
         };
+        let related_keys = related_keys(out_fields.iter().map(|f| f.key.as_str()));
         Ok(TracingPlan {
             env,
+            related_keys,
+            attributes_hint: AtomicUsize::new(0),
             errors_by_field: out_fields.iter().map(|_| AtomicU64::new(0)).collect(),
             fields: out_fields,
             remove,
@@ -516,28 +570,59 @@ impl TracingPlan {
     /// attributes. Never fails: an expression that errors drops only its own
     /// attribute, and is counted.
     pub fn evaluate(&self, ex: &Exchange) -> SpanRecord {
-        let resolver = ExchangeResolver::new(ex, self.visibility);
-        let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.set_variable_resolver(&resolver);
-        let mut rec = SpanRecord::default();
+        self.evaluate_with(ex, true)
+    }
+
+    /// [`TracingPlan::evaluate`] with the CEL interpreter alone, never the native
+    /// evaluator: the reference the native path must match (tests and fuzzing
+    /// compare the two).
+    #[doc(hidden)]
+    pub fn evaluate_interpreted(&self, ex: &Exchange) -> SpanRecord {
+        self.evaluate_with(ex, false)
+    }
+
+    fn evaluate_with(&self, ex: &Exchange, use_native: bool) -> SpanRecord {
+        // The interpreter's resolver and context, made only if a field needs them.
+        let resolver: OnceCell<ExchangeResolver> = OnceCell::new();
+        let cel_ctx: OnceCell<Context> = OnceCell::new();
+        let ctx = || {
+            cel_ctx.get_or_init(|| {
+                let mut ctx = Context::with_env(Arc::clone(&self.env));
+                ctx.set_variable_resolver(
+                    resolver.get_or_init(|| ExchangeResolver::new(ex, self.visibility)),
+                );
+                ctx
+            })
+        };
+        let mut native = fast::Eval::new(ex, self.visibility);
+        let mut rec = SpanRecord {
+            attributes: Vec::with_capacity(self.attributes_hint.load(Ordering::Relaxed)),
+            ..SpanRecord::default()
+        };
+        let mut maybe_dup = false;
         let mut name = None;
         for (i, f) in self.fields.iter().enumerate() {
-            let value = match Value::resolve_val(f.program.expression(), &ctx) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
-                    rec.errors.push((f.key.clone(), e.to_string()));
-                    continue;
-                }
-            };
+            let node = f.compiled.fast.as_ref().filter(|_| use_native);
             match f.key.as_str() {
-                "span.name" => match attributes::scalar(value.as_ref()) {
-                    Some(AttrValue::String(s)) => name = Some(s),
-                    Some(other) => name = Some(other.to_string()),
-                    None => {}
-                },
-                "span.kind" => {
-                    if let Some(AttrValue::String(s)) = attributes::scalar(value.as_ref()) {
+                key @ ("span.name" | "span.kind") => {
+                    let value = match node.and_then(|n| native.scalar(n).ok()) {
+                        Some(v) => v,
+                        None => match Value::resolve_val(f.compiled.program.expression(), ctx()) {
+                            Ok(v) => attributes::scalar(v.as_ref()),
+                            Err(e) => {
+                                self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+                                rec.errors.push((f.key.clone(), e.to_string()));
+                                continue;
+                            }
+                        },
+                    };
+                    if key == "span.name" {
+                        match value {
+                            Some(AttrValue::String(s)) => name = Some(s),
+                            Some(other) => name = Some(other.to_string()),
+                            None => {}
+                        }
+                    } else if let Some(AttrValue::String(s)) = value {
                         match SpanKind::parse(&s) {
                             Some(k) => rec.kind = k,
                             None => {
@@ -550,41 +635,78 @@ impl TracingPlan {
                         }
                     }
                 }
-                key => attributes::push_value(key, value.as_ref(), &mut rec.attributes),
+                key => {
+                    let start = rec.attributes.len();
+                    if let Some(n) = node {
+                        let mut out = fast::Out {
+                            attrs: &mut rec.attributes,
+                            maybe_dup: false,
+                        };
+                        if native.field(n, key, &mut out).is_ok() {
+                            maybe_dup |= out.maybe_dup;
+                            continue;
+                        }
+                        // Not modelled, or an error: the interpreter decides.
+                        rec.attributes.truncate(start);
+                    }
+                    match Value::resolve_val(f.compiled.program.expression(), ctx()) {
+                        Ok(v) => {
+                            if v.downcast_ref::<functions::Flattened>()
+                                .is_some_and(|flat| flat.entries.len() > 1)
+                            {
+                                maybe_dup = true;
+                            }
+                            attributes::push_value(key, v.as_ref(), &mut rec.attributes)
+                        }
+                        Err(e) => {
+                            self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+                            rec.errors.push((f.key.clone(), e.to_string()));
+                        }
+                    }
+                }
             }
         }
         rec.name = name.unwrap_or_else(|| default_span_name(ex));
-        self.finish(&mut rec);
+        // Capped: one huge span must not make every later one reserve as much.
+        let seen = rec.attributes.len().min(MAX_ATTRIBUTES_HINT);
+        if seen > self.attributes_hint.load(Ordering::Relaxed) {
+            self.attributes_hint.store(seen, Ordering::Relaxed);
+        }
+        self.finish(&mut rec, maybe_dup || self.related_keys);
         rec
     }
 
     /// Removal, de-duplication (the last value of a key wins, at its first
-    /// position) and limits, applied last.
-    fn finish(&self, rec: &mut SpanRecord) {
-        let attrs = std::mem::take(&mut rec.attributes);
-        let mut out: Vec<(String, AttrValue)> = Vec::with_capacity(attrs.len());
-        let mut index: std::collections::HashMap<String, usize> =
-            std::collections::HashMap::with_capacity(attrs.len());
-        for (k, v) in attrs {
-            if self.removed(&k) {
-                continue;
-            }
-            match index.get(&k) {
-                Some(&i) => out[i].1 = v,
-                None => {
-                    index.insert(k.clone(), out.len());
-                    out.push((k, v));
+    /// position) and limits, applied last. `dedup` is false when no two
+    /// attributes can share a key.
+    fn finish(&self, rec: &mut SpanRecord, dedup: bool) {
+        if !self.remove.is_empty() {
+            rec.attributes.retain(|(k, _)| !self.removed(k));
+        }
+        if dedup {
+            let attrs = std::mem::take(&mut rec.attributes);
+            let mut out: Vec<(String, AttrValue)> = Vec::with_capacity(attrs.len());
+            let mut index: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::with_capacity(attrs.len());
+            for (k, v) in attrs {
+                match index.get(&k) {
+                    Some(&i) => out[i].1 = v,
+                    None => {
+                        index.insert(k.clone(), out.len());
+                        out.push((k, v));
+                    }
                 }
             }
+            rec.attributes = out;
         }
+        let out = &mut rec.attributes;
         if out.len() > self.max_attributes {
             rec.dropped_attributes = out.len() - self.max_attributes;
             out.truncate(self.max_attributes);
         }
-        for (_, v) in &mut out {
+        for (_, v) in out.iter_mut() {
             v.truncate(self.max_value_length);
         }
-        rec.attributes = out;
     }
 
     fn removed(&self, key: &str) -> bool {
@@ -656,11 +778,37 @@ impl std::fmt::Debug for TracingPlan {
     }
 }
 
+/// Whether two of `keys` are equal, or one is the other plus `.suffix`: only then
+/// can attributes of different fields share a key. `span.name` and `span.kind`
+/// set the span's name and kind, not attributes.
+pub(crate) fn related_keys<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
+    let mut keys: Vec<&str> = keys
+        .filter(|k| !matches!(*k, "span.name" | "span.kind"))
+        .collect();
+    keys.sort_unstable();
+    // Sorted, a key's `.`-extensions follow it, before anything else that
+    // does not start with it; so checking each key against the next ones that
+    // start with it is enough.
+    keys.iter().enumerate().any(|(i, a)| {
+        keys[i + 1..]
+            .iter()
+            .take_while(|b| b.starts_with(a))
+            .any(|b| b.len() == a.len() || b.as_bytes()[a.len()] == b'.')
+    })
+}
+
 /// OTel GenAI's default: `{operation} {model}`.
 fn default_span_name(ex: &Exchange) -> String {
+    let op = ex.operation.as_str();
     match ex.request_model.as_deref() {
-        Some(m) if !m.is_empty() => format!("{} {m}", ex.operation.as_str()),
-        _ => ex.operation.as_str().to_owned(),
+        Some(m) if !m.is_empty() => {
+            let mut name = String::with_capacity(op.len() + 1 + m.len());
+            name.push_str(op);
+            name.push(' ');
+            name.push_str(m);
+            name
+        }
+        _ => op.to_owned(),
     }
 }
 
@@ -694,5 +842,60 @@ fn expr_diagnostic(src: &Source, what: &str, e: &ExprError) -> Diagnostic {
                 column: 1,
             })
         }),
+    }
+}
+
+impl TracingPlan {
+    /// A plan of one attribute field and nothing else (fuzzing).
+    pub(crate) fn single_field(
+        key: &str,
+        expr: &str,
+        compiled: Arc<compile::Compiled>,
+        visibility: Visibility,
+    ) -> TracingPlan {
+        TracingPlan {
+            env: cel_env(),
+            reads: compiled.reads.clone(),
+            fields: vec![CompiledField {
+                key: key.to_owned(),
+                expr: expr.to_owned(),
+                origin: Origin::User,
+                compiled,
+            }],
+            errors_by_field: vec![AtomicU64::new(0)],
+            related_keys: false,
+            attributes_hint: AtomicUsize::new(0),
+            remove: Vec::new(),
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            max_value_length: DEFAULT_MAX_VALUE_LENGTH,
+            visibility,
+            preset: None,
+            resources: Vec::new(),
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            headers: Vec::new(),
+            random_sampling: Sampler::Always,
+            client_sampling: Sampler::Always,
+        }
+    }
+
+    /// Per field: whether the native evaluator settles it on `ex` (`None`: the
+    /// field has no native form).
+    pub(crate) fn native_outcomes(&self, ex: &Exchange) -> Vec<(String, Option<bool>)> {
+        let mut native = fast::Eval::new(ex, self.visibility);
+        self.fields
+            .iter()
+            .map(|f| {
+                let ok = f.compiled.fast.as_ref().map(|n| {
+                    let mut attrs = Vec::new();
+                    let mut out = fast::Out {
+                        attrs: &mut attrs,
+                        maybe_dup: false,
+                    };
+                    native.field(n, &f.key, &mut out).is_ok()
+                });
+                (f.key.clone(), ok)
+            })
+            .collect()
     }
 }

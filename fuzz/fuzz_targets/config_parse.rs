@@ -3,8 +3,13 @@
 
 use libfuzzer_sys::fuzz_target;
 
+mod worker;
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = celgate_engine::load(s, &Default::default());
+        let s = s.to_owned();
+        worker::run(move || {
+            let _ = celgate_engine::load(&s, &Default::default());
+        });
     }
 });
