@@ -78,7 +78,10 @@ static EXCHANGE: LazyLock<Exchange> = LazyLock::new(|| {
             ("user".into(), json!("u-42")),
             ("seed".into(), json!(18446744073709551615u64)),
             ("n".into(), json!(null)),
-            ("metadata".into(), json!({"b": [1, 2.5, "x", null, true], "a": {}, "c.d": ""})),
+            (
+                "metadata".into(),
+                json!({"b": [1, 2.5, "x", null, true], "a": {}, "c.d": ""}),
+            ),
         ],
         input_tokens: Some(40),
         output_tokens: Some(12),
