@@ -23,12 +23,7 @@ use crate::scripted::ScriptedUpstream;
 pub fn run(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> Result<i32> {
     crate::upstream::install_crypto_provider();
     crate::server::init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(celgate_engine::plan::EVAL_STACK_SIZE)
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(demo(preset, listen, dir))
+    crate::server::runtime()?.block_on(demo(preset, listen, dir))
 }
 
 fn config_text(preset: PresetName, listen: SocketAddr, upstream: &str) -> String {

@@ -291,6 +291,13 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
+/// The instrumentation scope of every span, built once.
+static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::new(|| {
+    InstrumentationScope::builder("celgate")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+});
+
 /// The engine's record as an OTel span.
 fn span_data(
     record: SpanRecord,
@@ -333,9 +340,7 @@ fn span_data(
             Some(message) => opentelemetry::trace::Status::error(message),
             None => opentelemetry::trace::Status::Unset,
         },
-        instrumentation_scope: InstrumentationScope::builder("celgate")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
+        instrumentation_scope: SCOPE.clone(),
     }
 }
 

@@ -16,13 +16,13 @@ use celgate_engine::exchange::{Exchange, Operation};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
 use crate::openai;
 use crate::settings::Backend;
-use crate::state::{BoxError, Generation, Shared, UpstreamBody};
+use crate::state::{BoxError, Generation, Shared, UpstreamBody, whole_body};
 use crate::trace_context::{self, SpanIds};
 
 /// Bodies sent to clients.
@@ -61,7 +61,9 @@ pub async fn handle(
     };
     exchange.request.method = parts.method.as_str().to_owned();
     exchange.request.path = parts.uri.path().to_owned();
-    exchange.request.headers = visible_headers(&parts.headers);
+    if generation.needs.request_headers {
+        exchange.request.headers = visible_headers(&parts.headers);
+    }
 
     let parent = parts
         .headers
@@ -94,10 +96,10 @@ pub async fn handle(
 
     // LLM calls are read whole (they are small) so they can be parsed and routed;
     // anything else streams through untouched.
-    let (upstream_body, model) = if operation == Operation::Other {
+    let (outgoing, model) = if operation == Operation::Other {
         let model = header_model(&parts.headers);
         let body: UpstreamBody = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-        (body, model)
+        (Outgoing::Streamed(body), model)
     } else {
         let settings = &generation.settings.server;
         let bytes = match Limited::new(body, settings.max_body_bytes as usize)
@@ -149,8 +151,7 @@ pub async fn handle(
             );
         }
         let model = header_model(&parts.headers).or_else(|| flight.exchange.request_model.clone());
-        let body = Full::new(bytes).map_err(|e| match e {}).boxed_unsync();
-        (body, model)
+        (Outgoing::Whole(bytes), model)
     };
 
     let backend = match route(&generation, model.as_deref(), operation) {
@@ -172,23 +173,34 @@ pub async fn handle(
     // Sampling has seen the whole request; keep only what the span will read.
     generation.needs.trim(&mut flight.exchange);
 
-    let upstream_body = match (&backend.rewrite_model, operation) {
-        (Some(to), op) if op != Operation::Other => rewrite_model(upstream_body, to).await,
-        _ => upstream_body,
+    let upstream_body = match outgoing {
+        Outgoing::Streamed(body) => body,
+        Outgoing::Whole(bytes) => whole_body(match &backend.rewrite_model {
+            Some(to) => rewrite_model(bytes, to),
+            None => bytes,
+        }),
     };
 
     let uri = upstream_uri(backend, &parts.uri);
-    let mut upstream_req = Request::builder()
+    let mut upstream_req = match Request::builder()
         .method(parts.method.clone())
-        .uri(uri)
+        .uri(&uri)
         .body(upstream_body)
-        .unwrap_or_else(|_| {
-            Request::new(
-                Full::new(Bytes::new())
-                    .map_err(|e| match e {})
-                    .boxed_unsync(),
-            )
-        });
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                flight,
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_error",
+                format!(
+                    "cannot build the URL for backend `{}` from this request ({uri}): {e}",
+                    backend.name
+                ),
+            );
+        }
+    };
     *upstream_req.headers_mut() = upstream_headers(&parts.headers, backend, operation);
     if let Ok(tp) = HeaderValue::from_str(&ids.traceparent(flight.sampled)) {
         upstream_req.headers_mut().insert("traceparent", tp);
@@ -224,7 +236,9 @@ pub async fn handle(
     let (mut resp_parts, resp_body) = response.into_parts();
     let status = resp_parts.status;
     flight.exchange.response.status = Some(status.as_u16());
-    flight.exchange.response.headers = visible_headers(&resp_parts.headers);
+    if generation.needs.response_headers {
+        flight.exchange.response.headers = visible_headers(&resp_parts.headers);
+    }
     if status.is_client_error() || status.is_server_error() {
         flight.exchange.error_type = Some(status.as_u16().to_string());
     }
@@ -412,22 +426,23 @@ fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation)
     h
 }
 
+/// What goes upstream: a pass-through body as it streams in, or an LLM call's
+/// body, already read and checked.
+enum Outgoing {
+    Streamed(UpstreamBody),
+    Whole(Bytes),
+}
+
 /// Sends `to` upstream as the model. The body was already parsed, so it is a
 /// JSON object.
-async fn rewrite_model(body: UpstreamBody, to: &str) -> UpstreamBody {
-    let bytes = match body.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    let rewritten =
-        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
-            Ok(mut map) => {
-                map.insert("model".into(), serde_json::Value::String(to.to_owned()));
-                serde_json::to_vec(&map).map(Bytes::from).unwrap_or(bytes)
-            }
-            Err(_) => bytes,
-        };
-    Full::new(rewritten).map_err(|e| match e {}).boxed_unsync()
+fn rewrite_model(bytes: Bytes, to: &str) -> Bytes {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(mut map) => {
+            map.insert("model".into(), serde_json::Value::String(to.to_owned()));
+            serde_json::to_vec(&map).map(Bytes::from).unwrap_or(bytes)
+        }
+        Err(_) => bytes,
+    }
 }
 
 /// Header names whose values must never reach a span: credentials of any kind.
@@ -531,7 +546,7 @@ pub fn error_body(message: &str, kind: &str, code: &str) -> serde_json::Value {
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ClientBody> {
     let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-    let mut resp = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed_unsync());
+    let mut resp = Response::new(whole_body(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

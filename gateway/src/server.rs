@@ -111,6 +111,17 @@ pub fn hash(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The multi-threaded runtime every long-running command uses.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Span evaluation runs on the workers; the engine needs this much stack.
+        .thread_stack_size(celgate_engine::plan::EVAL_STACK_SIZE)
+        .thread_name("celgate-worker")
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// Runs the gateway until SIGTERM/SIGINT. Returns the process exit code.
 pub fn run(config: &Path) -> Result<i32> {
     crate::upstream::install_crypto_provider();
@@ -122,23 +133,14 @@ pub fn run(config: &Path) -> Result<i32> {
             return Ok(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Span evaluation runs on the workers; the engine needs this much stack.
-        .thread_stack_size(celgate_engine::plan::EVAL_STACK_SIZE)
-        .thread_name("celgate-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(serve(config.to_owned(), first, shutdown_signal(), None))
 }
 
 /// `celgate upstream`: the scripted upstream until SIGTERM/SIGINT.
 pub fn run_upstream(listen: std::net::SocketAddr) -> Result<i32> {
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let upstream = crate::scripted::ScriptedUpstream::start(listen)
             .await

@@ -450,29 +450,16 @@ fn parse_env_headers(text: &str) -> Vec<(String, String)> {
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             let k = k.trim();
-            (!k.is_empty()).then(|| (k.to_ascii_lowercase(), percent_decode(v.trim())))
+            (!k.is_empty()).then(|| {
+                (
+                    k.to_ascii_lowercase(),
+                    percent_encoding::percent_decode_str(v.trim())
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            })
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Expands `${NAME}` references in a header value.

@@ -25,6 +25,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Request bodies sent upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A body that is all there already (a read request, an error answer).
+pub fn whole_body(bytes: Bytes) -> UnsyncBoxBody<Bytes, BoxError> {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
 /// One loaded config, compiled and resolved.
 #[derive(Debug)]
 pub struct Generation {
@@ -41,10 +49,13 @@ pub struct Generation {
     pub loaded_at: SystemTime,
 }
 
-/// Which parts of a request the generation's expressions read; the rest is not
-/// kept while the response streams.
+/// Which parts of an exchange the generation's expressions (fields and sampling)
+/// read: headers nobody reads are not copied, and request parts nobody reads are
+/// not kept while the response streams.
 #[derive(Clone, Copy, Debug)]
 pub struct Needs {
+    pub request_headers: bool,
+    pub response_headers: bool,
     pub prompt: bool,
     pub tools: bool,
     pub params: bool,
@@ -54,6 +65,8 @@ pub struct Needs {
 impl Needs {
     pub fn of(plan: &TracingPlan) -> Needs {
         Needs {
+            request_headers: plan.reads("request.headers"),
+            response_headers: plan.reads("response.headers"),
             prompt: plan.reads("llm.prompt"),
             tools: plan.reads("llm.tools"),
             params: plan.reads("llm.params"),
@@ -153,6 +166,7 @@ mod tests {
         let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
         let needs = Needs::of(&plan);
         assert!(needs.prompt && needs.params && !needs.tools && !needs.request_body);
+        assert!(!needs.request_headers && !needs.response_headers);
         let mut ex = celgate_engine::Exchange {
             request_body: Some("{}".into()),
             tools: vec![serde_json::json!({})],
@@ -167,6 +181,6 @@ mod tests {
         .unwrap()
         .plan;
         let n = Needs::of(&phoenix);
-        assert!(n.prompt && n.tools && n.params && n.request_body);
+        assert!(n.prompt && n.tools && n.params && n.request_body && n.request_headers);
     }
 }
