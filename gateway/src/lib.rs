@@ -13,6 +13,26 @@ macro_rules! fixture {
     };
 }
 
+/// xorshift64*: a tiny deterministic PRNG, so the parsers' chunking and mutation
+/// tests need no dependency.
+#[cfg(test)]
+mod test_rng {
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
 pub mod access_log;
 pub mod admin;
 pub mod cli;
