@@ -125,6 +125,7 @@ fn exchange() -> Exchange {
         input_tokens: Some(498),
         output_tokens: Some(71),
         total_tokens: Some(569),
+        token_details: Default::default(),
         request_body: Some(request_body),
         response_body: Some(response_body),
         error_type: None,

@@ -229,7 +229,9 @@ impl PresetName {
 pub enum OtlpProtocol {
     #[default]
     Grpc,
-    /// OTLP/HTTP with protobuf bodies (`/v1/traces`).
+    /// OTLP/HTTP with protobuf bodies (`/v1/traces`). `http/protobuf`, the
+    /// spelling of `OTEL_EXPORTER_OTLP_PROTOCOL`, is accepted too.
+    #[serde(alias = "http/protobuf")]
     Http,
 }
 
@@ -247,7 +249,8 @@ pub enum Sampling {
 #[serde(deny_unknown_fields)]
 pub struct FieldsBlock {
     /// Attribute name -> CEL expression, evaluated per request, in order. The key
-    /// `span.name` sets the span name and `span.kind` its kind.
+    /// `span.name` sets the span name, `span.kind` its kind and `span.status` its
+    /// status (`ok`, `error`, `unset`; a failed call is `error` regardless).
     #[serde(default)]
     pub add: Fields,
     /// Attribute names (or prefixes ending in `.*`) to drop from the result.

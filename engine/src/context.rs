@@ -53,6 +53,11 @@ pub(crate) enum Var {
     InputTokens,
     OutputTokens,
     TotalTokens,
+    CacheReadTokens,
+    CacheWriteTokens,
+    InputAudioTokens,
+    ReasoningTokens,
+    OutputAudioTokens,
     Params,
     FinishReasons,
     RequestBody,
@@ -191,6 +196,41 @@ pub const VARIABLES: &[VarSpec] = &[
         "Total tokens as reported by the upstream."
     ),
     var!(
+        "llm.cacheReadTokens",
+        Some("llm.cache_read_tokens"),
+        "int | null",
+        CacheReadTokens,
+        "Prompt tokens read from the provider's prompt cache (`prompt_tokens_details.cached_tokens`)."
+    ),
+    var!(
+        "llm.cacheWriteTokens",
+        Some("llm.cache_write_tokens"),
+        "int | null",
+        CacheWriteTokens,
+        "Prompt tokens written to the prompt cache (`prompt_tokens_details.cache_write_tokens`)."
+    ),
+    var!(
+        "llm.inputAudioTokens",
+        Some("llm.input_audio_tokens"),
+        "int | null",
+        InputAudioTokens,
+        "Audio prompt tokens (`prompt_tokens_details.audio_tokens`)."
+    ),
+    var!(
+        "llm.reasoningTokens",
+        Some("llm.reasoning_tokens"),
+        "int | null",
+        ReasoningTokens,
+        "Completion tokens spent on reasoning (`completion_tokens_details.reasoning_tokens`)."
+    ),
+    var!(
+        "llm.outputAudioTokens",
+        Some("llm.output_audio_tokens"),
+        "int | null",
+        OutputAudioTokens,
+        "Audio completion tokens (`completion_tokens_details.audio_tokens`)."
+    ),
+    var!(
         "llm.params",
         None,
         "map",
@@ -325,6 +365,11 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.inputTokens" | "llm.input_tokens" => Var::InputTokens,
         "llm.outputTokens" | "llm.output_tokens" => Var::OutputTokens,
         "llm.totalTokens" | "llm.total_tokens" => Var::TotalTokens,
+        "llm.cacheReadTokens" | "llm.cache_read_tokens" => Var::CacheReadTokens,
+        "llm.cacheWriteTokens" | "llm.cache_write_tokens" => Var::CacheWriteTokens,
+        "llm.inputAudioTokens" | "llm.input_audio_tokens" => Var::InputAudioTokens,
+        "llm.reasoningTokens" | "llm.reasoning_tokens" => Var::ReasoningTokens,
+        "llm.outputAudioTokens" | "llm.output_audio_tokens" => Var::OutputAudioTokens,
         "llm.params" => Var::Params,
         "llm.finishReasons" | "llm.finish_reasons" => Var::FinishReasons,
         "llm.requestBody" | "llm.request_body" => Var::RequestBody,
@@ -438,6 +483,11 @@ impl<'a> ExchangeResolver<'a> {
             Var::InputTokens => opt_int(ex.input_tokens),
             Var::OutputTokens => opt_int(ex.output_tokens),
             Var::TotalTokens => opt_int(ex.total_tokens),
+            Var::CacheReadTokens => opt_int(ex.token_details.cache_read),
+            Var::CacheWriteTokens => opt_int(ex.token_details.cache_write),
+            Var::InputAudioTokens => opt_int(ex.token_details.input_audio),
+            Var::ReasoningTokens => opt_int(ex.token_details.reasoning),
+            Var::OutputAudioTokens => opt_int(ex.token_details.output_audio),
             Var::Params => map(ex.params.iter().map(|(k, v)| (k.as_str(), json(v, 0)))),
             Var::FinishReasons => list(
                 ex.choices

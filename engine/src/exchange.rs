@@ -70,6 +70,23 @@ pub struct Choice {
     pub finish_reason: Option<String>,
 }
 
+/// Breakdowns of the token counts, where the upstream reports them (OpenAI's
+/// `prompt_tokens_details` / `completion_tokens_details`, the Responses API's
+/// `input_tokens_details` / `output_tokens_details`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenDetails {
+    /// Prompt tokens served from the provider's prompt cache (`cached_tokens`).
+    pub cache_read: Option<i64>,
+    /// Prompt tokens written to the prompt cache (`cache_write_tokens`).
+    pub cache_write: Option<i64>,
+    /// Audio prompt tokens (`audio_tokens`).
+    pub input_audio: Option<i64>,
+    /// Completion tokens spent on reasoning (`reasoning_tokens`).
+    pub reasoning: Option<i64>,
+    /// Audio completion tokens (`audio_tokens`).
+    pub output_audio: Option<i64>,
+}
+
 /// The HTTP request as the client sent it. Header names are lower-case; the gateway
 /// leaves out secrets (authorization, api keys, cookies) before they get here.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -109,6 +126,7 @@ pub struct Exchange {
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
+    pub token_details: TokenDetails,
     /// The raw request body (for `input.value`-style attributes).
     pub request_body: Option<String>,
     /// The raw response body; for streams, the accumulated response rendered as the

@@ -60,6 +60,9 @@ pub(crate) enum Node {
     Sub(Box<Node>, Box<Node>),
     Cmp(Box<Node>, Box<Node>, CmpOp),
     Size(Box<Node>),
+    /// `double(x)` of a number; anything else (a string to parse) is the
+    /// interpreter's.
+    ToDouble(Box<Node>),
     TypeOf(Box<Node>),
     ToJson(Box<Node>),
     /// `flatten` (1 level) or `flattenRecursive` ([`MAX_VALUE_DEPTH`] levels).
@@ -351,6 +354,7 @@ impl<'e> Compiler<'e> {
             (operators::GREATER, 2) => Node::Cmp(arg(0), arg(1), CmpOp::Gt),
             (operators::GREATER_EQUALS, 2) => Node::Cmp(arg(0), arg(1), CmpOp::Ge),
             ("size", 1) => Node::Size(arg(0)),
+            ("double", 1) => Node::ToDouble(arg(0)),
             ("type", 1) => Node::TypeOf(arg(0)),
             ("toJson" | "to_json", 1) => Node::ToJson(arg(0)),
             ("flatten", 1) => Node::Flatten(arg(0), 1),
@@ -957,6 +961,11 @@ impl<'a> Eval<'a> {
             Var::InputTokens => opt_int(ex.input_tokens),
             Var::OutputTokens => opt_int(ex.output_tokens),
             Var::TotalTokens => opt_int(ex.total_tokens),
+            Var::CacheReadTokens => opt_int(ex.token_details.cache_read),
+            Var::CacheWriteTokens => opt_int(ex.token_details.cache_write),
+            Var::InputAudioTokens => opt_int(ex.token_details.input_audio),
+            Var::ReasoningTokens => opt_int(ex.token_details.reasoning),
+            Var::OutputAudioTokens => opt_int(ex.token_details.output_audio),
             Var::Params => V::Params(&ex.params),
             Var::FinishReasons => V::FinishReasons(&ex.choices),
             Var::RequestBody => redactable(ex.request_body.as_deref(), hide_in),
@@ -1152,6 +1161,12 @@ impl<'a> Eval<'a> {
                 };
                 Ok(V::Int(n as i64))
             }
+            Node::ToDouble(x) => match self.eval(x)? {
+                V::Int(i) => Ok(V::Double(i as f64)),
+                V::UInt(u) => Ok(V::Double(u as f64)),
+                V::Double(d) => Ok(V::Double(d)),
+                _ => Err(Fail::Bail),
+            },
             Node::TypeOf(x) => {
                 let v = self.eval(x)?;
                 v.type_name().map(V::Type).ok_or(Fail::Bail)

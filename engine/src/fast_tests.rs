@@ -6,7 +6,9 @@
 
 use serde_json::json;
 
-use crate::exchange::{Choice, Exchange, HttpRequest, HttpResponse, Message, Operation, ToolCall};
+use crate::exchange::{
+    Choice, Exchange, HttpRequest, HttpResponse, Message, Operation, TokenDetails, ToolCall,
+};
 use crate::{LoadOptions, PresetName, SpanRecord, TracingPlan, load};
 
 fn call(id: &str, name: &str) -> ToolCall {
@@ -93,6 +95,11 @@ fn rich() -> Exchange {
         input_tokens: Some(40),
         output_tokens: Some(12),
         total_tokens: Some(52),
+        token_details: TokenDetails {
+            cache_read: Some(16),
+            reasoning: Some(4),
+            ..TokenDetails::default()
+        },
         request_body: Some("{\"model\":\"gpt-4o\"}".into()),
         response_body: Some("{\"id\":\"chatcmpl-1\"}".into()),
         error_type: Some("timeout".into()),
@@ -321,6 +328,12 @@ const EXPRESSIONS: &[&str] = &[
     "size(llm.prompt)",
     "llm.prompt.size()",
     "size(llm.params)",
+    "double(llm.params.temperature)",
+    "double(llm.params.max_tokens)",
+    "double(llm.inputTokens) + 0.5",
+    "double(\"1.5\")",
+    "double(llm.requestModel)",
+    "default(llm.params.top_p, null) == null ? null : double(llm.params.top_p)",
     "size(request.headers)",
     "size(llm.tools[0])",
     "size(llm.toolCalls)",

@@ -50,4 +50,6 @@ pub use attributes::AttrValue;
 pub use config::{ConfigFile, PresetName};
 pub use diagnostics::{ConfigError, Diagnostic};
 pub use exchange::Exchange;
-pub use plan::{LoadOptions, Loaded, SpanKind, SpanRecord, TracingPlan, load, load_document};
+pub use plan::{
+    LoadOptions, Loaded, SpanKind, SpanRecord, SpanStatus, TracingPlan, load, load_document,
+};

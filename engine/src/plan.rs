@@ -118,6 +118,39 @@ impl SpanKind {
     }
 }
 
+/// The OTel status a span's `span.status` field asks for. The gateway's own
+/// verdict wins: a failed call is always `ERROR`, whatever the expression says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpanStatus {
+    /// No `span.status` field, or it evaluated to `unset`/null.
+    #[default]
+    Unset,
+    /// `ok`: OpenInference instrumentations mark successful calls this way.
+    Ok,
+    /// `error`: the expression judged the call failed though the HTTP exchange
+    /// succeeded (a content filter, say).
+    Error,
+}
+
+impl SpanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanStatus::Unset => "UNSET",
+            SpanStatus::Ok => "OK",
+            SpanStatus::Error => "ERROR",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SpanStatus> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "unset" => SpanStatus::Unset,
+            "ok" => SpanStatus::Ok,
+            "error" => SpanStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
 /// A sampling rule, compiled.
 #[derive(Debug)]
 pub enum Sampler {
@@ -144,6 +177,9 @@ struct CompiledField {
 pub struct SpanRecord {
     pub name: String,
     pub kind: SpanKind,
+    /// From the `span.status` field; the gateway overrides it with `ERROR` when the
+    /// call failed.
+    pub status: SpanStatus,
     /// In expression order; keys are unique (a later expression wins).
     pub attributes: Vec<(String, AttrValue)>,
     /// Expressions that failed at run time: (attribute key, error). Their
@@ -604,7 +640,7 @@ impl TracingPlan {
         for (i, f) in self.fields.iter().enumerate() {
             let node = f.compiled.fast.as_ref().filter(|_| use_native);
             match f.key.as_str() {
-                key @ ("span.name" | "span.kind") => {
+                key @ ("span.name" | "span.kind" | "span.status") => {
                     let value = match node.and_then(|n| native.scalar(n).ok()) {
                         Some(v) => v,
                         None => match Value::resolve_val(f.compiled.program.expression(), ctx()) {
@@ -621,6 +657,25 @@ impl TracingPlan {
                             Some(AttrValue::String(s)) => name = Some(s),
                             Some(other) => name = Some(other.to_string()),
                             None => {}
+                        }
+                    } else if key == "span.status" {
+                        let parsed = match &value {
+                            None => Some(SpanStatus::Unset),
+                            Some(AttrValue::String(s)) => SpanStatus::parse(s),
+                            Some(_) => None,
+                        };
+                        match (parsed, value) {
+                            (Some(status), _) => rec.status = status,
+                            (None, other) => {
+                                self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+                                rec.errors.push((
+                                    f.key.clone(),
+                                    format!(
+                                        "`{}` is not a span status (ok, error, unset)",
+                                        other.map(|v| v.to_string()).unwrap_or_default()
+                                    ),
+                                ));
+                            }
                         }
                     } else if let Some(AttrValue::String(s)) = value {
                         match SpanKind::parse(&s) {
@@ -779,11 +834,11 @@ impl std::fmt::Debug for TracingPlan {
 }
 
 /// Whether two of `keys` are equal, or one is the other plus `.suffix`: only then
-/// can attributes of different fields share a key. `span.name` and `span.kind`
-/// set the span's name and kind, not attributes.
+/// can attributes of different fields share a key. `span.name`, `span.kind` and
+/// `span.status` set the span's name, kind and status, not attributes.
 pub(crate) fn related_keys<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
     let mut keys: Vec<&str> = keys
-        .filter(|k| !matches!(*k, "span.name" | "span.kind"))
+        .filter(|k| !matches!(*k, "span.name" | "span.kind" | "span.status"))
         .collect();
     keys.sort_unstable();
     // Sorted, a key's `.`-extensions follow it, before anything else that

@@ -333,12 +333,19 @@ pub fn span_json(span: &SpanRecord) -> serde_json::Value {
     serde_json::json!({
         "name": span.name,
         "kind": span.kind.as_str(),
+        "status": span.status.as_str(),
         "attributes": attributes,
     })
 }
 
 fn write_table(span: &SpanRecord, out: &mut dyn Write) -> Result<()> {
-    writeln!(out, "span  {}  (kind {})", span.name, span.kind.as_str())?;
+    writeln!(
+        out,
+        "span  {}  (kind {}, status {})",
+        span.name,
+        span.kind.as_str(),
+        span.status.as_str()
+    )?;
     let width = span
         .attributes
         .iter()

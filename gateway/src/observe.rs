@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use celgate_engine::exchange::{Exchange, Operation};
-use celgate_engine::{SpanKind, SpanRecord};
+use celgate_engine::{SpanKind, SpanRecord, SpanStatus};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -313,6 +313,7 @@ fn span_data(
         false,
         TraceState::default(),
     );
+    let status = record.status;
     let attributes = record
         .attributes
         .into_iter()
@@ -336,9 +337,13 @@ fn span_data(
         dropped_attributes_count: record.dropped_attributes as u32,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
-        status: match error {
-            Some(message) => opentelemetry::trace::Status::error(message),
-            None => opentelemetry::trace::Status::Unset,
+        status: match (error, status) {
+            (Some(message), _) => opentelemetry::trace::Status::error(message),
+            (None, SpanStatus::Ok) => opentelemetry::trace::Status::Ok,
+            (None, SpanStatus::Error) => {
+                opentelemetry::trace::Status::error("marked failed by the span.status expression")
+            }
+            (None, SpanStatus::Unset) => opentelemetry::trace::Status::Unset,
         },
         instrumentation_scope: SCOPE.clone(),
     }

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use celgate_engine::exchange::{Choice, Exchange, Message, Operation, ToolCall};
+use celgate_engine::exchange::{Choice, Exchange, Message, Operation, TokenDetails, ToolCall};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -200,17 +200,23 @@ pub fn parse_response(
     Ok(())
 }
 
+/// Token counts as an upstream reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub total: Option<i64>,
+    pub details: TokenDetails,
+}
+
 /// Records token usage, computing `total` as `input + output` when it is absent.
-pub(crate) fn set_usage(
-    ex: &mut Exchange,
-    input: Option<i64>,
-    output: Option<i64>,
-    total: Option<i64>,
-) {
-    let total = total.or_else(|| input?.checked_add(output?));
-    ex.input_tokens = input;
-    ex.output_tokens = output;
-    ex.total_tokens = total;
+pub(crate) fn set_usage(ex: &mut Exchange, usage: Usage) {
+    ex.input_tokens = usage.input;
+    ex.output_tokens = usage.output;
+    ex.total_tokens = usage
+        .total
+        .or_else(|| usage.input?.checked_add(usage.output?));
+    ex.token_details = usage.details;
 }
 
 /// Reads an OpenAI `usage` object (`prompt_tokens` / `completion_tokens` /
@@ -222,12 +228,33 @@ fn apply_usage_object(ex: &mut Exchange, usage: &Map<String, Value>) {
             .and_then(json_i64)
             .or_else(|| usage.get(fallback).and_then(json_i64))
     };
+    let details =
+        |primary: &str, fallback: &str| usage.get(primary).or_else(|| usage.get(fallback));
     set_usage(
         ex,
-        get("prompt_tokens", "input_tokens"),
-        get("completion_tokens", "output_tokens"),
-        usage.get("total_tokens").and_then(json_i64),
+        Usage {
+            input: get("prompt_tokens", "input_tokens"),
+            output: get("completion_tokens", "output_tokens"),
+            total: usage.get("total_tokens").and_then(json_i64),
+            details: token_details(
+                details("prompt_tokens_details", "input_tokens_details"),
+                details("completion_tokens_details", "output_tokens_details"),
+            ),
+        },
     );
+}
+
+/// The token breakdowns from a usage object's `prompt_tokens_details` and
+/// `completion_tokens_details` (anything not an object reads as no details).
+pub(crate) fn token_details(prompt: Option<&Value>, completion: Option<&Value>) -> TokenDetails {
+    let count = |details: Option<&Value>, key: &str| details?.get(key).and_then(json_i64);
+    TokenDetails {
+        cache_read: count(prompt, "cached_tokens"),
+        cache_write: count(prompt, "cache_write_tokens"),
+        input_audio: count(prompt, "audio_tokens"),
+        reasoning: count(completion, "reasoning_tokens"),
+        output_audio: count(completion, "audio_tokens"),
+    }
 }
 
 /// An integer token count; integral floats (`12.0`) are accepted, anything else is not
@@ -891,6 +918,41 @@ mod tests {
             (ex.input_tokens, ex.output_tokens, ex.total_tokens),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn usage_details_are_read_in_both_api_spellings_and_junk_is_ignored() {
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
+                "prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0},
+                "completion_tokens_details":{"reasoning_tokens":32}}}"#,
+        );
+        assert_eq!(
+            ex.token_details,
+            TokenDetails {
+                cache_read: Some(64),
+                input_audio: Some(0),
+                reasoning: Some(32),
+                ..TokenDetails::default()
+            }
+        );
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"input_tokens":10,"output_tokens":5,
+                "input_tokens_details":{"cached_tokens":4},
+                "output_tokens_details":{"reasoning_tokens":2}}}"#,
+        );
+        assert_eq!(
+            (ex.token_details.cache_read, ex.token_details.reasoning),
+            (Some(4), Some(2))
+        );
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"prompt_tokens":1,"prompt_tokens_details":"many",
+                "completion_tokens_details":{"reasoning_tokens":"3"}}}"#,
+        );
+        assert_eq!(ex.token_details, TokenDetails::default());
     }
 
     #[test]

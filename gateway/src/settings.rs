@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use celgate_engine::config::{AccessLogFormat, Backend as BackendConfig, OtlpProtocol, SecretRef};
-use celgate_engine::{ConfigFile, TracingPlan};
+use celgate_engine::{ConfigFile, PresetName, TracingPlan};
 
 /// A value that must never be printed: API keys, auth headers.
 #[derive(Clone, PartialEq, Eq)]
@@ -390,11 +390,24 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
             },
         },
     };
-    let endpoint = match &plan.otlp_endpoint {
+    let langfuse = plan.preset == Some(PresetName::Langfuse);
+    let mut endpoint = match &plan.otlp_endpoint {
         Some(e) => Some(http_traces_path(e, protocol)),
         None => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| http_traces_path(&e, protocol))),
     };
+    let mut protocol = protocol;
+    if langfuse && endpoint.is_none() {
+        // The Langfuse SDKs' own variables: the host's OTLP ingestion path, which
+        // takes OTLP/HTTP protobuf only.
+        if let Some(host) = env("LANGFUSE_BASE_URL").or_else(|| env("LANGFUSE_HOST")) {
+            endpoint = Some(format!(
+                "{}/api/public/otel/v1/traces",
+                host.trim().trim_end_matches('/')
+            ));
+            protocol = OtlpProtocol::Http;
+        }
+    }
     let target = match endpoint {
         None => ExportTarget::Disabled,
         Some(e) if e == "stdout" => ExportTarget::Stdout,
@@ -415,6 +428,24 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
             }
             for (k, v) in &plan.headers {
                 headers.insert(k.to_ascii_lowercase(), Secret::new(expand_env(k, v, env)?));
+            }
+            // Langfuse authenticates with Basic public-key:secret-key. Only for the
+            // langfuse preset, so these keys never travel to another kind of collector.
+            if langfuse
+                && !headers.contains_key("authorization")
+                && let (Some(public), Some(secret)) =
+                    (env("LANGFUSE_PUBLIC_KEY"), env("LANGFUSE_SECRET_KEY"))
+            {
+                use base64::Engine as _;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    public.trim(),
+                    secret.trim()
+                ));
+                headers.insert(
+                    "authorization".to_owned(),
+                    Secret::new(format!("Basic {token}")),
+                );
             }
             ExportTarget::Otlp {
                 endpoint,
@@ -617,6 +648,64 @@ mod tests {
         assert_eq!(
             endpoint,
             "https://cloud.langfuse.com/api/public/otel/v1/traces"
+        );
+    }
+
+    #[test]
+    fn langfuse_keys_and_host_from_the_langfuse_sdk_variables() {
+        let keys = [
+            ("LANGFUSE_PUBLIC_KEY", "pk-lf-1"),
+            ("LANGFUSE_SECRET_KEY", "sk-lf-2"),
+            ("LANGFUSE_HOST", "https://cloud.langfuse.com/"),
+        ];
+        let target =
+            |yaml: &str, vars: &[(&str, &str)]| match resolve(yaml, vars).unwrap().export.target {
+                ExportTarget::Otlp {
+                    endpoint,
+                    protocol,
+                    headers,
+                } => {
+                    let auth = headers
+                        .iter()
+                        .find(|(k, _)| k == "authorization")
+                        .map(|(_, v)| v.expose().to_owned());
+                    Some((endpoint, protocol, auth))
+                }
+                _ => None,
+            };
+        // base64("pk-lf-1:sk-lf-2")
+        let basic = Some("Basic cGstbGYtMTpzay1sZi0y".to_owned());
+        assert_eq!(
+            target("config:\n  tracing:\n    preset: langfuse\n", &keys),
+            Some((
+                "https://cloud.langfuse.com/api/public/otel/v1/traces".to_owned(),
+                OtlpProtocol::Http,
+                basic.clone()
+            ))
+        );
+        // An explicit endpoint is kept; the keys still authenticate.
+        let yaml = "config:\n  tracing:\n    preset: langfuse\n    otlpEndpoint: http://lf:3000/api/public/otel\n    otlpProtocol: http/protobuf\n";
+        assert_eq!(
+            target(yaml, &keys),
+            Some((
+                "http://lf:3000/api/public/otel/v1/traces".to_owned(),
+                OtlpProtocol::Http,
+                basic
+            ))
+        );
+        // A configured Authorization header wins over the keys.
+        let yaml = "config:\n  tracing:\n    preset: langfuse\n    otlpEndpoint: http://lf:3000\n    otlpProtocol: http/protobuf\n    headers:\n      Authorization: Basic mine\n";
+        assert_eq!(
+            target(yaml, &keys).and_then(|t| t.2),
+            Some("Basic mine".to_owned())
+        );
+        // Another preset never sends Langfuse's keys anywhere.
+        let yaml =
+            "config:\n  tracing:\n    preset: jaeger\n    otlpEndpoint: http://jaeger:4317\n";
+        assert_eq!(target(yaml, &keys).and_then(|t| t.2), None);
+        assert_eq!(
+            target("config:\n  tracing:\n    preset: jaeger\n", &keys),
+            None
         );
     }
 

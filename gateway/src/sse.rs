@@ -28,7 +28,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::openai::{integral_f64, set_usage};
+use crate::openai::{Usage, integral_f64, set_usage, token_details};
 
 /// The longest line (and the largest event `data`) the accumulator buffers. Anything
 /// longer is dropped and its event counted in [`StreamSummary::malformed_events`]; no
@@ -110,8 +110,9 @@ struct Accumulated {
     created: Option<i64>,
     system_fingerprint: Option<String>,
     choices: Vec<ChoiceState>,
-    /// `(prompt, completion, total)` from the last chunk carrying usage.
-    usage: Option<(Option<i64>, Option<i64>, Option<i64>)>,
+    /// From the last chunk carrying usage, with its details objects as sent (for
+    /// the rendered body).
+    usage: Option<(Usage, Option<Value>, Option<Value>)>,
     /// The data of the first error event, when it was JSON.
     error_body: Option<String>,
 }
@@ -211,7 +212,7 @@ impl SseAccumulator {
                 created: acc.created,
                 system_fingerprint: acc.system_fingerprint.as_deref(),
             };
-            ex.response_body = render(self.operation, &header, &choices, acc.usage);
+            ex.response_body = render(self.operation, &header, &choices, acc.usage.as_ref());
         } else if let Some(body) = acc.error_body {
             ex.response_body = Some(body);
         }
@@ -221,8 +222,8 @@ impl SseAccumulator {
         if let Some(model) = acc.model {
             ex.response_model = Some(model);
         }
-        if let Some((input, output, total)) = acc.usage {
-            set_usage(ex, input, output, total);
+        if let Some((usage, _, _)) = acc.usage {
+            set_usage(ex, usage);
         }
         ex.choices = choices;
         self.summary
@@ -392,10 +393,19 @@ impl Accumulated {
             self.created = chunk.created.0;
         }
         if let Some(usage) = chunk.usage {
+            let details = token_details(
+                usage.prompt_tokens_details.as_ref(),
+                usage.completion_tokens_details.as_ref(),
+            );
             self.usage = Some((
-                usage.prompt_tokens.0,
-                usage.completion_tokens.0,
-                usage.total_tokens.0,
+                Usage {
+                    input: usage.prompt_tokens.0,
+                    output: usage.completion_tokens.0,
+                    total: usage.total_tokens.0,
+                    details,
+                },
+                usage.prompt_tokens_details.filter(|v| !v.is_null()),
+                usage.completion_tokens_details.filter(|v| !v.is_null()),
             ));
         }
         for raw in chunk.choices.unwrap_or_default() {
@@ -553,7 +563,7 @@ struct RenderedCompletion<'a> {
     model: Option<&'a str>,
     choices: Vec<RenderedChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<RenderedUsage>,
+    usage: Option<RenderedUsage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system_fingerprint: Option<&'a str>,
 }
@@ -596,13 +606,17 @@ struct RenderedFunction<'a> {
 }
 
 #[derive(Serialize)]
-struct RenderedUsage {
+struct RenderedUsage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     completion_tokens: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     total_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<&'a Value>,
 }
 
 /// Renders the accumulated stream as the body a non-streaming call would have had.
@@ -610,7 +624,7 @@ fn render(
     operation: Operation,
     header: &Header<'_>,
     choices: &[Choice],
-    usage: Option<(Option<i64>, Option<i64>, Option<i64>)>,
+    usage: Option<&(Usage, Option<Value>, Option<Value>)>,
 ) -> Option<String> {
     let text = operation == Operation::TextCompletion;
     let rendered = RenderedCompletion {
@@ -655,10 +669,12 @@ fn render(
                 }
             })
             .collect(),
-        usage: usage.map(|(input, output, total)| RenderedUsage {
-            prompt_tokens: input,
-            completion_tokens: output,
-            total_tokens: total.or_else(|| input?.checked_add(output?)),
+        usage: usage.map(|(u, prompt_details, completion_details)| RenderedUsage {
+            prompt_tokens: u.input,
+            completion_tokens: u.output,
+            total_tokens: u.total.or_else(|| u.input?.checked_add(u.output?)),
+            prompt_tokens_details: prompt_details.as_ref(),
+            completion_tokens_details: completion_details.as_ref(),
         }),
         system_fingerprint: header.system_fingerprint,
     };
@@ -738,6 +754,12 @@ struct RawUsage {
     completion_tokens: Int,
     #[serde(default)]
     total_tokens: Int,
+    /// Kept as sent (any JSON, null included) so an odd value cannot make the
+    /// whole event unreadable.
+    #[serde(default)]
+    prompt_tokens_details: Option<Value>,
+    #[serde(default)]
+    completion_tokens_details: Option<Value>,
 }
 
 /// A string borrowed from the event data when it has no escapes; any non-string
@@ -855,6 +877,7 @@ impl<'de> Visitor<'de> for IntVisitor {
 mod tests {
     use super::*;
     use crate::openai::parse_response;
+    use celgate_engine::exchange::TokenDetails;
     use serde_json::json;
 
     const CHAT_STREAM: &[u8] = fixture!("chat_stream.sse");
@@ -967,9 +990,26 @@ mod tests {
                     "message": {"role": "assistant", "content": CHAT_TEXT},
                     "finish_reason": "stop"
                 }],
-                "usage": {"prompt_tokens": 42, "completion_tokens": 19, "total_tokens": 61},
+                "usage": {
+                    "prompt_tokens": 42, "completion_tokens": 19, "total_tokens": 61,
+                    "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+                    "completion_tokens_details": {
+                        "accepted_prediction_tokens": 0, "audio_tokens": 0,
+                        "reasoning_tokens": 0, "rejected_prediction_tokens": 0
+                    }
+                },
                 "system_fingerprint": "fp_0ba0d124f1"
             })
+        );
+        assert_eq!(
+            ex.token_details,
+            TokenDetails {
+                cache_read: Some(0),
+                cache_write: None,
+                input_audio: Some(0),
+                reasoning: Some(0),
+                output_audio: Some(0),
+            }
         );
     }
 
