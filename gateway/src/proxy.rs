@@ -244,26 +244,60 @@ pub async fn handle(
     }
     strip_hop_by_hop(&mut resp_parts.headers);
 
-    let encoded = resp_parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity");
     let is_sse = resp_parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    let capture = if operation == Operation::Other || encoded {
-        Capture::Nothing
-    } else if is_sse {
+    if is_sse && operation != Operation::Other {
         flight.exchange.streaming = true;
-        Capture::sse(operation)
+    }
+    let capture = if operation == Operation::Other {
+        Capture::Nothing
     } else {
-        Capture::json(MAX_CAPTURE_BYTES)
+        let plain = if is_sse {
+            Capture::sse(operation)
+        } else {
+            Capture::json(MAX_CAPTURE_BYTES)
+        };
+        // celgate asks for no encoding; a backend that compresses anyway is read
+        // through a decoder (gzip), or not at all.
+        match ContentEncoding::of(&resp_parts.headers) {
+            ContentEncoding::Identity => plain,
+            ContentEncoding::Gzip => Capture::gzip(plain, MAX_CAPTURE_BYTES),
+            ContentEncoding::Other => Capture::Nothing,
+        }
     };
     let idle = backend.idle_timeout;
     let body = ObservedBody::new(resp_body, idle, capture, flight);
     Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// A response's `content-encoding`, as far as the span is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContentEncoding {
+    Identity,
+    Gzip,
+    /// Anything else (`br`, `zstd`, `deflate`, a chain of codings): not read.
+    Other,
+}
+
+impl ContentEncoding {
+    fn of(headers: &HeaderMap) -> ContentEncoding {
+        let mut codings = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+        match (codings.next(), codings.next()) {
+            (None, _) => ContentEncoding::Identity,
+            (Some(c), None) if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") => {
+                ContentEncoding::Gzip
+            }
+            _ => ContentEncoding::Other,
+        }
+    }
 }
 
 /// Answers `/v1/models` from the backends' model lists.
