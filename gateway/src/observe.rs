@@ -149,9 +149,15 @@ impl Capture {
         Capture::Sse(Box::new(SseAccumulator::new(operation)))
     }
 
-    pub fn json(limit: usize) -> Capture {
+    /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
+    /// the buffer once instead of letting it grow by doubling.
+    pub fn json(limit: usize, expected: Option<u64>) -> Capture {
+        let capacity = expected
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= limit)
+            .unwrap_or(0);
         Capture::Json {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(capacity),
             limit,
             overflow: false,
         }
@@ -217,7 +223,7 @@ impl Capture {
             Capture::Json { buf, overflow, .. } => {
                 if !overflow
                     && !buf.is_empty()
-                    && let Err(e) = openai::parse_response(ex.operation, &buf, ex)
+                    && let Err(e) = openai::parse_response_owned(ex.operation, buf, ex)
                 {
                     // The client still gets the body as it came.
                     findings.invalid = Some(format!("the backend's answer is not valid JSON: {e}"));
@@ -312,7 +318,9 @@ impl InFlight {
             }
             Outcome::StreamError(message) => {
                 ex.error_type = Some("stream_error".into());
-                Some(format!("the backend reported an error mid-stream: {message}"))
+                Some(format!(
+                    "the backend reported an error mid-stream: {message}"
+                ))
             }
             Outcome::Cut(e) => {
                 ex.error_type = Some("stream_cut".into());
@@ -514,6 +522,22 @@ fn span_data(
     }
 }
 
+/// An error and its causes, `outer: inner: root` (hyper's own message alone says
+/// "error reading a body from connection"; the cause says reset, EOF, ...).
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The backend's response body on its way to the client.
 pub struct ObservedBody<B: Body<Data = Bytes> + Unpin> {
     inner: B,
@@ -587,7 +611,7 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
-                this.finish(Outcome::Cut(e.to_string()));
+                this.finish(Outcome::Cut(with_causes(&*e)));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

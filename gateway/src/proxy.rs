@@ -252,20 +252,24 @@ pub async fn handle(
     if is_sse && operation != Operation::Other {
         flight.exchange.streaming = true;
     }
-    let capture = if operation == Operation::Other {
+    // celgate asks backends for no encoding; one that compresses anyway is read
+    // through a gzip decoder, or (another coding) not read at all.
+    let encoding = ContentEncoding::of(&resp_parts.headers);
+    let capture = if operation == Operation::Other || encoding == ContentEncoding::Other {
         Capture::Nothing
     } else {
-        let plain = if is_sse {
+        let gzip = encoding == ContentEncoding::Gzip;
+        let read = if is_sse {
             Capture::sse(operation)
         } else {
-            Capture::json(MAX_CAPTURE_BYTES)
+            // A compressed length says nothing about the decompressed one.
+            let expected = http_body::Body::size_hint(&resp_body).exact();
+            Capture::json(MAX_CAPTURE_BYTES, expected.filter(|_| !gzip))
         };
-        // celgate asks for no encoding; a backend that compresses anyway is read
-        // through a decoder (gzip), or not at all.
-        match ContentEncoding::of(&resp_parts.headers) {
-            ContentEncoding::Identity => plain,
-            ContentEncoding::Gzip => Capture::gzip(plain, MAX_CAPTURE_BYTES),
-            ContentEncoding::Other => Capture::Nothing,
+        if gzip {
+            Capture::gzip(read, MAX_CAPTURE_BYTES)
+        } else {
+            read
         }
     };
     let idle = backend.idle_timeout;
@@ -292,7 +296,9 @@ impl ContentEncoding {
             .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
         match (codings.next(), codings.next()) {
             (None, _) => ContentEncoding::Identity,
-            (Some(c), None) if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") => {
+            (Some(c), None)
+                if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") =>
+            {
                 ContentEncoding::Gzip
             }
             _ => ContentEncoding::Other,

@@ -90,9 +90,9 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -462,7 +462,10 @@ async fn handle(
 }
 
 /// Records the request, then answers it; returns its position too.
-async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> (usize, Response<ScriptedBody>) {
+async fn answer(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> (usize, Response<ScriptedBody>) {
     let (parts, body) = request.into_parts();
     let (body, body_error) = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => (collected.to_bytes(), None),
@@ -488,76 +491,96 @@ async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> (usize, Res
         body: body.clone(),
     });
     if let Some(error) = body_error {
-        return (seq, if error.downcast_ref::<LengthLimitError>().is_some() {
-            invalid_request(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                seq,
-                "Request body too large for the scripted upstream (16 MiB max).",
-            )
-        } else {
-            invalid_request(
-                StatusCode::BAD_REQUEST,
-                seq,
-                &format!("Could not read the request body: {error}"),
-            )
-        });
+        return (
+            seq,
+            if error.downcast_ref::<LengthLimitError>().is_some() {
+                invalid_request(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    seq,
+                    "Request body too large for the scripted upstream (16 MiB max).",
+                )
+            } else {
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    &format!("Could not read the request body: {error}"),
+                )
+            },
+        );
     }
 
     let endpoint = match (parts.uri.path(), &parts.method) {
         ("/v1/chat/completions", &Method::POST) => Endpoint::Chat,
         ("/v1/completions", &Method::POST) => Endpoint::Completions,
         ("/v1/embeddings", &Method::POST) => Endpoint::Embeddings,
-        ("/v1/models", &Method::GET) => return (seq, json_response(StatusCode::OK, seq, &models())),
+        ("/v1/models", &Method::GET) => {
+            return (seq, json_response(StatusCode::OK, seq, &models()));
+        }
         ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models", _) => {
-            return (seq, error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
+            return (
                 seq,
-                &format!(
-                    "Method {} is not allowed on {}.",
-                    parts.method,
-                    parts.uri.path()
+                error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    seq,
+                    &format!(
+                        "Method {} is not allowed on {}.",
+                        parts.method,
+                        parts.uri.path()
+                    ),
+                    "invalid_request_error",
+                    Some("method_not_allowed"),
                 ),
-                "invalid_request_error",
-                Some("method_not_allowed"),
-            ));
+            );
         }
         (path, method) => {
-            return (seq, error_response(
-                StatusCode::NOT_FOUND,
+            return (
                 seq,
-                &format!("Invalid URL ({method} {path})"),
-                "invalid_request_error",
-                Some("unknown_url"),
-            ));
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    seq,
+                    &format!("Invalid URL ({method} {path})"),
+                    "invalid_request_error",
+                    Some("unknown_url"),
+                ),
+            );
         }
     };
 
     let request: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(object)) => object,
         Ok(_) => {
-            return (seq, invalid_request(
-                StatusCode::BAD_REQUEST,
+            return (
                 seq,
-                "The request body must be a JSON object.",
-            ));
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    "The request body must be a JSON object.",
+                ),
+            );
         }
         Err(error) => {
-            return (seq, invalid_request(
-                StatusCode::BAD_REQUEST,
+            return (
                 seq,
-                &format!(
-                    "We could not parse the JSON body of your request. ({error}) \
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    &format!(
+                        "We could not parse the JSON body of your request. ({error}) \
                      The OpenAI API expects a JSON payload."
+                    ),
                 ),
-            ));
+            );
         }
     };
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return (seq, invalid_request(
-            StatusCode::BAD_REQUEST,
+        return (
             seq,
-            "You must provide a model parameter.",
-        ));
+            invalid_request(
+                StatusCode::BAD_REQUEST,
+                seq,
+                "You must provide a model parameter.",
+            ),
+        );
     };
 
     let mut pace = Pace::default();
@@ -570,13 +593,16 @@ async fn answer(shared: &Arc<Shared>, request: Request<Incoming>) -> (usize, Res
             let mut shutdown = shared.shutdown.subscribe();
             // Err means the sender is gone, i.e. the upstream is shutting down too.
             let _closed = shutdown.wait_for(|down| *down).await;
-            return (seq, error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return (
                 seq,
-                "The scripted upstream is shutting down.",
-                "server_error",
-                None,
-            ));
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    seq,
+                    "The scripted upstream is shutting down.",
+                    "server_error",
+                    None,
+                ),
+            );
         }
         Script::CutAfter(events) => {
             pace.force_stream = true;
