@@ -654,3 +654,121 @@ impl<B: Body<Data = Bytes> + Unpin> Drop for ObservedBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn read(capture: Capture, chunks: &[&[u8]]) -> (Exchange, Findings) {
+        let mut capture = capture;
+        for chunk in chunks {
+            capture.feed(chunk);
+        }
+        let mut ex = Exchange {
+            operation: Operation::Chat,
+            ..Exchange::default()
+        };
+        let findings = capture.finish(&mut ex);
+        (ex, findings)
+    }
+
+    const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#;
+
+    #[test]
+    fn a_gzip_body_is_read_through_in_any_chunking() {
+        let compressed = gzip(ANSWER);
+        let (whole, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[&compressed],
+        );
+        assert!(findings.invalid.is_none(), "{findings:?}");
+        assert_eq!(whole.response_id.as_deref(), Some("chatcmpl-1"));
+        let bytes: Vec<&[u8]> = compressed.chunks(1).collect();
+        let (split, _) = read(Capture::gzip(Capture::json(1 << 20, None), 1 << 20), &bytes);
+        assert_eq!(split.choices, whole.choices);
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit_without_an_error() {
+        // 64 MiB of zeros compress to ~64 KiB.
+        let bomb = gzip(&vec![0_u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let mut capture = Capture::gzip(Capture::json(1 << 30, None), 1 << 20);
+        capture.feed(&bomb);
+        let Capture::Gzip(g) = &capture else {
+            unreachable!()
+        };
+        assert!(matches!(g.stopped, Some(GunzipStop::TooLarge)));
+        assert!(g.decoded <= (1 << 20) + GUNZIP_STEP * 1100, "{}", g.decoded);
+        let (ex, findings) = read(capture, &[]);
+        assert!(findings.invalid.is_none(), "too big is not wrong");
+        assert!(ex.response_body.is_none());
+    }
+
+    #[test]
+    fn a_body_that_is_not_gzip_or_not_json_is_invalid() {
+        let (_, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[b"plain text, not gzip"],
+        );
+        assert!(findings.invalid.unwrap().contains("gzip"));
+        let truncated = gzip(ANSWER);
+        let (_, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[&truncated[..truncated.len() - 4]],
+        );
+        assert!(findings.invalid.is_some());
+        let (ex, findings) = read(Capture::json(1 << 20, Some(10)), &[&ANSWER[..40]]);
+        assert!(findings.invalid.unwrap().contains("not valid JSON"));
+        assert_eq!(
+            ex.response_body.as_deref().map(str::as_bytes),
+            Some(&ANSWER[..40])
+        );
+    }
+
+    #[test]
+    fn stream_findings_name_errors_malformed_events_and_early_ends() {
+        let (_, f) = read(
+            Capture::sse(Operation::Chat),
+            &[b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"],
+        );
+        assert!(f.unfinished);
+        assert!(f.invalid.unwrap().contains("1 of the 2 events"));
+        let (_, f) = read(
+            Capture::sse(Operation::Chat),
+            &[b"event: error\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n"],
+        );
+        assert_eq!(f.stream_error.as_deref(), Some("overloaded"));
+    }
+
+    #[test]
+    fn causes_are_kept_once_each() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "Connection reset by peer",
+        );
+        assert_eq!(
+            with_causes(&Outer(reset)),
+            "error reading a body from connection: Connection reset by peer"
+        );
+    }
+}

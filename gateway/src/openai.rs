@@ -987,6 +987,26 @@ mod tests {
     }
 
     #[test]
+    fn an_owned_body_parses_like_a_borrowed_one() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"id":"c1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            b"<html>502</html>",
+            b"{\"id\":\"bad \xff utf-8\"}",
+            br#"{"object":"list","data":[{"embedding":[0.1]}],"model":"e"}"#,
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            for operation in [Operation::Chat, Operation::Embeddings] {
+                let (mut borrowed, mut owned) = (Exchange::default(), Exchange::default());
+                let a = parse_response(operation, body, &mut borrowed).map_err(|e| e.to_string());
+                let b = parse_response_owned(operation, body.to_vec(), &mut owned)
+                    .map_err(|e| e.to_string());
+                assert_eq!(a, b, "body {i}, {operation:?}");
+                assert_eq!(borrowed, owned, "body {i}, {operation:?}");
+            }
+        }
+    }
+
+    #[test]
     fn response_errors() {
         let mut ex = Exchange::default();
         let err = parse_response(Operation::Chat, b"<html>502</html>", &mut ex).unwrap_err();

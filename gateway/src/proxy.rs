@@ -627,6 +627,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lone_gzip_coding_is_read() {
+        let of = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            ContentEncoding::of(&headers)
+        };
+        assert_eq!(of(&[]), ContentEncoding::Identity);
+        assert_eq!(of(&["identity"]), ContentEncoding::Identity);
+        assert_eq!(of(&["gzip"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["X-GZIP"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["identity, gzip"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["br"]), ContentEncoding::Other);
+        assert_eq!(of(&["gzip, br"]), ContentEncoding::Other);
+        assert_eq!(of(&["gzip", "gzip"]), ContentEncoding::Other);
+    }
+
+    #[test]
     fn secret_headers_are_recognised() {
         for h in [
             "authorization",

@@ -2116,6 +2116,156 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reset_after_sends_n_events_then_resets_the_connection() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("reset-after-2"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.events().len(), 2);
+        let error = reply.error.clone().expect("the body must fail");
+        assert!(
+            error.to_ascii_lowercase().contains("reset"),
+            "a reset, not a clean close: {error}"
+        );
+        let recorded = &up.responses()[0];
+        assert_eq!(recorded.end, ResponseEnd::Reset);
+        assert_eq!(recorded.body, Bytes::from(reply.body()));
+    }
+
+    #[tokio::test]
+    async fn malformed_sse_still_carries_the_whole_content() {
+        let up = upstream().await;
+        let plain = post(&up, "/v1/chat/completions", &chat_request()).await;
+        let request = with(chat_request(), "model", json!("malformed-sse"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        assert!(reply.frames.len() > 20, "split into many small frames");
+        let body = reply.body();
+        assert!(
+            body.windows(4).any(|w| w == b"\r\n\r\n"),
+            "some CRLF events"
+        );
+        assert!(!body.windows(6).any(|w| w == b"[DONE]"));
+        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        for (_, frame) in &reply.frames {
+            accumulator.feed(frame);
+        }
+        let mut ex = Exchange::default();
+        let summary = accumulator.finish(&mut ex);
+        assert!(!summary.saw_done);
+        assert_eq!(summary.malformed_events, 1);
+        assert_eq!(
+            ex.choices[0].content.as_deref(),
+            plain.json()["choices"][0]["message"]["content"].as_str()
+        );
+        assert_eq!(ex.choices[0].finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[tokio::test]
+    async fn sse_error_ends_cleanly_after_an_error_event() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("sse-error"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        accumulator.feed(&reply.body());
+        let summary = accumulator.finish(&mut Exchange::default());
+        assert_eq!(summary.events, 3);
+        assert!(summary.error.unwrap().contains("sse-error"));
+    }
+
+    #[tokio::test]
+    async fn invalid_json_is_a_well_framed_half_body() {
+        let up = upstream().await;
+        let whole = post(&up, "/v1/chat/completions", &chat_request()).await;
+        let request = with(streaming(chat_request()), "model", json!("invalid-json"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(
+            reply.headers["content-length"],
+            reply.body().len().to_string()
+        );
+        assert_eq!(reply.body().len(), whole.body().len() / 2);
+        assert!(serde_json::from_slice::<Value>(&reply.body()).is_err());
+    }
+
+    #[tokio::test]
+    async fn gzip_answers_decompress_to_the_normal_ones() {
+        use std::io::Read as _;
+        let gunzip = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("gzip"));
+        let plain = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(plain.headers["content-encoding"], "gzip");
+        let json: Value = serde_json::from_slice(&gunzip(&plain.body())).unwrap();
+        assert_eq!(
+            json["choices"][0]["message"]["content"],
+            "Scripted reply to: What is CEL?"
+        );
+
+        let streamed = post(&up, "/v1/chat/completions", &streaming(request)).await;
+        assert_eq!(streamed.headers["content-encoding"], "gzip");
+        assert!(streamed.frames.len() > 3, "flushed event by event");
+        let text = String::from_utf8(gunzip(&streamed.body())).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn big_answers_are_that_many_mib() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("big-1"));
+        let plain = post(&up, "/v1/chat/completions", &request).await.json();
+        let content = plain["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(content.len(), 1 << 20);
+        assert!(content.starts_with("[0000000]"));
+        let streamed = post(&up, "/v1/chat/completions", &streaming(request)).await;
+        let chunks = streamed.chunks();
+        let pieces: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(pieces.len(), 1024);
+        assert_eq!(pieces.concat(), content);
+    }
+
+    #[tokio::test]
+    async fn stall_goes_silent_after_two_events_and_answers_are_recorded() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("stall-300"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        assert_eq!(reply.events().last().map(String::as_str), Some("[DONE]"));
+        let mut events = 0;
+        let mut before_stall = None;
+        for (at, frame) in &reply.frames {
+            events += frame.windows(6).filter(|w| w == b"data: ").count();
+            if events == 2 {
+                before_stall = Some(*at);
+            } else if events > 2
+                && let Some(before) = before_stall
+            {
+                assert!(at.duration_since(before) >= Duration::from_millis(300));
+                break;
+            }
+        }
+        assert!(before_stall.is_some());
+        let recorded = up.responses();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].seq, 1);
+        assert_eq!(recorded[0].end, ResponseEnd::Complete);
+        assert_eq!(recorded[0].body, Bytes::from(reply.body()));
+        assert_eq!(up.active_responses(), 0);
+    }
+
+    #[tokio::test]
     async fn drip_spaces_the_events() {
         let up = upstream().await;
         let request = with(chat_request(), "model", json!("drip-120"));
@@ -2363,6 +2513,18 @@ mod tests {
             Script::Drip(Duration::from_millis(200))
         );
         assert_eq!(Script::for_model("hang"), Script::Hang);
+        assert_eq!(
+            Script::for_model("stall-30000"),
+            Script::Stall(Duration::from_secs(30))
+        );
+        assert_eq!(Script::for_model("reset-after-2"), Script::ResetAfter(2));
+        assert_eq!(Script::for_model("malformed-sse"), Script::MalformedSse);
+        assert_eq!(Script::for_model("sse-error"), Script::SseError);
+        assert_eq!(Script::for_model("invalid-json"), Script::InvalidJson);
+        assert_eq!(Script::for_model("gzip"), Script::Gzip);
+        assert_eq!(Script::for_model("big-10"), Script::Big(10));
+        assert_eq!(Script::for_model("big-0"), Script::Normal);
+        assert_eq!(Script::for_model("big-1000"), Script::Normal);
         assert_eq!(
             Script::for_model("error-429"),
             Script::Error(StatusCode::TOO_MANY_REQUESTS)
