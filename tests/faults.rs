@@ -45,6 +45,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the gateway may take to let go of connections and descriptors.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Held by each test that puts the gateway under load (collector faults, reload
+/// storm): on 2 cores, two such tests at once would measure each other's CPU use, not
+/// the gateway's latency. The lighter tests still run alongside.
+fn one_load_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOAD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -741,6 +750,7 @@ fn counter(text: &str, name: &str) -> f64 {
 
 #[test]
 fn a_collector_that_is_down_costs_no_request_and_spans_flow_once_it_is_back() {
+    let _load = one_load_at_a_time();
     let upstream = Upstream::start();
     for protocol in [Protocol::Grpc, Protocol::Http] {
         let what = format!("collector down ({})", protocol_name(protocol));
@@ -790,6 +800,7 @@ fn a_collector_that_is_down_costs_no_request_and_spans_flow_once_it_is_back() {
 
 #[test]
 fn a_black_holed_collector_costs_no_request_and_its_timeouts_are_counted() {
+    let _load = one_load_at_a_time();
     let upstream = Upstream::start();
     // Accepts connections (the kernel completes them into the backlog) and never
     // reads or answers.
@@ -824,6 +835,7 @@ fn a_black_holed_collector_costs_no_request_and_its_timeouts_are_counted() {
 
 #[test]
 fn a_slow_collector_costs_no_request_and_overflow_is_counted() {
+    let _load = one_load_at_a_time();
     let upstream = Upstream::start();
     for protocol in [Protocol::Grpc, Protocol::Http] {
         let what = format!("collector slow ({})", protocol_name(protocol));
@@ -884,6 +896,7 @@ backends:
 
 #[test]
 fn a_reload_storm_under_load_fails_no_request_and_ends_on_the_last_config() {
+    let _load = one_load_at_a_time();
     const UPDATES: u64 = 100;
     const PERIOD: Duration = Duration::from_millis(100);
     let upstream = Upstream::start();
