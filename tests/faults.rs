@@ -476,6 +476,69 @@ backends:
     assert_fds_back_to(&gateway, &baseline, "upstream faults");
 }
 
+/// A backend whose listen queue is full: the kernel drops the gateway's SYNs, so the
+/// connection is never made and only `connectTimeout` ends the wait (a firewall that
+/// drops packets looks the same).
+#[test]
+fn a_backend_that_never_completes_the_handshake_is_a_504_after_connect_timeout() {
+    let rt = runtime();
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind");
+        // A backlog of 0: one connection fills the queue, and none is ever accepted.
+        socket.listen(0).expect("listen")
+    });
+    let addr = listener.local_addr().expect("listener address");
+    let mut fillers = Vec::new();
+    while let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        fillers.push(stream);
+        assert!(fillers.len() < 64, "the listen queue never filled up");
+    }
+    let receiver = Receiver::grpc();
+    let config = format!(
+        "config:
+  tracing:
+    preset: jaeger
+    otlpEndpoint: {endpoint}
+    randomSampling: true
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+backends:
+  - name: syn-dropped
+    provider: openai
+    baseUrl: http://{addr}/v1
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    connectTimeout: 300ms
+",
+        endpoint = receiver.endpoint(),
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let parent = Parent::new();
+    let started = Instant::now();
+    let reply = rt.block_on(call(
+        &gateway.base_url(),
+        &chat_body("gpt-4o-mini", "Hi"),
+        &parent,
+    ));
+    let took = started.elapsed();
+    let reply = support::Reply {
+        status: reply.status,
+        headers: reply.headers.clone(),
+        body: reply.body(),
+    };
+    support::assert_openai_error(&reply, 504, "upstream_error", "connect_timeout");
+    assert!(
+        took < Duration::from_secs(3),
+        "a 300ms connectTimeout took {took:?}"
+    );
+    let span = span_of(&receiver, &parent.trace_id, "syn dropped", &gateway);
+    assert_error_span(&span, "connect_timeout");
+    assert_no_panic(&gateway);
+    drop(fillers);
+}
+
 /// The gateway's peak resident memory (`VmHWM`), in bytes.
 fn peak_rss(gateway: &Gateway) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.pid()))

@@ -67,6 +67,9 @@ enum GunzipStop {
     TooLarge,
 }
 
+/// Most bytes a JSON capture reserves before they arrive.
+const MAX_RESERVED_BYTES: usize = 8 << 20;
+
 /// Compressed bytes decompressed per step: deflate expands at most ~1032:1, so one
 /// step produces at most ~4 MiB before the limit is checked.
 const GUNZIP_STEP: usize = 4096;
@@ -150,12 +153,14 @@ impl Capture {
     }
 
     /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
-    /// the buffer once instead of letting it grow by doubling.
+    /// the buffer once instead of letting it grow by doubling, up to
+    /// [`MAX_RESERVED_BYTES`] (a length is only a claim until the bytes arrive).
     pub fn json(limit: usize, expected: Option<u64>) -> Capture {
         let capacity = expected
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n <= limit)
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(MAX_RESERVED_BYTES);
         Capture::Json {
             buf: Vec::with_capacity(capacity),
             limit,

@@ -210,14 +210,8 @@ pub async fn handle(
     let response = match tokio::time::timeout(backend.timeout, client.request(upstream_req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let (code, message) = describe_client_error(&e, backend);
-            return refuse(
-                flight,
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                code,
-                message,
-            );
+            let (status, code, message) = describe_client_error(&e, backend);
+            return refuse(flight, status, "upstream_error", code, message);
         }
         Err(_) => {
             return refuse(
@@ -513,19 +507,36 @@ fn visible_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The status, `error.type` and message for a request the backend client could
+/// not complete: a connection that could not be made within `connectTimeout` is a
+/// 504 `connect_timeout`, one refused or unreachable a 502 `connect_error`.
 fn describe_client_error(
     e: &hyper_util::client::legacy::Error,
     backend: &Backend,
-) -> (&'static str, String) {
+) -> (StatusCode, &'static str, String) {
     use std::error::Error as _;
     let mut cause = String::new();
+    let mut timed_out = false;
     let mut source = e.source();
     while let Some(s) = source {
         cause = s.to_string();
+        timed_out |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         source = s.source();
     }
-    if e.is_connect() {
+    if e.is_connect() && timed_out {
         (
+            StatusCode::GATEWAY_TIMEOUT,
+            "connect_timeout",
+            format!(
+                "could not connect to backend `{}` at {}:{} within {:?} (its `connectTimeout`)",
+                backend.name, backend.host, backend.port, backend.connect_timeout
+            ),
+        )
+    } else if e.is_connect() {
+        (
+            StatusCode::BAD_GATEWAY,
             "connect_error",
             format!(
                 "could not connect to backend `{}` at {}:{}: {}",
@@ -534,6 +545,7 @@ fn describe_client_error(
         )
     } else {
         (
+            StatusCode::BAD_GATEWAY,
             "upstream_error",
             format!(
                 "backend `{}` failed: {}",
