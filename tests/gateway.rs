@@ -29,17 +29,17 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::{Map, Value, json};
 use support::otlp::{Receiver, Span};
-use support::{BACKEND_KEY, BACKEND_KEY_ENV, Gateway, Reply, StreamReply, Upstream};
+use support::{
+    BACKEND_KEY, BACKEND_KEY_ENV, Gateway, Parent, Reply, SPAN_TIMEOUT, StreamReply, Upstream,
+    assert_error_span, assert_ok_span, assert_openai_error, chat_body, closed_port, span_of,
+    streamed,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// How long a span may take to reach the receiver (export runs every 100 ms).
-const SPAN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long any one client call may take before the test fails instead of hanging.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,96 +92,6 @@ async fn post_stream(
     post_raw_stream(base, path, body.to_string(), headers).await
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    listener.local_addr().expect("probe address").port()
-}
-
-/// A W3C parent context the test controls, so each request's span can be found by its
-/// trace id even when requests run concurrently.
-#[derive(Clone, Debug)]
-struct Parent {
-    trace_id: String,
-    span_id: String,
-}
-
-impl Parent {
-    fn new() -> Parent {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        Parent {
-            trace_id: format!("{seed:016x}{n:016x}"),
-            span_id: format!("{:016x}", 0xb000_0000_0000_0000_u64 | n),
-        }
-    }
-
-    fn traceparent(&self, sampled: bool) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id,
-            self.span_id,
-            if sampled { "01" } else { "00" }
-        )
-    }
-}
-
-/// The span of trace `trace_id`; fails the test when it does not arrive.
-fn span_of(receiver: &Receiver, trace_id: &str, what: &str, gateway: &Gateway) -> Span {
-    receiver
-        .wait_for_span(SPAN_TIMEOUT, |s| s.trace_id == trace_id)
-        .unwrap_or_else(|| {
-            panic!(
-                "no span for {what} (trace {trace_id}) within {SPAN_TIMEOUT:?}; got {:?}\n--- stderr ---\n{}",
-                receiver
-                    .spans()
-                    .iter()
-                    .map(|s| (&s.name, &s.trace_id))
-                    .collect::<Vec<_>>(),
-                gateway.stderr()
-            )
-        })
-}
-
-/// An OpenAI-style error answered by celgate itself.
-fn assert_openai_error(reply: &Reply, status: u16, kind: &str, code: &str) {
-    assert_eq!(reply.status.as_u16(), status, "{}", reply.text());
-    assert_eq!(
-        reply
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/json"),
-        "{}",
-        reply.text()
-    );
-    let body = reply.json();
-    let error = &body["error"];
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "no error message: {body}"
-    );
-    assert_eq!(error["type"], kind, "{body}");
-    assert_eq!(error["code"], code, "{body}");
-}
-
-/// A span recording a failure: status ERROR with a message, and `error.type`.
-fn assert_error_span(span: &Span, error_type: &str) {
-    assert_eq!(span.status_code, "ERROR", "{span:#?}");
-    assert!(!span.status_message.is_empty(), "{span:#?}");
-    assert_eq!(span.str_attr("error.type"), Some(error_type), "{span:#?}");
-}
-
-/// A successful exchange's span: no error status, no `error.type`.
-fn assert_ok_span(span: &Span) {
-    assert_ne!(span.status_code, "ERROR", "{span:#?}");
-    assert_eq!(span.attr("error.type"), None, "{span:#?}");
-}
-
 /// The `data:` payloads of a stream parsed as JSON (`[DONE]` left out).
 fn stream_chunks(events: &[String]) -> Vec<Value> {
     events
@@ -189,23 +99,6 @@ fn stream_chunks(events: &[String]) -> Vec<Value> {
         .filter(|e| e.as_str() != "[DONE]")
         .map(|e| serde_json::from_str(e).unwrap_or_else(|err| panic!("bad SSE event {e}: {err}")))
         .collect()
-}
-
-/// A chat request: a system and a user message.
-fn chat_body(model: &str, user: &str) -> Value {
-    json!({
-        "model": model,
-        "messages": [
-            {"role": "system", "content": "You are a terse assistant."},
-            {"role": "user", "content": user}
-        ]
-    })
-}
-
-fn streamed(mut body: Value) -> Value {
-    body["stream"] = json!(true);
-    body["stream_options"] = json!({"include_usage": true});
-    body
 }
 
 /// The text `key=value` fields of an access-log line.

@@ -4,7 +4,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,30 +32,6 @@ backends:
 ",
         support::BACKEND_KEY_ENV
     )
-}
-
-/// What the kubelet does to a mounted ConfigMap on update: write the files into a
-/// new timestamped directory, point a `..data_tmp` symlink at it, rename that
-/// over `..data`, make sure each file is a symlink through `..data`, and remove
-/// the previous directory.
-fn kubelet_write(dir: &Path, file: &str, contents: &str, serial: u64) {
-    let ts = format!("..2026_11_21_10_00_00.{serial:09}");
-    std::fs::create_dir(dir.join(&ts)).unwrap();
-    std::fs::write(dir.join(&ts).join(file), contents).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    let link = dir.join(file);
-    if std::fs::read_link(&link).is_err() {
-        // First update of a plain file: replace it with the symlink atomically.
-        let tmp_link = dir.join(format!(".{file}.tmp"));
-        std::os::unix::fs::symlink(PathBuf::from("..data").join(file), &tmp_link).unwrap();
-        std::fs::rename(&tmp_link, &link).unwrap();
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
 }
 
 async fn generation(admin: &str) -> (u64, serde_json::Value) {
@@ -137,7 +112,7 @@ async fn kubelet_atomic_writer_fifty_updates_under_load() {
             // A broken update in the middle: a CEL syntax error.
             let broken = config(&upstream.base_url(), &receiver.endpoint(), update)
                 .replace("'string(26)'", "'string(26'");
-            kubelet_write(&dir, "config.yaml", &broken, serial);
+            support::kubelet_write(&dir, "config.yaml", &broken, serial);
             let deadline = Instant::now() + Duration::from_secs(5);
             let config = loop {
                 let (g, config) = generation(&admin).await;
@@ -161,7 +136,7 @@ async fn kubelet_atomic_writer_fifty_updates_under_load() {
             );
             serial += 1;
         }
-        kubelet_write(
+        support::kubelet_write(
             &dir,
             "config.yaml",
             &config(&upstream.base_url(), &receiver.endpoint(), update),

@@ -74,7 +74,8 @@ pub enum Command {
     },
     /// A scripted OpenAI-compatible upstream (no model, no key): for demos and
     /// end-to-end tests. Fault scripts are chosen by model name (`error-500`,
-    /// `slow-3000`, `cut-after-3`, `drip-200`, `hang`).
+    /// `slow-3000`, `cut-after-3`, `reset-after-3`, `drip-200`, `stall-30000`, `hang`,
+    /// `malformed-sse`, `sse-error`, `invalid-json`, `gzip`, `big-10`).
     Upstream {
         /// Address to listen on; port 0 picks a free one (printed on stderr).
         #[arg(long, default_value = "127.0.0.1:0")]

@@ -28,7 +28,8 @@ use crate::trace_context::SpanIds;
 
 /// What the side copy of a response keeps.
 pub enum Capture {
-    /// Pass-through paths and compressed bodies: nothing to parse.
+    /// Pass-through paths and bodies in an encoding celgate does not read: nothing
+    /// to parse.
     Nothing,
     /// `text/event-stream`: accumulated event by event.
     Sse(Box<SseAccumulator>),
@@ -38,6 +39,112 @@ pub enum Capture {
         limit: usize,
         overflow: bool,
     },
+    /// A gzip-compressed body (a backend that compresses although celgate asked for
+    /// no encoding): decompressed on the side, then captured as the inner capture
+    /// says. The client still gets the compressed bytes untouched.
+    Gzip(Box<Gunzip>),
+}
+
+/// Decompresses a gzip body for a [`Capture`], without letting a small body expand
+/// into unbounded memory.
+pub struct Gunzip {
+    decoder: flate2::write::GzDecoder<Vec<u8>>,
+    inner: Capture,
+    /// Decompressed bytes so far.
+    decoded: usize,
+    /// Most decompressed bytes captured; past it the capture gives up.
+    limit: usize,
+    /// Why decompression stopped, if it did; the capture is then abandoned.
+    stopped: Option<GunzipStop>,
+}
+
+/// Why a [`Gunzip`] stopped.
+#[derive(Debug)]
+enum GunzipStop {
+    /// The body is not valid gzip (the message says how).
+    Corrupt(String),
+    /// It decompresses to more than the limit: too big to read, not wrong.
+    TooLarge,
+}
+
+/// Most bytes a JSON capture reserves before they arrive.
+const MAX_RESERVED_BYTES: usize = 8 << 20;
+
+/// Compressed bytes decompressed per step: deflate expands at most ~1032:1, so one
+/// step produces at most ~4 MiB before the limit is checked.
+const GUNZIP_STEP: usize = 4096;
+
+impl Gunzip {
+    fn feed(&mut self, chunk: &[u8]) {
+        use std::io::Write as _;
+        if self.stopped.is_some() {
+            return;
+        }
+        for piece in chunk.chunks(GUNZIP_STEP) {
+            if let Err(e) = self.decoder.write_all(piece) {
+                self.stop(GunzipStop::Corrupt(format!(
+                    "the backend's gzip body does not decompress: {e}"
+                )));
+                return;
+            }
+            if !self.drain() {
+                return;
+            }
+        }
+    }
+
+    /// Hands what was decompressed to the inner capture; `false` once over the limit.
+    fn drain(&mut self) -> bool {
+        let out = std::mem::take(self.decoder.get_mut());
+        self.decoded = self.decoded.saturating_add(out.len());
+        if self.decoded > self.limit {
+            tracing::debug!(
+                "the backend's gzip body decompresses to more than {} bytes; not read for the span",
+                self.limit
+            );
+            self.stop(GunzipStop::TooLarge);
+            return false;
+        }
+        self.inner.feed(&out);
+        true
+    }
+
+    fn stop(&mut self, why: GunzipStop) {
+        self.stopped = Some(why);
+        self.inner = Capture::Nothing;
+    }
+
+    /// The end of the body: the rest of the decompressed data; returns the inner
+    /// capture and, when the body was not valid gzip, why.
+    fn finish(mut self) -> (Capture, Option<String>) {
+        if self.stopped.is_none() {
+            match self.decoder.try_finish() {
+                Ok(()) => {
+                    self.drain();
+                }
+                Err(e) => self.stop(GunzipStop::Corrupt(format!(
+                    "the backend's gzip body is truncated: {e}"
+                ))),
+            }
+        }
+        let corrupt = match self.stopped {
+            Some(GunzipStop::Corrupt(why)) => Some(why),
+            Some(GunzipStop::TooLarge) | None => None,
+        };
+        (self.inner, corrupt)
+    }
+}
+
+/// What reading a finished response found, beyond what went into the exchange.
+#[derive(Debug, Default)]
+struct Findings {
+    /// A stream ended without `[DONE]` and with a choice left unfinished.
+    unfinished: bool,
+    /// The body is not what an OpenAI-compatible backend sends (not JSON, data
+    /// events that are not JSON).
+    invalid: Option<String>,
+    /// The stream itself reported an error.
+    stream_error: Option<String>,
 }
 
 impl Capture {
@@ -45,15 +152,35 @@ impl Capture {
         Capture::Sse(Box::new(SseAccumulator::new(operation)))
     }
 
-    pub fn json(limit: usize) -> Capture {
+    /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
+    /// the buffer once instead of letting it grow by doubling, up to
+    /// [`MAX_RESERVED_BYTES`] (a length is only a claim until the bytes arrive).
+    pub fn json(limit: usize, expected: Option<u64>) -> Capture {
+        let capacity = expected
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= limit)
+            .unwrap_or(0)
+            .min(MAX_RESERVED_BYTES);
         Capture::Json {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(capacity),
             limit,
             overflow: false,
         }
     }
 
-    fn feed(&mut self, chunk: &Bytes) {
+    /// `inner`, read from a gzip-compressed body of at most `limit` bytes once
+    /// decompressed.
+    pub fn gzip(inner: Capture, limit: usize) -> Capture {
+        Capture::Gzip(Box::new(Gunzip {
+            decoder: flate2::write::GzDecoder::new(Vec::new()),
+            inner,
+            decoded: 0,
+            limit,
+            stopped: None,
+        }))
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
         match self {
             Capture::Nothing => {}
             Capture::Sse(acc) => acc.feed(chunk),
@@ -68,7 +195,47 @@ impl Capture {
                     *overflow = true;
                 }
             }
+            Capture::Gzip(gunzip) => gunzip.feed(chunk),
         }
+    }
+
+    /// Writes what was captured into `ex` and says what was wrong with it.
+    fn finish(self, ex: &mut Exchange) -> Findings {
+        let mut findings = Findings::default();
+        match self {
+            Capture::Nothing => {}
+            Capture::Gzip(gunzip) => {
+                let (inner, corrupt) = gunzip.finish();
+                findings = inner.finish(ex);
+                // A body that does not even decompress is not an answer either (the
+                // client got the same bytes).
+                if let Some(why) = corrupt {
+                    findings.invalid = Some(why);
+                }
+            }
+            Capture::Sse(acc) => {
+                let summary = acc.finish(ex);
+                findings.unfinished =
+                    !summary.saw_done && ex.choices.iter().any(|c| c.finish_reason.is_none());
+                findings.stream_error = summary.error;
+                if summary.malformed_events > 0 {
+                    findings.invalid = Some(format!(
+                        "{} of the {} events the backend streamed carry data that is not JSON",
+                        summary.malformed_events, summary.events
+                    ));
+                }
+            }
+            Capture::Json { buf, overflow, .. } => {
+                if !overflow
+                    && !buf.is_empty()
+                    && let Err(e) = openai::parse_response_owned(ex.operation, buf, ex)
+                {
+                    // The client still gets the body as it came.
+                    findings.invalid = Some(format!("the backend's answer is not valid JSON: {e}"));
+                }
+            }
+        }
+        findings
     }
 }
 
@@ -83,6 +250,12 @@ pub enum Outcome {
     /// The backend closed a stream cleanly but early: no `[DONE]`, and a choice
     /// without a finish reason.
     Incomplete,
+    /// The body ended normally but is not a valid answer (not JSON, or stream
+    /// events that are not JSON); the message says what.
+    Invalid(String),
+    /// The stream carried an error (`event: error`, or data with an `error`
+    /// member); the backend's message.
+    StreamError(String),
     /// The backend's body failed mid-way (connection reset, cut stream).
     Cut(String),
     /// The backend went silent for longer than its `idleTimeout`.
@@ -143,6 +316,16 @@ impl InFlight {
                     "the backend closed the stream before it finished (no [DONE], a choice without finish_reason)"
                         .into(),
                 )
+            }
+            Outcome::Invalid(why) => {
+                ex.error_type = Some("invalid_response".into());
+                Some(why.clone())
+            }
+            Outcome::StreamError(message) => {
+                ex.error_type = Some("stream_error".into());
+                Some(format!(
+                    "the backend reported an error mid-stream: {message}"
+                ))
             }
             Outcome::Cut(e) => {
                 ex.error_type = Some("stream_cut".into());
@@ -349,6 +532,22 @@ fn span_data(
     }
 }
 
+/// An error and its causes, `outer: inner: root` (hyper's own message alone says
+/// "error reading a body from connection"; the cause says reset, EOF, ...).
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The backend's response body on its way to the client.
 pub struct ObservedBody<B: Body<Data = Bytes> + Unpin> {
     inner: B,
@@ -375,25 +574,20 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         };
         let capture = std::mem::replace(&mut self.capture, Capture::Nothing);
         let ex = &mut flight.exchange;
-        match capture {
-            Capture::Nothing => {}
-            Capture::Sse(acc) => {
-                let summary = acc.finish(ex);
+        let findings = capture.finish(ex);
+        // A body that ended normally can still be a failed answer. An HTTP error
+        // status already names the failure and keeps its `error.type`.
+        if let Outcome::Complete = outcome
+            && ex.error_type.is_none()
+        {
+            if let Some(message) = findings.stream_error {
+                outcome = Outcome::StreamError(message);
+            } else if let Some(why) = findings.invalid {
+                outcome = Outcome::Invalid(why);
+            } else if findings.unfinished {
                 // Ended without `[DONE]` and with a choice left unfinished: the
                 // backend stopped early although the connection closed cleanly.
-                if let (Outcome::Complete, false) = (&outcome, summary.saw_done)
-                    && ex.error_type.is_none()
-                    && ex.choices.iter().any(|c| c.finish_reason.is_none())
-                {
-                    outcome = Outcome::Incomplete;
-                }
-            }
-            Capture::Json { buf, overflow, .. } => {
-                if !overflow && !buf.is_empty() {
-                    // A body that is not JSON still answers the client; the span
-                    // just says less.
-                    let _ = openai::parse_response(ex.operation, &buf, ex);
-                }
+                outcome = Outcome::Incomplete;
             }
         }
         flight.finish(outcome);
@@ -427,7 +621,7 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
-                this.finish(Outcome::Cut(e.to_string()));
+                this.finish(Outcome::Cut(with_causes(&*e)));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
@@ -468,5 +662,123 @@ impl<B: Body<Data = Bytes> + Unpin> Drop for ObservedBody<B> {
             };
             self.finish(outcome);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn read(capture: Capture, chunks: &[&[u8]]) -> (Exchange, Findings) {
+        let mut capture = capture;
+        for chunk in chunks {
+            capture.feed(chunk);
+        }
+        let mut ex = Exchange {
+            operation: Operation::Chat,
+            ..Exchange::default()
+        };
+        let findings = capture.finish(&mut ex);
+        (ex, findings)
+    }
+
+    const ANSWER: &[u8] = br#"{"id":"chatcmpl-1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#;
+
+    #[test]
+    fn a_gzip_body_is_read_through_in_any_chunking() {
+        let compressed = gzip(ANSWER);
+        let (whole, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[&compressed],
+        );
+        assert!(findings.invalid.is_none(), "{findings:?}");
+        assert_eq!(whole.response_id.as_deref(), Some("chatcmpl-1"));
+        let bytes: Vec<&[u8]> = compressed.chunks(1).collect();
+        let (split, _) = read(Capture::gzip(Capture::json(1 << 20, None), 1 << 20), &bytes);
+        assert_eq!(split.choices, whole.choices);
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit_without_an_error() {
+        // 64 MiB of zeros compress to ~64 KiB.
+        let bomb = gzip(&vec![0_u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let mut capture = Capture::gzip(Capture::json(1 << 30, None), 1 << 20);
+        capture.feed(&bomb);
+        let Capture::Gzip(g) = &capture else {
+            unreachable!()
+        };
+        assert!(matches!(g.stopped, Some(GunzipStop::TooLarge)));
+        assert!(g.decoded <= (1 << 20) + GUNZIP_STEP * 1100, "{}", g.decoded);
+        let (ex, findings) = read(capture, &[]);
+        assert!(findings.invalid.is_none(), "too big is not wrong");
+        assert!(ex.response_body.is_none());
+    }
+
+    #[test]
+    fn a_body_that_is_not_gzip_or_not_json_is_invalid() {
+        let (_, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[b"plain text, not gzip"],
+        );
+        assert!(findings.invalid.unwrap().contains("gzip"));
+        let truncated = gzip(ANSWER);
+        let (_, findings) = read(
+            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            &[&truncated[..truncated.len() - 4]],
+        );
+        assert!(findings.invalid.is_some());
+        let (ex, findings) = read(Capture::json(1 << 20, Some(10)), &[&ANSWER[..40]]);
+        assert!(findings.invalid.unwrap().contains("not valid JSON"));
+        assert_eq!(
+            ex.response_body.as_deref().map(str::as_bytes),
+            Some(&ANSWER[..40])
+        );
+    }
+
+    #[test]
+    fn stream_findings_name_errors_malformed_events_and_early_ends() {
+        let (_, f) = read(
+            Capture::sse(Operation::Chat),
+            &[b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"],
+        );
+        assert!(f.unfinished);
+        assert!(f.invalid.unwrap().contains("1 of the 2 events"));
+        let (_, f) = read(
+            Capture::sse(Operation::Chat),
+            &[b"event: error\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n"],
+        );
+        assert_eq!(f.stream_error.as_deref(), Some("overloaded"));
+    }
+
+    #[test]
+    fn causes_are_kept_once_each() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error reading a body from connection")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "Connection reset by peer",
+        );
+        assert_eq!(
+            with_causes(&Outer(reset)),
+            "error reading a body from connection: Connection reset by peer"
+        );
     }
 }

@@ -166,10 +166,44 @@ pub fn parse_response(
     body: &[u8],
     ex: &mut Exchange,
 ) -> Result<(), ParseError> {
-    let embeddings = operation == Operation::Embeddings;
-    if !embeddings {
+    if operation != Operation::Embeddings {
         ex.response_body = Some(String::from_utf8_lossy(body).into_owned());
     }
+    parse_response_fields(operation, body, ex)
+}
+
+/// [`parse_response`] for a body the caller no longer needs: it becomes
+/// `response_body` without being copied (a large answer is held once, not twice).
+pub fn parse_response_owned(
+    operation: Operation,
+    body: Vec<u8>,
+    ex: &mut Exchange,
+) -> Result<(), ParseError> {
+    if operation == Operation::Embeddings {
+        return parse_response_fields(operation, &body, ex);
+    }
+    match String::from_utf8(body) {
+        Ok(text) => {
+            let parsed = parse_response_fields(operation, text.as_bytes(), ex);
+            ex.response_body = Some(text);
+            parsed
+        }
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let parsed = parse_response_fields(operation, &bytes, ex);
+            ex.response_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+            parsed
+        }
+    }
+}
+
+/// Everything [`parse_response`] sets but `response_body`.
+fn parse_response_fields(
+    operation: Operation,
+    body: &[u8],
+    ex: &mut Exchange,
+) -> Result<(), ParseError> {
+    let embeddings = operation == Operation::Embeddings;
     let keep: fn(&str) -> bool = if embeddings {
         |k| matches!(k, "id" | "model" | "usage")
     } else {
@@ -1012,6 +1046,26 @@ mod tests {
             Some(&body[..])
         );
         assert_eq!(ex.response_model, None);
+    }
+
+    #[test]
+    fn an_owned_body_parses_like_a_borrowed_one() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"id":"c1","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            b"<html>502</html>",
+            b"{\"id\":\"bad \xff utf-8\"}",
+            br#"{"object":"list","data":[{"embedding":[0.1]}],"model":"e"}"#,
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            for operation in [Operation::Chat, Operation::Embeddings] {
+                let (mut borrowed, mut owned) = (Exchange::default(), Exchange::default());
+                let a = parse_response(operation, body, &mut borrowed).map_err(|e| e.to_string());
+                let b = parse_response_owned(operation, body.to_vec(), &mut owned)
+                    .map_err(|e| e.to_string());
+                assert_eq!(a, b, "body {i}, {operation:?}");
+                assert_eq!(borrowed, owned, "body {i}, {operation:?}");
+            }
+        }
     }
 
     #[test]

@@ -210,14 +210,8 @@ pub async fn handle(
     let response = match tokio::time::timeout(backend.timeout, client.request(upstream_req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let (code, message) = describe_client_error(&e, backend);
-            return refuse(
-                flight,
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                code,
-                message,
-            );
+            let (status, code, message) = describe_client_error(&e, backend);
+            return refuse(flight, status, "upstream_error", code, message);
         }
         Err(_) => {
             return refuse(
@@ -244,26 +238,66 @@ pub async fn handle(
     }
     strip_hop_by_hop(&mut resp_parts.headers);
 
-    let encoded = resp_parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity");
     let is_sse = resp_parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    let capture = if operation == Operation::Other || encoded {
-        Capture::Nothing
-    } else if is_sse {
+    if is_sse && operation != Operation::Other {
         flight.exchange.streaming = true;
-        Capture::sse(operation)
+    }
+    // celgate asks backends for no encoding; one that compresses anyway is read
+    // through a gzip decoder, or (another coding) not read at all.
+    let encoding = ContentEncoding::of(&resp_parts.headers);
+    let capture = if operation == Operation::Other || encoding == ContentEncoding::Other {
+        Capture::Nothing
     } else {
-        Capture::json(MAX_CAPTURE_BYTES)
+        let gzip = encoding == ContentEncoding::Gzip;
+        let read = if is_sse {
+            Capture::sse(operation)
+        } else {
+            // A compressed length says nothing about the decompressed one.
+            let expected = http_body::Body::size_hint(&resp_body).exact();
+            Capture::json(MAX_CAPTURE_BYTES, expected.filter(|_| !gzip))
+        };
+        if gzip {
+            Capture::gzip(read, MAX_CAPTURE_BYTES)
+        } else {
+            read
+        }
     };
     let idle = backend.idle_timeout;
     let body = ObservedBody::new(resp_body, idle, capture, flight);
     Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// A response's `content-encoding`, as far as the span is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContentEncoding {
+    Identity,
+    Gzip,
+    /// Anything else (`br`, `zstd`, `deflate`, a chain of codings): not read.
+    Other,
+}
+
+impl ContentEncoding {
+    fn of(headers: &HeaderMap) -> ContentEncoding {
+        let mut codings = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+        match (codings.next(), codings.next()) {
+            (None, _) => ContentEncoding::Identity,
+            (Some(c), None)
+                if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") =>
+            {
+                ContentEncoding::Gzip
+            }
+            _ => ContentEncoding::Other,
+        }
+    }
 }
 
 /// Answers `/v1/models` from the backends' model lists.
@@ -473,19 +507,36 @@ fn visible_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The status, `error.type` and message for a request the backend client could
+/// not complete: a connection that could not be made within `connectTimeout` is a
+/// 504 `connect_timeout`, one refused or unreachable a 502 `connect_error`.
 fn describe_client_error(
     e: &hyper_util::client::legacy::Error,
     backend: &Backend,
-) -> (&'static str, String) {
+) -> (StatusCode, &'static str, String) {
     use std::error::Error as _;
     let mut cause = String::new();
+    let mut timed_out = false;
     let mut source = e.source();
     while let Some(s) = source {
         cause = s.to_string();
+        timed_out |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         source = s.source();
     }
-    if e.is_connect() {
+    if e.is_connect() && timed_out {
         (
+            StatusCode::GATEWAY_TIMEOUT,
+            "connect_timeout",
+            format!(
+                "could not connect to backend `{}` at {}:{} within {:?} (its `connectTimeout`)",
+                backend.name, backend.host, backend.port, backend.connect_timeout
+            ),
+        )
+    } else if e.is_connect() {
+        (
+            StatusCode::BAD_GATEWAY,
             "connect_error",
             format!(
                 "could not connect to backend `{}` at {}:{}: {}",
@@ -494,6 +545,7 @@ fn describe_client_error(
         )
     } else {
         (
+            StatusCode::BAD_GATEWAY,
             "upstream_error",
             format!(
                 "backend `{}` failed: {}",
@@ -584,6 +636,25 @@ mod tests {
         assert!(!exceeds_depth(br#"{"a":"[[[[[[[[\"[[[["}"#, 1));
         let deep = "[".repeat(10_000);
         assert!(exceeds_depth(deep.as_bytes(), 64));
+    }
+
+    #[test]
+    fn only_a_lone_gzip_coding_is_read() {
+        let of = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            ContentEncoding::of(&headers)
+        };
+        assert_eq!(of(&[]), ContentEncoding::Identity);
+        assert_eq!(of(&["identity"]), ContentEncoding::Identity);
+        assert_eq!(of(&["gzip"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["X-GZIP"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["identity, gzip"]), ContentEncoding::Gzip);
+        assert_eq!(of(&["br"]), ContentEncoding::Other);
+        assert_eq!(of(&["gzip, br"]), ContentEncoding::Other);
+        assert_eq!(of(&["gzip", "gzip"]), ContentEncoding::Other);
     }
 
     #[test]

@@ -68,17 +68,32 @@
 //! | `hang` | never answers; the connection stays open until the upstream is dropped |
 //! | `cut-after-<n>` (e.g. `cut-after-3`) | a streamed answer (whatever `stream` says) that sends exactly `n` data events, then aborts the connection without `[DONE]` (HTTP/1.1: no terminating chunk; h2: `RST_STREAM`) |
 //! | `drip-<ms>` (e.g. `drip-200`) | a streamed answer (whatever `stream` says) that waits that long before each event |
+//! | `stall-<ms>` (e.g. `stall-30000`) | a streamed answer (whatever `stream` says) that goes silent for that long after its second event, then finishes normally |
+//! | `reset-after-<n>` (e.g. `reset-after-3`) | a streamed answer (whatever `stream` says) that sends `n` data events, then resets the TCP connection (`SO_LINGER` 0 and close: the peer gets an RST, not a FIN) |
+//! | `malformed-sse` | a streamed answer (whatever `stream` says) whose content events are all there, wrapped in what a sloppy server sends: `:` comments, a line without a colon, an `event:` without data, unknown fields, `id:`/`retry:`, CRLF line endings on some events, one `data:` that is not JSON, no `[DONE]`; and cut into frames of 1 to 61 bytes (splitting lines, `\r\n` pairs and UTF-8 characters) sent 1 ms apart |
+//! | `sse-error` | a streamed answer (whatever `stream` says) that sends its first two events, then an `event: error` with `data: {"error":{...}}`, and ends the body cleanly (no `[DONE]`) |
+//! | `invalid-json` | 200 `application/json` whose body is the first half of the normal answer (well framed: `content-length` matches, but it is not JSON) |
+//! | `gzip` | the normal answer (plain or streamed, as `stream` says), gzip-compressed with `content-encoding: gzip`; a stream is flushed after every event so each arrives whole |
+//! | `big-<MB>` (e.g. `big-10`, 1 to 64) | a chat answer whose content is that many MiB of ASCII text (as `stream` says: one JSON body, or one 1 KiB delta per event) |
 //!
 //! The two error answers carry `x-should-retry: false` (a real OpenAI header the
-//! official SDKs honour) so a client SDK does not silently retry them. `cut-after-*` and
-//! `drip-*` do not apply to embeddings, which are never streamed. Any other model name
-//! (including a malformed script such as `slow-abc`) is answered normally.
+//! official SDKs honour) so a client SDK does not silently retry them. The streaming
+//! scripts do not apply to embeddings, which are never streamed; `big-*` applies to chat
+//! only. Any other model name (including a malformed script such as `slow-abc` or
+//! `big-1000`) is answered normally.
+//!
+//! Every answer is recorded as sent ([`ScriptedUpstream::responses`]: status, headers,
+//! the body bytes that left, and how the body ended), and
+//! [`ScriptedUpstream::active_responses`] counts the answers not finished yet (a client
+//! that holds on to a connection it gave up on shows up there).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -93,7 +108,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{Map, Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Sleep;
 
@@ -117,6 +132,16 @@ const ARGUMENT_FRAGMENT_CHARS: usize = 7;
 /// are flushed to the socket before the connection is torn down (hyper drops buffered
 /// output when a body fails).
 const CUT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Pause between the frames of a `malformed-sse` answer, so they reach the client as
+/// separate reads.
+const MALFORMED_FRAME_PAUSE: Duration = Duration::from_millis(1);
+
+/// Largest `big-<MB>` answer.
+const MAX_BIG_MB: usize = 64;
+
+/// Bytes of content per event of a streamed `big-<MB>` answer.
+const BIG_PIECE_BYTES: usize = 1024;
 
 /// Models listed by `GET /v1/models`.
 const LISTED_MODELS: [&str; 5] = [
@@ -157,12 +182,69 @@ impl RecordedRequest {
     }
 }
 
+/// How an answer's body ended, as the upstream saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseEnd {
+    /// Every byte was handed to the connection and the body ended normally.
+    Complete,
+    /// The script failed the body on purpose (`cut-after-*`).
+    Cut,
+    /// The script reset the TCP connection (`reset-after-*`).
+    Reset,
+    /// The body was dropped before its end: the client closed the connection.
+    Dropped,
+}
+
+/// One answer as the upstream sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedResponse {
+    /// The 1-based position of its request in [`ScriptedUpstream::requests`].
+    pub seq: usize,
+    pub status: u16,
+    /// Every header, names lowercase, values lossily UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes handed to the connection, in order (compressed ones as
+    /// compressed).
+    pub body: Bytes,
+    pub end: ResponseEnd,
+}
+
+impl RecordedResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// State shared by the accept loop, every connection and the handle.
 #[derive(Debug)]
 struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
+    responses: Mutex<Vec<RecordedResponse>>,
+    /// Requests whose answer is not finished (being prepared, or its body not done).
+    active: AtomicUsize,
     /// Flipped to `true` when the upstream is dropped; `hang` requests wait for it.
     shutdown: watch::Sender<bool>,
+}
+
+/// Counts one answer in [`Shared::active`] for as long as it lives.
+#[derive(Debug)]
+struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    fn new(shared: &Arc<Shared>) -> ActiveGuard {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        ActiveGuard(Arc::clone(shared))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -198,6 +280,8 @@ impl ScriptedUpstream {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
+            responses: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
             shutdown,
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
@@ -221,6 +305,21 @@ impl ScriptedUpstream {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Every answer whose body is over (ended, failed, reset or dropped), in the order
+    /// they ended.
+    pub fn responses(&self) -> Vec<RecordedResponse> {
+        self.shared
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Answers still in progress: requests being answered plus bodies not over yet.
+    pub fn active_responses(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
     }
 }
 
@@ -252,28 +351,121 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one connection, HTTP/1.1 or h2c, until the client closes it.
+/// Serves one connection, HTTP/1.1 or h2c, until the client closes it (or a
+/// `reset-after-*` body asks for a reset).
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "scripted upstream: set_nodelay failed");
     }
-    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+    let resetter = Resetter::of(&stream);
+    let reset = Arc::new(Notify::new());
+    let can_reset = resetter.is_some();
+    let body_reset = Arc::clone(&reset);
+    let service = service_fn(move |request| {
+        let reset = can_reset.then(|| Arc::clone(&body_reset));
+        handle(Arc::clone(&shared), reset, request)
+    });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
-        // Expected for `cut-after-*` (the body fails on purpose) and for clients that
-        // hang up early.
-        tracing::debug!(%error, "scripted upstream: connection ended with an error");
+    let connection = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                // Expected for `cut-after-*` (the body fails on purpose) and for
+                // clients that hang up early.
+                tracing::debug!(%error, "scripted upstream: connection ended with an error");
+            }
+        }
+        () = reset.notified() => {
+            if let Some(resetter) = resetter {
+                // `connection` was dropped when the other branch lost, closing hyper's
+                // descriptor; closing the last one with a zero linger sends the RST.
+                resetter.reset();
+            }
+        }
     }
 }
 
-/// Records the request, then answers it.
+/// A second descriptor of a connection's socket, to reset it after hyper's copy is
+/// closed.
+struct Resetter {
+    #[cfg(unix)]
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Resetter {
+    #[cfg(unix)]
+    fn of(stream: &TcpStream) -> Option<Resetter> {
+        use std::os::fd::AsFd;
+        match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(Resetter { fd }),
+            Err(error) => {
+                tracing::debug!(%error, "scripted upstream: cannot duplicate a socket; reset-after-* will cut instead");
+                None
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(_stream: &TcpStream) -> Option<Resetter> {
+        None
+    }
+
+    /// Sets `SO_LINGER` to zero and closes: the kernel answers with an RST.
+    #[cfg(unix)]
+    fn reset(self) {
+        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(self.fd));
+        if let Err(error) = socket.set_zero_linger() {
+            tracing::debug!(%error, "scripted upstream: cannot set SO_LINGER 0");
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn reset(self) {}
+}
+
+/// Answers a request and attaches the bookkeeping to the body: the answer counts as
+/// active until its body is dropped, and is recorded then.
 async fn handle(
     shared: Arc<Shared>,
+    reset: Option<Arc<Notify>>,
     request: Request<Incoming>,
 ) -> Result<Response<ScriptedBody>, Infallible> {
+    let active = ActiveGuard::new(&shared);
+    let (seq, mut response) = answer(&shared, request).await;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response.body_mut();
+    if body.end == End::Reset && reset.is_none() {
+        // No way to reset here: a cut is the closest.
+        body.end = End::Fail;
+    }
+    body.reset = reset;
+    body.log = Some(ResponseLog {
+        shared: Arc::clone(&shared),
+        seq,
+        status,
+        headers,
+        frames: Vec::new(),
+        end: ResponseEnd::Dropped,
+        _active: active,
+    });
+    Ok(response)
+}
+
+/// Records the request, then answers it; returns its position too.
+async fn answer(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> (usize, Response<ScriptedBody>) {
     let (parts, body) = request.into_parts();
     let (body, body_error) = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => (collected.to_bytes(), None),
@@ -299,115 +491,166 @@ async fn handle(
         body: body.clone(),
     });
     if let Some(error) = body_error {
-        return Ok(if error.downcast_ref::<LengthLimitError>().is_some() {
-            invalid_request(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                seq,
-                "Request body too large for the scripted upstream (16 MiB max).",
-            )
-        } else {
-            invalid_request(
-                StatusCode::BAD_REQUEST,
-                seq,
-                &format!("Could not read the request body: {error}"),
-            )
-        });
+        return (
+            seq,
+            if error.downcast_ref::<LengthLimitError>().is_some() {
+                invalid_request(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    seq,
+                    "Request body too large for the scripted upstream (16 MiB max).",
+                )
+            } else {
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    &format!("Could not read the request body: {error}"),
+                )
+            },
+        );
     }
 
     let endpoint = match (parts.uri.path(), &parts.method) {
         ("/v1/chat/completions", &Method::POST) => Endpoint::Chat,
         ("/v1/completions", &Method::POST) => Endpoint::Completions,
         ("/v1/embeddings", &Method::POST) => Endpoint::Embeddings,
-        ("/v1/models", &Method::GET) => return Ok(json_response(StatusCode::OK, seq, &models())),
+        ("/v1/models", &Method::GET) => {
+            return (seq, json_response(StatusCode::OK, seq, &models()));
+        }
         ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models", _) => {
-            return Ok(error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
+            return (
                 seq,
-                &format!(
-                    "Method {} is not allowed on {}.",
-                    parts.method,
-                    parts.uri.path()
+                error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    seq,
+                    &format!(
+                        "Method {} is not allowed on {}.",
+                        parts.method,
+                        parts.uri.path()
+                    ),
+                    "invalid_request_error",
+                    Some("method_not_allowed"),
                 ),
-                "invalid_request_error",
-                Some("method_not_allowed"),
-            ));
+            );
         }
         (path, method) => {
-            return Ok(error_response(
-                StatusCode::NOT_FOUND,
+            return (
                 seq,
-                &format!("Invalid URL ({method} {path})"),
-                "invalid_request_error",
-                Some("unknown_url"),
-            ));
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    seq,
+                    &format!("Invalid URL ({method} {path})"),
+                    "invalid_request_error",
+                    Some("unknown_url"),
+                ),
+            );
         }
     };
 
     let request: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(object)) => object,
         Ok(_) => {
-            return Ok(invalid_request(
-                StatusCode::BAD_REQUEST,
+            return (
                 seq,
-                "The request body must be a JSON object.",
-            ));
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    "The request body must be a JSON object.",
+                ),
+            );
         }
         Err(error) => {
-            return Ok(invalid_request(
-                StatusCode::BAD_REQUEST,
+            return (
                 seq,
-                &format!(
-                    "We could not parse the JSON body of your request. ({error}) \
+                invalid_request(
+                    StatusCode::BAD_REQUEST,
+                    seq,
+                    &format!(
+                        "We could not parse the JSON body of your request. ({error}) \
                      The OpenAI API expects a JSON payload."
+                    ),
                 ),
-            ));
+            );
         }
     };
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return Ok(invalid_request(
-            StatusCode::BAD_REQUEST,
+        return (
             seq,
-            "You must provide a model parameter.",
-        ));
+            invalid_request(
+                StatusCode::BAD_REQUEST,
+                seq,
+                "You must provide a model parameter.",
+            ),
+        );
     };
 
     let mut pace = Pace::default();
+    let streams = endpoint != Endpoint::Embeddings;
     match Script::for_model(model) {
         Script::Normal => {}
-        Script::Error(status) => return Ok(scripted_error(status, seq)),
+        Script::Error(status) => return (seq, scripted_error(status, seq)),
         Script::Slow(delay) => tokio::time::sleep(delay).await,
         Script::Hang => {
             let mut shutdown = shared.shutdown.subscribe();
             // Err means the sender is gone, i.e. the upstream is shutting down too.
             let _closed = shutdown.wait_for(|down| *down).await;
-            return Ok(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return (
                 seq,
-                "The scripted upstream is shutting down.",
-                "server_error",
-                None,
-            ));
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    seq,
+                    "The scripted upstream is shutting down.",
+                    "server_error",
+                    None,
+                ),
+            );
         }
         Script::CutAfter(events) => {
             pace.force_stream = true;
             pace.cut_after = Some(events);
+            pace.end = End::Fail;
         }
         Script::Drip(delay) => {
             pace.force_stream = true;
             pace.delay = delay;
         }
+        Script::Stall(pause) => {
+            pace.force_stream = true;
+            pace.stall = Some((STALL_AFTER_EVENTS, pause));
+        }
+        Script::ResetAfter(events) => {
+            pace.force_stream = true;
+            pace.cut_after = Some(events);
+            pace.end = End::Reset;
+        }
+        Script::MalformedSse if streams => {
+            pace.force_stream = true;
+            pace.delay = MALFORMED_FRAME_PAUSE;
+            pace.shape = Shape::MalformedSse;
+        }
+        Script::SseError if streams => {
+            pace.force_stream = true;
+            pace.shape = Shape::ErrorAfter(2);
+        }
+        Script::MalformedSse | Script::SseError => {}
+        Script::InvalidJson => {
+            pace.force_plain = true;
+            pace.shape = Shape::HalfBody;
+        }
+        Script::Gzip => pace.shape = Shape::Gzip,
+        Script::Big(mib) => pace.big = Some(mib),
     }
 
     let ids = Ids { seq, model };
-    Ok(match endpoint {
+    let response = match endpoint {
         Endpoint::Chat => chat(&request, &ids, &pace),
         Endpoint::Completions => completions(&request, &ids, &pace),
         Endpoint::Embeddings => embeddings(&request, &ids),
-    })
+    };
+    (seq, pace.shape.apply(response))
 }
 
 /// The endpoints with a JSON request body.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
     Chat,
     Completions,
@@ -423,6 +666,14 @@ enum Script {
     Hang,
     CutAfter(usize),
     Drip(Duration),
+    Stall(Duration),
+    ResetAfter(usize),
+    MalformedSse,
+    SseError,
+    InvalidJson,
+    Gzip,
+    /// MiB of content.
+    Big(usize),
 }
 
 impl Script {
@@ -432,16 +683,28 @@ impl Script {
             "error-500" => Script::Error(StatusCode::INTERNAL_SERVER_ERROR),
             "error-429" => Script::Error(StatusCode::TOO_MANY_REQUESTS),
             "hang" => Script::Hang,
+            "malformed-sse" => Script::MalformedSse,
+            "sse-error" => Script::SseError,
+            "invalid-json" => Script::InvalidJson,
+            "gzip" => Script::Gzip,
             _ => {
+                let count = |rest: &str| rest.parse::<usize>().ok();
                 if let Some(delay) = model.strip_prefix("slow-").and_then(millis) {
                     Script::Slow(delay)
                 } else if let Some(delay) = model.strip_prefix("drip-").and_then(millis) {
                     Script::Drip(delay)
-                } else if let Some(n) = model
-                    .strip_prefix("cut-after-")
-                    .and_then(|rest| rest.parse::<usize>().ok())
-                {
+                } else if let Some(pause) = model.strip_prefix("stall-").and_then(millis) {
+                    Script::Stall(pause)
+                } else if let Some(n) = model.strip_prefix("cut-after-").and_then(count) {
                     Script::CutAfter(n)
+                } else if let Some(n) = model.strip_prefix("reset-after-").and_then(count) {
+                    Script::ResetAfter(n)
+                } else if let Some(mib) = model
+                    .strip_prefix("big-")
+                    .and_then(count)
+                    .filter(|mib| (1..=MAX_BIG_MB).contains(mib))
+                {
+                    Script::Big(mib)
                 } else {
                     Script::Normal
                 }
@@ -450,15 +713,57 @@ impl Script {
     }
 }
 
-/// How a streamed answer is delivered.
+/// Events a `stall-*` stream sends before going silent.
+const STALL_AFTER_EVENTS: usize = 2;
+
+/// How an answer is delivered.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pace {
     /// Stream even when the request did not ask to.
     force_stream: bool,
+    /// Answer one JSON body even when the request asked to stream.
+    force_plain: bool,
     /// Wait this long before each event.
     delay: Duration,
-    /// Send only this many events, then abort the connection.
+    /// Before event `.0` (0-based), wait `.1` instead.
+    stall: Option<(usize, Duration)>,
+    /// Send only this many events, then end as `end` says.
     cut_after: Option<usize>,
+    /// How the body ends after its last event.
+    end: End,
+    /// What is done to the finished answer's bytes.
+    shape: Shape,
+    /// `big-<MB>`: the chat content is this many MiB.
+    big: Option<usize>,
+}
+
+/// How a body ends after its last event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum End {
+    /// Normally.
+    #[default]
+    Finish,
+    /// With an error: hyper aborts the connection (h2: `RST_STREAM`).
+    Fail,
+    /// With a TCP reset of the connection.
+    Reset,
+    /// Already ended (failed or reset); nothing more to send.
+    Over,
+}
+
+/// A rewrite of an answer's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Shape {
+    #[default]
+    Plain,
+    /// See `malformed-sse` in the module doc.
+    MalformedSse,
+    /// Keep this many events, then an error event, then end (no `[DONE]`).
+    ErrorAfter(usize),
+    /// Keep the first half of a JSON body.
+    HalfBody,
+    /// gzip the body (a stream event by event).
+    Gzip,
 }
 
 /// What identifies one answer.
@@ -529,7 +834,12 @@ fn chat(request: &Map<String, Value>, ids: &Ids<'_>, pace: &Pace) -> Response<Sc
         }
         _ => None,
     };
-    let reply = if let Some(called) = called {
+    let reply = if let Some(mib) = pace.big {
+        ChatReply::Text {
+            words: big_pieces(mib),
+            truncated: false,
+        }
+    } else if let Some(called) = called {
         let text = user_text.unwrap_or_default();
         ChatReply::ToolCalls(
             called
@@ -565,7 +875,7 @@ fn chat(request: &Map<String, Value>, ids: &Ids<'_>, pace: &Pace) -> Response<Sc
     });
     let id = format!("chatcmpl-scripted{}", ids.seq);
 
-    if !(wants_stream(request) || pace.force_stream) {
+    if !streamed(request, pace) {
         let (message, finish_reason) = match &reply {
             ChatReply::Text { words, truncated } => (
                 json!({"role": "assistant", "content": words.concat(), "refusal": null}),
@@ -790,7 +1100,7 @@ fn completions(request: &Map<String, Value>, ids: &Ids<'_>, pace: &Pace) -> Resp
     });
     let id = format!("cmpl-scripted{}", ids.seq);
 
-    if !(wants_stream(request) || pace.force_stream) {
+    if !streamed(request, pace) {
         let body = json!({
             "id": id,
             "object": "text_completion",
@@ -926,6 +1236,28 @@ fn wants_stream(request: &Map<String, Value>) -> bool {
     request.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
+/// Whether the answer is a stream: as asked, unless the script says otherwise.
+fn streamed(request: &Map<String, Value>, pace: &Pace) -> bool {
+    !pace.force_plain && (wants_stream(request) || pace.force_stream)
+}
+
+/// The content of a `big-<MB>` answer: `mib` MiB of ASCII in pieces of
+/// [`BIG_PIECE_BYTES`], each starting with its number so a misplaced piece shows.
+fn big_pieces(mib: usize) -> Vec<String> {
+    const FILLER: &str = " The quick brown fox jumps over the lazy dog.";
+    let count = mib * (1 << 20) / BIG_PIECE_BYTES;
+    (0..count)
+        .map(|i| {
+            let mut piece = format!("[{i:07}]");
+            while piece.len() < BIG_PIECE_BYTES {
+                piece.push_str(FILLER);
+            }
+            piece.truncate(BIG_PIECE_BYTES);
+            piece
+        })
+        .collect()
+}
+
 fn wants_usage(request: &Map<String, Value>) -> bool {
     request
         .get("stream_options")
@@ -1005,13 +1337,11 @@ fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Response<ScriptedB
         // Never let `[DONE]` through a cut stream, however large `n` is.
         events.truncate(n.min(events.len() - 1));
     }
-    let mut response = Response::new(ScriptedBody {
-        events,
-        delay: pace.delay,
-        fail_at_end: pace.cut_after.is_some(),
-        timer: None,
-        exact_len: None,
-    });
+    let mut body = ScriptedBody::new(events, None);
+    body.delay = pace.delay;
+    body.stall = pace.stall;
+    body.end = pace.end;
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -1077,30 +1407,88 @@ fn scripted_error(status: StatusCode, seq: usize) -> Response<ScriptedBody> {
 struct StreamCut;
 
 /// A response body: a queue of frames sent with an optional delay before each, and an
-/// optional failure at the end.
+/// optional failure (or reset) at the end.
 #[derive(Debug)]
 struct ScriptedBody {
     events: VecDeque<Bytes>,
     /// Waited before each event (zero: none).
     delay: Duration,
-    /// After the last event, fail (aborting the connection) instead of ending.
-    fail_at_end: bool,
+    /// Before event `.0` (0-based), wait `.1` instead of `delay`.
+    stall: Option<(usize, Duration)>,
+    /// Events sent so far.
+    sent: usize,
+    /// What happens after the last event.
+    end: End,
     /// The running delay, if any.
     timer: Option<Pin<Box<Sleep>>>,
     /// Length of a non-streamed body, so it gets a `content-length`.
     exact_len: Option<u64>,
+    /// Asks the connection to reset itself (`End::Reset`).
+    reset: Option<Arc<Notify>>,
+    /// What was sent, recorded when the body is dropped.
+    log: Option<ResponseLog>,
+}
+
+/// The record of an answer being sent.
+#[derive(Debug)]
+struct ResponseLog {
+    shared: Arc<Shared>,
+    seq: usize,
+    status: u16,
+    headers: Vec<(String, String)>,
+    frames: Vec<Bytes>,
+    end: ResponseEnd,
+    /// Keeps the answer counted as active until the body is dropped.
+    _active: ActiveGuard,
 }
 
 impl ScriptedBody {
+    fn new(events: VecDeque<Bytes>, exact_len: Option<u64>) -> ScriptedBody {
+        ScriptedBody {
+            events,
+            delay: Duration::ZERO,
+            stall: None,
+            sent: 0,
+            end: End::Finish,
+            timer: None,
+            exact_len,
+            reset: None,
+            log: None,
+        }
+    }
+
     /// A whole body sent at once.
     fn full(bytes: Bytes) -> ScriptedBody {
-        ScriptedBody {
-            exact_len: u64::try_from(bytes.len()).ok(),
-            events: VecDeque::from([bytes]),
-            delay: Duration::ZERO,
-            fail_at_end: false,
-            timer: None,
+        let len = u64::try_from(bytes.len()).ok();
+        ScriptedBody::new(VecDeque::from([bytes]), len)
+    }
+
+    fn ended(&mut self, end: ResponseEnd) {
+        if let Some(log) = &mut self.log {
+            log.end = end;
         }
+    }
+}
+
+impl Drop for ScriptedBody {
+    fn drop(&mut self) {
+        let Some(log) = self.log.take() else { return };
+        let mut body = Vec::with_capacity(log.frames.iter().map(Bytes::len).sum());
+        for frame in &log.frames {
+            body.extend_from_slice(frame);
+        }
+        let record = RecordedResponse {
+            seq: log.seq,
+            status: log.status,
+            headers: log.headers,
+            body: Bytes::from(body),
+            end: log.end,
+        };
+        log.shared
+            .responses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
     }
 }
 
@@ -1114,11 +1502,19 @@ impl Body for ScriptedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
         let this = self.get_mut();
         let pause = if !this.events.is_empty() {
-            this.delay
-        } else if this.fail_at_end {
-            CUT_PAUSE
+            match this.stall {
+                Some((at, pause)) if at == this.sent => pause,
+                _ => this.delay,
+            }
         } else {
-            return Poll::Ready(None);
+            match this.end {
+                End::Finish => {
+                    this.ended(ResponseEnd::Complete);
+                    return Poll::Ready(None);
+                }
+                End::Fail | End::Reset => CUT_PAUSE,
+                End::Over => return Poll::Pending,
+            }
         };
         if !pause.is_zero() {
             let timer = this
@@ -1128,16 +1524,36 @@ impl Body for ScriptedBody {
             this.timer = None;
         }
         match this.events.pop_front() {
-            Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),
-            None => {
-                this.fail_at_end = false;
-                Poll::Ready(Some(Err(StreamCut)))
+            Some(event) => {
+                this.sent += 1;
+                if let Some(log) = &mut this.log {
+                    log.frames.push(event.clone());
+                }
+                if this.events.is_empty() && this.end == End::Finish {
+                    // hyper may not poll again once the body says it is over.
+                    this.ended(ResponseEnd::Complete);
+                }
+                Poll::Ready(Some(Ok(Frame::data(event))))
             }
+            None => match std::mem::replace(&mut this.end, End::Over) {
+                End::Reset if this.reset.is_some() => {
+                    this.ended(ResponseEnd::Reset);
+                    if let Some(reset) = &this.reset {
+                        reset.notify_one();
+                    }
+                    // The connection is torn down under this body; nothing more.
+                    Poll::Pending
+                }
+                _ => {
+                    this.ended(ResponseEnd::Cut);
+                    Poll::Ready(Some(Err(StreamCut)))
+                }
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.events.is_empty() && !self.fail_at_end
+        self.events.is_empty() && self.end == End::Finish
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -1147,6 +1563,114 @@ impl Body for ScriptedBody {
             None => SizeHint::default(),
         }
     }
+}
+
+impl Shape {
+    /// Rewrites a finished answer's bytes (and headers) as the script says.
+    fn apply(self, mut response: Response<ScriptedBody>) -> Response<ScriptedBody> {
+        let is_sse = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let body = response.body_mut();
+        match self {
+            Shape::Plain => {}
+            Shape::MalformedSse if is_sse => {
+                body.events = malformed(std::mem::take(&mut body.events));
+            }
+            Shape::ErrorAfter(keep) if is_sse => {
+                body.events.truncate(keep);
+                body.events.push_back(Bytes::from_static(
+                    b"event: error\ndata: {\"error\":{\"message\":\"The scripted upstream failed mid-stream (sse-error).\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+                ));
+            }
+            Shape::HalfBody if !is_sse => {
+                let whole: Vec<u8> = body.events.iter().flat_map(|b| b.to_vec()).collect();
+                let half = Bytes::copy_from_slice(&whole[..whole.len() / 2]);
+                *body = ScriptedBody::full(half);
+            }
+            Shape::Gzip => {
+                let frames = gzip_frames(&body.events);
+                if body.exact_len.is_some() {
+                    let whole: Vec<u8> = frames.iter().flat_map(|b| b.to_vec()).collect();
+                    *body = ScriptedBody::full(Bytes::from(whole));
+                } else {
+                    body.events = frames;
+                }
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            Shape::MalformedSse | Shape::ErrorAfter(_) | Shape::HalfBody => {}
+        }
+        response
+    }
+}
+
+/// The gzip stream of `events`, one frame per event (sync-flushed, so each frame
+/// decodes to its whole event), the trailer in a frame of its own.
+fn gzip_frames(events: &VecDeque<Bytes>) -> VecDeque<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut frames = VecDeque::new();
+    for event in events {
+        // Writing into a Vec cannot fail.
+        let _ = encoder.write_all(event);
+        let _ = encoder.flush();
+        frames.push_back(Bytes::from(std::mem::take(encoder.get_mut())));
+    }
+    if let Ok(rest) = encoder.finish() {
+        frames.push_back(Bytes::from(rest));
+    }
+    frames
+}
+
+/// A `malformed-sse` stream made of the events of a normal one (see the module doc).
+fn malformed(events: VecDeque<Bytes>) -> VecDeque<Bytes> {
+    let mut text: Vec<u8> = Vec::new();
+    text.extend_from_slice(b": keep-alive comment\n\n");
+    text.extend_from_slice(b"this line has no colon\n\n");
+    text.extend_from_slice(b"event: ping\n\n");
+    let content: Vec<&Bytes> = events
+        .iter()
+        .filter(|e| e.as_ref() != b"data: [DONE]\n\n")
+        .collect();
+    for (i, event) in content.iter().enumerate() {
+        match i % 4 {
+            0 => {
+                text.extend_from_slice(b"id: ");
+                text.extend_from_slice(i.to_string().as_bytes());
+                text.extend_from_slice(b"\nretry: 1000\n");
+                text.extend_from_slice(event);
+            }
+            1 => {
+                // CRLF line endings.
+                let line = event.strip_suffix(b"\n\n").unwrap_or(event);
+                text.extend_from_slice(line);
+                text.extend_from_slice(b"\r\n\r\n");
+            }
+            2 => {
+                text.extend_from_slice(b": comment between events\nunknown-field: x\n");
+                text.extend_from_slice(event);
+            }
+            _ => text.extend_from_slice(event),
+        }
+        if i == 1 {
+            text.extend_from_slice(b"data: {\"choices\": [{\"delta\": \n\n");
+        }
+    }
+    // Frames of 1 to 61 bytes, so lines, CRLF pairs and UTF-8 characters are split.
+    let sizes = [1, 2, 3, 5, 8, 13, 21, 34, 61];
+    let mut frames = VecDeque::new();
+    let mut rest = text.as_slice();
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (frame, tail) = rest.split_at((*size).min(rest.len()));
+        frames.push_back(Bytes::copy_from_slice(frame));
+        rest = tail;
+    }
+    frames
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1592,6 +2116,156 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reset_after_sends_n_events_then_resets_the_connection() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("reset-after-2"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.events().len(), 2);
+        let error = reply.error.clone().expect("the body must fail");
+        assert!(
+            error.to_ascii_lowercase().contains("reset"),
+            "a reset, not a clean close: {error}"
+        );
+        let recorded = &up.responses()[0];
+        assert_eq!(recorded.end, ResponseEnd::Reset);
+        assert_eq!(recorded.body, Bytes::from(reply.body()));
+    }
+
+    #[tokio::test]
+    async fn malformed_sse_still_carries_the_whole_content() {
+        let up = upstream().await;
+        let plain = post(&up, "/v1/chat/completions", &chat_request()).await;
+        let request = with(chat_request(), "model", json!("malformed-sse"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        assert!(reply.frames.len() > 20, "split into many small frames");
+        let body = reply.body();
+        assert!(
+            body.windows(4).any(|w| w == b"\r\n\r\n"),
+            "some CRLF events"
+        );
+        assert!(!body.windows(6).any(|w| w == b"[DONE]"));
+        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        for (_, frame) in &reply.frames {
+            accumulator.feed(frame);
+        }
+        let mut ex = Exchange::default();
+        let summary = accumulator.finish(&mut ex);
+        assert!(!summary.saw_done);
+        assert_eq!(summary.malformed_events, 1);
+        assert_eq!(
+            ex.choices[0].content.as_deref(),
+            plain.json()["choices"][0]["message"]["content"].as_str()
+        );
+        assert_eq!(ex.choices[0].finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[tokio::test]
+    async fn sse_error_ends_cleanly_after_an_error_event() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("sse-error"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        accumulator.feed(&reply.body());
+        let summary = accumulator.finish(&mut Exchange::default());
+        assert_eq!(summary.events, 3);
+        assert!(summary.error.unwrap().contains("sse-error"));
+    }
+
+    #[tokio::test]
+    async fn invalid_json_is_a_well_framed_half_body() {
+        let up = upstream().await;
+        let whole = post(&up, "/v1/chat/completions", &chat_request()).await;
+        let request = with(streaming(chat_request()), "model", json!("invalid-json"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(
+            reply.headers["content-length"],
+            reply.body().len().to_string()
+        );
+        assert_eq!(reply.body().len(), whole.body().len() / 2);
+        assert!(serde_json::from_slice::<Value>(&reply.body()).is_err());
+    }
+
+    #[tokio::test]
+    async fn gzip_answers_decompress_to_the_normal_ones() {
+        use std::io::Read as _;
+        let gunzip = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("gzip"));
+        let plain = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(plain.headers["content-encoding"], "gzip");
+        let json: Value = serde_json::from_slice(&gunzip(&plain.body())).unwrap();
+        assert_eq!(
+            json["choices"][0]["message"]["content"],
+            "Scripted reply to: What is CEL?"
+        );
+
+        let streamed = post(&up, "/v1/chat/completions", &streaming(request)).await;
+        assert_eq!(streamed.headers["content-encoding"], "gzip");
+        assert!(streamed.frames.len() > 3, "flushed event by event");
+        let text = String::from_utf8(gunzip(&streamed.body())).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn big_answers_are_that_many_mib() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("big-1"));
+        let plain = post(&up, "/v1/chat/completions", &request).await.json();
+        let content = plain["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(content.len(), 1 << 20);
+        assert!(content.starts_with("[0000000]"));
+        let streamed = post(&up, "/v1/chat/completions", &streaming(request)).await;
+        let chunks = streamed.chunks();
+        let pieces: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(pieces.len(), 1024);
+        assert_eq!(pieces.concat(), content);
+    }
+
+    #[tokio::test]
+    async fn stall_goes_silent_after_two_events_and_answers_are_recorded() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("stall-300"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        assert_eq!(reply.error, None);
+        assert_eq!(reply.events().last().map(String::as_str), Some("[DONE]"));
+        let mut events = 0;
+        let mut before_stall = None;
+        for (at, frame) in &reply.frames {
+            events += frame.windows(6).filter(|w| w == b"data: ").count();
+            if events == 2 {
+                before_stall = Some(*at);
+            } else if events > 2
+                && let Some(before) = before_stall
+            {
+                assert!(at.duration_since(before) >= Duration::from_millis(300));
+                break;
+            }
+        }
+        assert!(before_stall.is_some());
+        let recorded = up.responses();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].seq, 1);
+        assert_eq!(recorded[0].end, ResponseEnd::Complete);
+        assert_eq!(recorded[0].body, Bytes::from(reply.body()));
+        assert_eq!(up.active_responses(), 0);
+    }
+
+    #[tokio::test]
     async fn drip_spaces_the_events() {
         let up = upstream().await;
         let request = with(chat_request(), "model", json!("drip-120"));
@@ -1839,6 +2513,18 @@ mod tests {
             Script::Drip(Duration::from_millis(200))
         );
         assert_eq!(Script::for_model("hang"), Script::Hang);
+        assert_eq!(
+            Script::for_model("stall-30000"),
+            Script::Stall(Duration::from_secs(30))
+        );
+        assert_eq!(Script::for_model("reset-after-2"), Script::ResetAfter(2));
+        assert_eq!(Script::for_model("malformed-sse"), Script::MalformedSse);
+        assert_eq!(Script::for_model("sse-error"), Script::SseError);
+        assert_eq!(Script::for_model("invalid-json"), Script::InvalidJson);
+        assert_eq!(Script::for_model("gzip"), Script::Gzip);
+        assert_eq!(Script::for_model("big-10"), Script::Big(10));
+        assert_eq!(Script::for_model("big-0"), Script::Normal);
+        assert_eq!(Script::for_model("big-1000"), Script::Normal);
         assert_eq!(
             Script::for_model("error-429"),
             Script::Error(StatusCode::TOO_MANY_REQUESTS)

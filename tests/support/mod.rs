@@ -13,17 +13,20 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use celgate::scripted::{RecordedRequest, ScriptedUpstream};
+use celgate::scripted::{RecordedRequest, RecordedResponse, ScriptedUpstream};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use otlp::{Receiver, Span};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 // ---------------------------------------------------------------------------------------
@@ -94,6 +97,27 @@ impl Upstream {
         self.inner().requests()
     }
 
+    /// Every answer whose body is over, in the order they ended.
+    pub fn responses(&self) -> Vec<RecordedResponse> {
+        self.inner().responses()
+    }
+
+    /// Answers still in progress (see [`ScriptedUpstream::active_responses`]).
+    pub fn active_responses(&self) -> usize {
+        self.inner().active_responses()
+    }
+
+    /// The answer to request `seq` (1-based), once its body is over; waits up to
+    /// `timeout`.
+    pub fn wait_for_response(&self, seq: usize, timeout: Duration) -> Option<RecordedResponse> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.responses().into_iter().find(|r| r.seq == seq);
+            found.is_some()
+        });
+        found
+    }
+
     /// Waits until at least `n` requests arrived or `timeout` passed; returns them all.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
         let deadline = Instant::now() + timeout;
@@ -117,6 +141,21 @@ impl Drop for Upstream {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Polls `done` every 10 ms until it holds or `timeout` passed; returns whether it
+/// held.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -513,6 +552,11 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Its open file descriptors right now (see [`open_fds`]).
+    pub fn open_fds(&self) -> Vec<OpenFd> {
+        open_fds(self.pid())
+    }
+
     /// The `config.yaml` it runs (rewrite it to test hot reload).
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -794,4 +838,265 @@ pub async fn stream(
 /// `POST url` with a JSON body, recording the response body frame by frame.
 pub async fn post_stream(url: &str, body: &serde_json::Value) -> StreamReply {
     stream(Method::POST, url, body.to_string(), &[]).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Open file descriptors of a process (Linux /proc)
+// ---------------------------------------------------------------------------------------
+
+/// One open file descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFd {
+    pub fd: u32,
+    /// What `/proc/PID/fd/N` links to: a path, `socket:[INODE]`, `anon_inode:[eventpoll]`...
+    pub target: String,
+    /// For a TCP socket: its ends and state, from `/proc/PID/net/tcp{,6}`.
+    pub tcp: Option<TcpEnds>,
+}
+
+/// The ends of a TCP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpEnds {
+    pub local_port: u16,
+    /// 0 for a listener.
+    pub remote_port: u16,
+    /// `ESTABLISHED`, `LISTEN`, `CLOSE_WAIT`...
+    pub state: &'static str,
+}
+
+impl std::fmt::Display for OpenFd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {}", self.fd, self.target)?;
+        if let Some(t) = self.tcp {
+            write!(
+                f,
+                " (tcp :{} -> :{} {})",
+                t.local_port, t.remote_port, t.state
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The open file descriptors of process `pid`, TCP sockets described by their ports
+/// and state. Descriptors that close while being listed are left out.
+pub fn open_fds(pid: u32) -> Vec<OpenFd> {
+    let mut sockets = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(2), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let port = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    .unwrap_or(0)
+            };
+            sockets.insert(
+                (*inode).to_owned(),
+                TcpEnds {
+                    local_port: port(local),
+                    remote_port: port(remote),
+                    state: tcp_state(state),
+                },
+            );
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut fds: Vec<OpenFd> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_string_lossy().into_owned();
+            let tcp = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inode| sockets.get(inode).copied());
+            Some(OpenFd { fd, target, tcp })
+        })
+        .collect();
+    fds.sort_by_key(|f| f.fd);
+    fds
+}
+
+fn tcp_state(hex: &str) -> &'static str {
+    match hex {
+        "01" => "ESTABLISHED",
+        "02" => "SYN_SENT",
+        "03" => "SYN_RECV",
+        "04" => "FIN_WAIT1",
+        "05" => "FIN_WAIT2",
+        "06" => "TIME_WAIT",
+        "07" => "CLOSE",
+        "08" => "CLOSE_WAIT",
+        "09" => "LAST_ACK",
+        "0A" => "LISTEN",
+        "0B" => "CLOSING",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The descriptors as lines, for a failure message.
+pub fn describe_fds(fds: &[OpenFd]) -> String {
+    fds.iter().map(|f| format!("  {f}\n")).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Config updates and metrics
+// ---------------------------------------------------------------------------------------
+
+/// What the kubelet does to a mounted ConfigMap on update: write the files into a
+/// new timestamped directory, point a `..data_tmp` symlink at it, rename that over
+/// `..data`, make sure each file is a symlink through `..data`, and remove the
+/// previous directory. `serial` must grow with each call on the same directory.
+pub fn kubelet_write(dir: &Path, file: &str, contents: &str, serial: u64) {
+    let ts = format!("..2026_11_21_10_00_00.{serial:09}");
+    std::fs::create_dir(dir.join(&ts)).expect("create the timestamped directory");
+    std::fs::write(dir.join(&ts).join(file), contents).expect("write the new file");
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&ts, &tmp).expect("create ..data_tmp");
+    std::fs::rename(&tmp, dir.join("..data")).expect("rename ..data_tmp over ..data");
+    let link = dir.join(file);
+    if std::fs::read_link(&link).is_err() {
+        // First update of a plain file: replace it with the symlink atomically.
+        let tmp_link = dir.join(format!(".{file}.tmp"));
+        std::os::unix::fs::symlink(PathBuf::from("..data").join(file), &tmp_link)
+            .expect("create the file's symlink");
+        std::fs::rename(&tmp_link, &link).expect("rename the symlink over the file");
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).expect("remove the previous directory");
+    }
+}
+
+/// The value of `series` (a metric name with its labels exactly as rendered, e.g.
+/// `celgate_config_reloads_total{result="ok"}`) in a Prometheus text exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Traces, spans and OpenAI bodies
+// ---------------------------------------------------------------------------------------
+
+/// How long a span may take to reach the receiver (export runs every 100 ms).
+pub const SPAN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    listener.local_addr().expect("probe address").port()
+}
+
+/// A W3C parent context the test controls, so each request's span can be found by its
+/// trace id even when requests run concurrently.
+#[derive(Clone, Debug)]
+pub struct Parent {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl Parent {
+    pub fn new() -> Parent {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = nanos ^ (u64::from(std::process::id()) << 32);
+        Parent {
+            trace_id: format!("{seed:016x}{n:016x}"),
+            span_id: format!("{:016x}", 0xb000_0000_0000_0000_u64 | n),
+        }
+    }
+
+    pub fn traceparent(&self, sampled: bool) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            self.span_id,
+            if sampled { "01" } else { "00" }
+        )
+    }
+}
+
+/// The span of trace `trace_id`; fails the test when it does not arrive.
+pub fn span_of(receiver: &Receiver, trace_id: &str, what: &str, gateway: &Gateway) -> Span {
+    receiver
+        .wait_for_span(SPAN_TIMEOUT, |s| s.trace_id == trace_id)
+        .unwrap_or_else(|| {
+            panic!(
+                "no span for {what} (trace {trace_id}) within {SPAN_TIMEOUT:?}; got {:?}\n--- stderr ---\n{}",
+                receiver
+                    .spans()
+                    .iter()
+                    .map(|s| (&s.name, &s.trace_id))
+                    .collect::<Vec<_>>(),
+                gateway.stderr()
+            )
+        })
+}
+
+/// An OpenAI-style error answered by celgate itself.
+pub fn assert_openai_error(reply: &Reply, status: u16, kind: &str, code: &str) {
+    assert_eq!(reply.status.as_u16(), status, "{}", reply.text());
+    assert_eq!(
+        reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{}",
+        reply.text()
+    );
+    let body = reply.json();
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no error message: {body}"
+    );
+    assert_eq!(error["type"], kind, "{body}");
+    assert_eq!(error["code"], code, "{body}");
+}
+
+/// A span recording a failure: status ERROR with a message, and `error.type`.
+pub fn assert_error_span(span: &Span, error_type: &str) {
+    assert_eq!(span.status_code, "ERROR", "{span:#?}");
+    assert!(!span.status_message.is_empty(), "{span:#?}");
+    assert_eq!(span.str_attr("error.type"), Some(error_type), "{span:#?}");
+}
+
+/// A successful exchange's span: no error status, no `error.type`.
+pub fn assert_ok_span(span: &Span) {
+    assert_ne!(span.status_code, "ERROR", "{span:#?}");
+    assert_eq!(span.attr("error.type"), None, "{span:#?}");
+}
+
+/// A chat request: a system and a user message.
+pub fn chat_body(model: &str, user: &str) -> Value {
+    json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": user}
+        ]
+    })
+}
+
+pub fn streamed(mut body: Value) -> Value {
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    body
 }

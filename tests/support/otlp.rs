@@ -161,6 +161,17 @@ pub enum Protocol {
     Http,
 }
 
+/// How a [`Receiver`] is started: [`Receiver::with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReceiverOptions {
+    /// Listen on this port of `127.0.0.1` (a collector coming back where a dead one
+    /// was); `None`: a free port.
+    pub port: Option<u16>,
+    /// Wait this long before handling each export (a slow collector): the export is
+    /// recorded and answered after the wait.
+    pub delay: Duration,
+}
+
 /// A running OTLP trace receiver on `127.0.0.1`; stops when dropped.
 #[derive(Debug)]
 pub struct Receiver {
@@ -188,8 +199,14 @@ impl Receiver {
     }
 
     fn start(protocol: Protocol) -> Receiver {
+        Receiver::with(protocol, ReceiverOptions::default())
+    }
+
+    /// A receiver speaking `protocol` as `options` say.
+    pub fn with(protocol: Protocol, options: ReceiverOptions) -> Receiver {
         // Bind here so the port is known (and ready) before this returns.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the OTLP receiver");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", options.port.unwrap_or(0)))
+            .unwrap_or_else(|e| panic!("bind the OTLP receiver ({options:?}): {e}"));
         listener
             .set_nonblocking(true)
             .expect("make the OTLP listener non-blocking");
@@ -199,7 +216,7 @@ impl Receiver {
         let thread_store = Arc::clone(&store);
         let thread = std::thread::Builder::new()
             .name(format!("otlp-{protocol:?}-{}", addr.port()))
-            .spawn(move || serve(listener, protocol, thread_store, stopped))
+            .spawn(move || serve(listener, protocol, options.delay, thread_store, stopped))
             .expect("spawn the OTLP receiver thread");
         Receiver {
             addr,
@@ -300,6 +317,7 @@ impl Drop for Receiver {
 fn serve(
     listener: std::net::TcpListener,
     protocol: Protocol,
+    delay: Duration,
     store: Arc<Store>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -329,14 +347,18 @@ fn serve(
                 match protocol {
                     Protocol::Grpc => {
                         let service =
-                            TowerToHyperService::new(TraceServiceServer::new(Collector { store }));
+                            TowerToHyperService::new(TraceServiceServer::new(Collector {
+                                store,
+                                delay,
+                            }));
                         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                             .serve_connection(io, service)
                             .await;
                     }
                     Protocol::Http => {
-                        let service =
-                            service_fn(move |request| http_export(Arc::clone(&store), request));
+                        let service = service_fn(move |request| {
+                            http_export(Arc::clone(&store), delay, request)
+                        });
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(io, service)
                             .await;
@@ -351,6 +373,7 @@ fn serve(
 #[derive(Clone, Debug)]
 struct Collector {
     store: Arc<Store>,
+    delay: Duration,
 }
 
 #[tonic::async_trait]
@@ -359,6 +382,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
         let headers = header_list(&request.metadata().clone().into_headers());
         let spans = decode(request.get_ref());
         self.store.push(
@@ -379,8 +403,10 @@ impl TraceService for Collector {
 /// One OTLP/HTTP request.
 async fn http_export(
     store: Arc<Store>,
+    delay: Duration,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    tokio::time::sleep(delay).await;
     let (parts, body) = request.into_parts();
     let mut call = ExportCall {
         path: parts.uri.path().to_owned(),
