@@ -148,8 +148,11 @@ struct Findings {
 }
 
 impl Capture {
-    pub fn sse(operation: Operation) -> Capture {
-        Capture::Sse(Box::new(SseAccumulator::new(operation)))
+    /// A stream, accumulated; `body` says whether the answer is rendered into
+    /// `response_body` at the end.
+    pub fn sse(operation: Operation, body: bool) -> Capture {
+        let acc = SseAccumulator::new(operation);
+        Capture::Sse(Box::new(if body { acc } else { acc.without_body() }))
     }
 
     /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
@@ -746,13 +749,13 @@ mod tests {
     #[test]
     fn stream_findings_name_errors_malformed_events_and_early_ends() {
         let (_, f) = read(
-            Capture::sse(Operation::Chat),
+            Capture::sse(Operation::Chat, true),
             &[b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"],
         );
         assert!(f.unfinished);
         assert!(f.invalid.unwrap().contains("1 of the 2 events"));
         let (_, f) = read(
-            Capture::sse(Operation::Chat),
+            Capture::sse(Operation::Chat, true),
             &[b"event: error\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n"],
         );
         assert_eq!(f.stream_error.as_deref(), Some("overloaded"));

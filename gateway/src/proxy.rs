@@ -254,7 +254,7 @@ pub async fn handle(
     } else {
         let gzip = encoding == ContentEncoding::Gzip;
         let read = if is_sse {
-            Capture::sse(operation)
+            Capture::sse(operation, generation.needs.response_body)
         } else {
             // A compressed length says nothing about the decompressed one.
             let expected = http_body::Body::size_hint(&resp_body).exact();

@@ -98,6 +98,9 @@ pub struct SseAccumulator {
     event_overflow: bool,
     summary: StreamSummary,
     acc: Accumulated,
+    /// Render the accumulated answer into `response_body` at the end; off when
+    /// no expression reads it (it is as large as the whole answer).
+    render_body: bool,
 }
 
 /// What the stream's chunks have said so far.
@@ -151,7 +154,14 @@ impl SseAccumulator {
             event_overflow: false,
             summary: StreamSummary::default(),
             acc: Accumulated::default(),
+            render_body: true,
         }
+    }
+
+    /// Leaves `response_body` unset at the end, for configs that never read it.
+    pub fn without_body(mut self) -> Self {
+        self.render_body = false;
+        self
     }
 
     /// Consumes the next bytes of the stream, exactly as received.
@@ -205,7 +215,9 @@ impl SseAccumulator {
             .collect();
         choices.sort_by_key(|c| c.index);
 
-        if acc.saw_chunk {
+        if !self.render_body {
+            // Nothing reads the body.
+        } else if acc.saw_chunk {
             let header = Header {
                 id: acc.id.as_deref(),
                 model: acc.model.as_deref(),
@@ -1011,6 +1023,21 @@ mod tests {
                 output_audio: Some(0),
             }
         );
+    }
+
+    #[test]
+    fn without_body_reads_everything_but_renders_no_body() {
+        let mut with = SseAccumulator::new(Operation::Chat);
+        let mut without = SseAccumulator::new(Operation::Chat).without_body();
+        with.feed(CHAT_STREAM);
+        without.feed(CHAT_STREAM);
+        let (mut a, mut b) = (Exchange::default(), Exchange::default());
+        with.finish(&mut a);
+        without.finish(&mut b);
+        assert!(a.response_body.is_some());
+        assert_eq!(b.response_body, None);
+        a.response_body = None;
+        assert_eq!(a, b);
     }
 
     #[test]

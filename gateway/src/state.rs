@@ -60,6 +60,7 @@ pub struct Needs {
     pub tools: bool,
     pub params: bool,
     pub request_body: bool,
+    pub response_body: bool,
 }
 
 impl Needs {
@@ -71,6 +72,7 @@ impl Needs {
             tools: plan.reads("llm.tools"),
             params: plan.reads("llm.params"),
             request_body: plan.reads("llm.requestBody"),
+            response_body: plan.reads("llm.responseBody") || plan.reads("llm.response_body"),
         }
     }
 
@@ -166,7 +168,14 @@ mod tests {
         let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
         let needs = Needs::of(&plan);
         assert!(needs.prompt && needs.params && !needs.tools && !needs.request_body);
-        assert!(!needs.request_headers && !needs.response_headers);
+        assert!(!needs.request_headers && !needs.response_headers && !needs.response_body);
+        let phoenix = load(
+            "config:\n  tracing:\n    preset: phoenix\n",
+            &LoadOptions::default(),
+        )
+        .unwrap()
+        .plan;
+        assert!(Needs::of(&phoenix).response_body);
         let mut ex = celgate_engine::Exchange {
             request_body: Some("{}".into()),
             tools: vec![serde_json::json!({})],
