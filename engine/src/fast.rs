@@ -821,6 +821,24 @@ pub(crate) struct Out<'o> {
     pub attrs: &'o mut Vec<(String, AttrValue)>,
     /// Set when two of the attributes pushed may share a key.
     pub maybe_dup: bool,
+    /// `limits.maxValueLength`: a borrowed string longer than this is cut before
+    /// it is copied (the plan truncates every value again at the end), so a
+    /// 10 MiB body read by `output.value` costs the limit, not another 10 MiB.
+    pub max_len: usize,
+}
+
+/// A borrowed string cut to `max` bytes (at a char boundary); anything else as is.
+fn capped(v: V<'_>, max: usize) -> V<'_> {
+    match v {
+        V::Str(s) if s.len() > max => {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            V::Str(&s[..end])
+        }
+        v => v,
+    }
 }
 
 /// A key being built while flattening: the field key, then `.segment`s.
@@ -1184,9 +1202,11 @@ impl<'a> Eval<'a> {
                 let v = self.eval(x)?;
                 let mut attrs = Vec::new();
                 let mut kb = KeyBuf::bare();
+                // A value, not yet attributes: nothing is cut here.
                 let mut out = Out {
                     attrs: &mut attrs,
                     maybe_dup: false,
+                    max_len: usize::MAX,
                 };
                 flatten_value(v, &mut kb, 0, *levels, &mut out)?;
                 Ok(V::Flat(Rc::new(attrs)))
@@ -1385,7 +1405,7 @@ fn push_attr(key: &str, v: V, out: &mut Out) -> Result<(), Fail> {
         }
         return Ok(());
     }
-    if let Some(leaf) = leaf(v)? {
+    if let Some(leaf) = leaf(capped(v, out.max_len))? {
         out.attrs.push((key.to_owned(), leaf));
     }
     Ok(())
@@ -1491,7 +1511,7 @@ fn flatten_value(
             return Ok(());
         }
     }
-    if let Some(leaf) = leaf(v)? {
+    if let Some(leaf) = leaf(capped(v, out.max_len))? {
         out.attrs.push((kb.key(), leaf));
     }
     Ok(())

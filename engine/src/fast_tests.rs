@@ -640,3 +640,29 @@ fn related_keys_are_detected() {
         "llm.input"
     ]));
 }
+
+#[test]
+fn a_long_borrowed_string_is_cut_before_it_is_copied_and_matches_the_interpreter() {
+    let yaml = "config:\n  tracing:\n    limits: {maxValueLength: 7}\n    fields:\n      add:\n        out: llm.responseBody\n        flat: 'flatten({\"a\": llm.responseBody})'\n";
+    let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
+    let ex = Exchange {
+        // 2-byte chars: a cut at 7 bytes must back off to 6.
+        response_body: Some("é".repeat(100_000)),
+        ..Exchange::default()
+    };
+    let native = plan.evaluate(&ex);
+    assert_eq!(native.attributes, plan.evaluate_interpreted(&ex).attributes);
+    let want = crate::AttrValue::String("ééé".to_owned());
+    assert_eq!(
+        native.attributes,
+        vec![
+            ("out".to_owned(), want.clone()),
+            ("flat.a".to_owned(), want)
+        ]
+    );
+    assert!(
+        plan.native_outcomes(&ex)
+            .iter()
+            .all(|(_, ok)| *ok == Some(true))
+    );
+}

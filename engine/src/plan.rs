@@ -696,6 +696,7 @@ impl TracingPlan {
                         let mut out = fast::Out {
                             attrs: &mut rec.attributes,
                             maybe_dup: false,
+                            max_len: self.max_value_length,
                         };
                         if native.field(n, key, &mut out).is_ok() {
                             maybe_dup |= out.maybe_dup;
@@ -946,6 +947,7 @@ impl TracingPlan {
                     let mut out = fast::Out {
                         attrs: &mut attrs,
                         maybe_dup: false,
+                        max_len: self.max_value_length,
                     };
                     native.field(n, &f.key, &mut out).is_ok()
                 });
