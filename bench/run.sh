@@ -232,8 +232,9 @@ LOAD_END=$(load_avg)
 # --- report ------------------------------------------------------------------------
 fmt_us() { awk -v v="$1" 'BEGIN { if (v >= 10000) printf "%.1f ms", v / 1000; else printf "%d µs", v }'; }
 fmt_mb() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else printf "%.1f MB", v / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", b > 0 ? 100 * a / b : 0 }'; }
-verdict() { if awk -v ok="$1" 'BEGIN { exit !(ok) }'; then echo MET; else echo "**NOT MET**"; fi; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }'; }
+# verdict 'AWK CONDITION'
+verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "**NOT MET**"; fi; }
 
 PHX_VS_PROXY=$(awk -v a="${RPS[e]}" -v b="${RPS[b]}" 'BEGIN { print a / b }')
 ADDED_C1=$(awk -v a="${C1[e]}" -v b="${C1[a]}" 'BEGIN { print a - b }')
@@ -245,11 +246,12 @@ done
 TTFB_ADDED=$((TTFB_CELGATE - TTFB_DIRECT))
 DRIP_ADDED=$((DRIP_CELGATE - DRIP_DIRECT))
 
-VERSION_CELGATE=$("$CELGATE" --version 2>/dev/null | awk '{ print $2 }')
+VERSION_CELGATE=$("$CELGATE" --version | awk '{ print $2 }')
 COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ", uncommitted changes" || true)
 VERSION_NGINX=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
-VERSION_WRK=$(wrk --version 2>&1 | head -1 | awk '{ print $2 }')
+# wrk --version prints its version and usage, then exits 1.
+VERSION_WRK=$( (wrk --version 2>&1 || true) | awk 'NR == 1 { print $2 }')
 VERSION_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
 ELAPSED=$((SECONDS - RUN_START))
 
