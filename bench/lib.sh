@@ -34,7 +34,7 @@ cleanup() {
     done
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
-    done
+    done 2>/dev/null
     if [ -n "${BENCH_KEEP_WORK:-}" ]; then
         echo "bench: logs and configs kept in $WORK" >&2
     else
@@ -160,6 +160,7 @@ EOF
         done
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
+        unset 'PIDS[-1]'
         grep -q "Address already in use" "$dir/error.log" "$dir/stdout.log" 2>/dev/null ||
             die "nginx $name did not start: $(cat "$dir/error.log" "$dir/stdout.log" 2>/dev/null)"
         log "nginx $name: port $port was taken meanwhile, trying another"

@@ -59,6 +59,7 @@ start_litellm() {
         done
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
+        unset 'PIDS[-1]'
         grep -qi "address already in use" "$dir/stderr.log" "$dir/stdout.log" ||
             die "LiteLLM did not start: $(tail -30 "$dir/stderr.log" "$dir/stdout.log")"
         log "LiteLLM: port $port was taken meanwhile, trying another"
