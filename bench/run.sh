@@ -232,13 +232,21 @@ LOAD_END=$(load_avg)
 # --- report ------------------------------------------------------------------------
 fmt_us() { awk -v v="$1" 'BEGIN { if (v >= 10000) printf "%.1f ms", v / 1000; else printf "%d µs", v }'; }
 fmt_mb() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else printf "%.1f MB", v / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", (b > 0 ? 100 * a / b : 0) }'; }
+# paired KEY1 KEY2 COLUMN OP: the median over rounds of (KEY1's value OP KEY2's value) in
+# the same round, OP being / or -: a ratio or difference within one round, where both
+# saw the same machine noise.
+paired() {
+    awk -v k1="$1" -v k2="$2" -v c="$3" -v op="$4" '
+        $1 == k1 { a[$2] = $c } $1 == k2 { b[$2] = $c }
+        END { for (r in a) if (r in b) print (op == "/" ? (b[r] > 0 ? a[r] / b[r] : 0) : a[r] - b[r]) }' "$RESULTS" | median
+}
+pct() { awk -v v="$1" 'BEGIN { if (v < 0.1) printf "%.1f%%", 100 * v; else printf "%.0f%%", 100 * v }'; }
 # verdict 'AWK CONDITION'
 verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "**NOT MET**"; fi; }
 
-PHX_VS_PROXY=$(awk -v a="${RPS[e]}" -v b="${RPS[b]}" 'BEGIN { print a / b }')
-ADDED_C1=$(awk -v a="${C1[e]}" -v b="${C1[a]}" 'BEGIN { print a - b }')
-ON_VS_OFF=$(awk -v a="${RPS[e]}" -v b="${RPS[c]}" 'BEGIN { print a / b }')
+PHX_VS_PROXY=$(paired e b 3 /)
+ADDED_C1=$(paired e a 6 -)
+ON_VS_OFF=$(paired e c 3 /)
 MAX_HWM=0
 for k in c d e f1; do
     if ((HWM[$k] > MAX_HWM)); then MAX_HWM=${HWM[$k]}; fi
@@ -269,18 +277,22 @@ SECTION="$WORK/section.md"
     echo "wrk: POST of a 2-message chat completion, \`-t2 -c32 -d${D32}s\` for throughput, p50 and p99,"
     echo "then \`-t1 -c1 -d${D1}s\` for the concurrency-1 p50$( ((WITH_LITELLM)) && echo " (LiteLLM: ${D32_SLOW}s and ${D1_SLOW}s)")."
     echo "$ROUNDS round(s), each measuring every row in turn; the table shows the median over the"
-    echo "rounds. CPU is utime+stime of the process under test (nginx: master and workers) over"
-    echo "the concurrency-32 run, divided by its requests. Peak RSS is VmHWM at the end of the run."
+    echo "rounds, except ratios and differences (the \"vs\" columns and the bars): those are the"
+    echo "median of the per-round ratios or differences, each comparing runs seconds apart. CPU is"
+    echo "utime+stime of the process under test (nginx: master and workers) over the concurrency-32"
+    echo "run, divided by its requests. Peak RSS is VmHWM at the end of the run."
     echo "nginx: \`worker_processes auto\`, access log off; celgate: access log off, 2 runtime workers;"
     echo "OTLP sinks: \`gateway/examples/otlp_sink.rs\` (decodes every export, answers at once)."
     echo
     echo "| | configuration | req/s (c32) | vs nginx proxy | vs direct | p50 c32 | p99 c32 | p50 c1 | CPU/req | peak RSS | errors |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for k in "${ORDER[@]}"; do
-        direct=a
-        case $k in f0 | f1) direct=f0 ;; esac
+        case $k in
+        f0 | f1) vs_proxy="—" vs_direct=$(pct "$(paired "$k" f0 3 /)") ;;
+        *) vs_proxy=$(pct "$(paired "$k" b 3 /)") vs_direct=$(pct "$(paired "$k" a 3 /)") ;;
+        esac
         printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s µs | %s | %s |\n' \
-            "$k" "${LABEL[$k]}" "${RPS[$k]}" "$(ratio "${RPS[$k]}" "${RPS[b]}")" "$(ratio "${RPS[$k]}" "${RPS[$direct]}")" \
+            "$k" "${LABEL[$k]}" "${RPS[$k]}" "$vs_proxy" "$vs_direct" \
             "$(fmt_us "${P50[$k]}")" "$(fmt_us "${P99[$k]}")" "$(fmt_us "${C1[$k]}")" "${CPU[$k]}" \
             "$(fmt_mb "${HWM[$k]:-}")" "${ERR[$k]}"
     done
@@ -290,9 +302,9 @@ SECTION="$WORK/section.md"
     echo
     echo "| bar | target | measured | verdict |"
     echo "|---|---|---|---|"
-    echo "| celgate phoenix (e) throughput vs nginx proxy (b) | ≥ 50% | $(ratio "${RPS[e]}" "${RPS[b]}") | $(verdict "$PHX_VS_PROXY >= 0.5") |"
+    echo "| celgate phoenix (e) throughput vs nginx proxy (b) | ≥ 50% | $(pct "$PHX_VS_PROXY") | $(verdict "$PHX_VS_PROXY >= 0.5") |"
     echo "| added p50 at concurrency 1, e minus a | ≤ 150 µs | $(printf '%.0f' "$ADDED_C1") µs | $(verdict "$ADDED_C1 <= 150") |"
-    echo "| tracing on (e) vs off (c) throughput | ≥ 85% | $(ratio "${RPS[e]}" "${RPS[c]}") | $(verdict "$ON_VS_OFF >= 0.85") |"
+    echo "| tracing on (e) vs off (c) throughput | ≥ 85% | $(pct "$ON_VS_OFF") | $(verdict "$ON_VS_OFF >= 0.85") |"
     echo "| celgate peak RSS under sustained load (max of c, d, e, f1) | ≤ 64 MB | $(fmt_mb "$MAX_HWM") | $(verdict "$MAX_HWM <= 65536") |"
     echo "| stream TTFB through celgate minus direct (p50) | ≤ 1 ms | $TTFB_ADDED µs | $(verdict "$TTFB_ADDED <= 1000") |"
     echo

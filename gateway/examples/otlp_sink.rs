@@ -50,7 +50,10 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_BODY_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Parser)]
-#[command(name = "otlp_sink", about = "A counting OTLP trace sink for load tests")]
+#[command(
+    name = "otlp_sink",
+    about = "A counting OTLP trace sink for load tests"
+)]
 struct Args {
     /// OTLP/gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -140,7 +143,8 @@ async fn run(args: Args) -> Result<(), String> {
         l.local_addr()
             .map_err(|e| format!("cannot read a listener's address: {e}"))
     };
-    let (grpc_addr, http_addr, stats_addr) = (local(&grpc)?, local(&http)?, local(&stats_listener)?);
+    let (grpc_addr, http_addr, stats_addr) =
+        (local(&grpc)?, local(&http)?, local(&stats_listener)?);
     let stats = Arc::new(Stats::default());
     let delay = args.delay_ms.map(Duration::from_millis);
     let mode = match (args.blackhole, args.delay_ms) {
@@ -156,11 +160,7 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::spawn(accept_loop(grpc, Arc::clone(&stats), Kind::Grpc(delay)));
         tokio::spawn(accept_loop(http, Arc::clone(&stats), Kind::Http(delay)));
     }
-    tokio::spawn(accept_loop(
-        stats_listener,
-        Arc::clone(&stats),
-        Kind::Stats,
-    ));
+    tokio::spawn(accept_loop(stats_listener, Arc::clone(&stats), Kind::Stats));
 
     println!("otlp_sink ready grpc={grpc_addr} http={http_addr} stats={stats_addr} mode={mode}");
     use std::io::Write as _;
@@ -174,8 +174,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 async fn shutdown_signal() -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     tokio::select! {
         _ = term.recv() => {}
         r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot watch SIGINT: {e}"))?,
@@ -213,10 +213,8 @@ async fn serve(stream: TcpStream, stats: Arc<Stats>, kind: Kind) {
     match kind {
         Kind::Blackhole => blackhole(stream, &stats).await,
         Kind::Grpc(delay) => {
-            let service = TowerToHyperService::new(TraceServiceServer::new(Collector {
-                stats,
-                delay,
-            }));
+            let service =
+                TowerToHyperService::new(TraceServiceServer::new(Collector { stats, delay }));
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -232,13 +230,12 @@ async fn serve(stream: TcpStream, stats: Arc<Stats>, kind: Kind) {
             let service = service_fn(move |request: Request<Incoming>| {
                 let stats = Arc::clone(&stats);
                 async move {
-                    let (status, body) = if request.method() == Method::GET
-                        && request.uri().path() == "/stats"
-                    {
-                        (StatusCode::OK, stats.render())
-                    } else {
-                        (StatusCode::NOT_FOUND, "GET /stats\n".to_owned())
-                    };
+                    let (status, body) =
+                        if request.method() == Method::GET && request.uri().path() == "/stats" {
+                            (StatusCode::OK, stats.render())
+                        } else {
+                            (StatusCode::NOT_FOUND, "GET /stats\n".to_owned())
+                        };
                     Ok::<_, Infallible>(text(status, body))
                 }
             });

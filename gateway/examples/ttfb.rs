@@ -82,7 +82,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 async fn run(args: Args) -> Result<(), String> {
     let body = Bytes::from(
-        std::fs::read(&args.body).map_err(|e| format!("cannot read {}: {e}", args.body.display()))?,
+        std::fs::read(&args.body)
+            .map_err(|e| format!("cannot read {}: {e}", args.body.display()))?,
     );
     // One client (and so one pooled connection) per URL: requests run one at a time.
     let clients: Vec<HttpClient> = args
