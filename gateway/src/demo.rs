@@ -56,7 +56,7 @@ backends:
 }
 
 async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> Result<i32> {
-    let upstream = ScriptedUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let upstream = ScriptedUpstream::start_unrecorded(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("cannot start the scripted upstream")?;
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("celgate-demo"));

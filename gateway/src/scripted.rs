@@ -3,8 +3,10 @@
 //!
 //! The gateway's integration tests point a backend at it and assert on what it received
 //! ([`ScriptedUpstream::requests`]); `celgate demo` uses it as a built-in backend so spans
-//! can be seen without an LLM or an API key. It serves HTTP/1.1 and h2c (HTTP/2 with prior
-//! knowledge) on one port.
+//! can be seen without an LLM or an API key, and `celgate upstream` serves it alone (both
+//! with [`ScriptedUpstream::start_unrecorded`], which only counts requests, so memory
+//! stays flat under load). It serves HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
+//! one port.
 //!
 //! # Endpoints
 //!
@@ -27,7 +29,7 @@
 //!
 //! - the response `model` is the request's `model`; `created` is [`CREATED`]; the
 //!   response id is `chatcmpl-scripted{N}` (`cmpl-scripted{N}` for legacy completions)
-//!   where `N` is the request's 1-based position in [`ScriptedUpstream::requests`];
+//!   where `N` is the request's 1-based position in order of arrival;
 //!   every response carries `x-request-id: req_scripted{N}`;
 //! - chat content is `Scripted reply to: {text of the last user message}` (`Hello from
 //!   the scripted upstream.` when there is none); legacy completions answer
@@ -222,8 +224,12 @@ impl RecordedResponse {
 /// State shared by the accept loop, every connection and the handle.
 #[derive(Debug)]
 struct Shared {
-    requests: Mutex<Vec<RecordedRequest>>,
-    responses: Mutex<Vec<RecordedResponse>>,
+    /// `None` when requests are only counted ([`ScriptedUpstream::start_unrecorded`]).
+    requests: Option<Mutex<Vec<RecordedRequest>>>,
+    /// Requests seen so far (recorded or not).
+    seen: AtomicUsize,
+    /// Answers as sent; `None` (nothing kept) when requests are only counted.
+    responses: Option<Mutex<Vec<RecordedResponse>>>,
     /// Requests whose answer is not finished (being prepared, or its body not done).
     active: AtomicUsize,
     /// Flipped to `true` when the upstream is dropped; `hang` requests wait for it.
@@ -248,12 +254,17 @@ impl Drop for ActiveGuard {
 }
 
 impl Shared {
-    /// Appends `request` and returns its 1-based position.
-    fn record(&self, request: RecordedRequest) -> usize {
+    /// Records the request `make` describes (only built when requests are kept) and
+    /// returns its 1-based position among all requests.
+    fn record(&self, make: impl FnOnce() -> RecordedRequest) -> usize {
+        let Some(requests) = &self.requests else {
+            return self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        };
         // A panic while holding the lock cannot leave the Vec half-written, so a
         // poisoned lock is still usable.
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        requests.push(request);
+        let mut requests = requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.push(make());
+        self.seen.store(requests.len(), Ordering::Relaxed);
         requests.len()
     }
 }
@@ -269,18 +280,34 @@ pub struct ScriptedUpstream {
 
 impl ScriptedUpstream {
     /// Binds `addr` (use `127.0.0.1:0` for a free port) and starts serving on the
-    /// current tokio runtime.
+    /// current tokio runtime, keeping every request for [`requests`](Self::requests).
     ///
     /// # Errors
     ///
     /// When the address cannot be bound.
     pub async fn start(addr: SocketAddr) -> std::io::Result<ScriptedUpstream> {
+        ScriptedUpstream::bind(addr, true).await
+    }
+
+    /// Like [`start`](Self::start), but requests are only counted, not kept, so
+    /// memory stays flat however long it serves (`celgate upstream`, `celgate demo`,
+    /// load tests); [`requests`](Self::requests) is always empty.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn start_unrecorded(addr: SocketAddr) -> std::io::Result<ScriptedUpstream> {
+        ScriptedUpstream::bind(addr, false).await
+    }
+
+    async fn bind(addr: SocketAddr, record: bool) -> std::io::Result<ScriptedUpstream> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            requests: Mutex::new(Vec::new()),
-            responses: Mutex::new(Vec::new()),
+            requests: record.then(|| Mutex::new(Vec::new())),
+            seen: AtomicUsize::new(0),
+            responses: record.then(|| Mutex::new(Vec::new())),
             active: AtomicUsize::new(0),
             shutdown,
         });
@@ -298,23 +325,25 @@ impl ScriptedUpstream {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Every request received so far, in order of arrival (of their complete bodies).
+    /// Every request received so far, in order of arrival (of their complete bodies);
+    /// empty when started with [`start_unrecorded`](Self::start_unrecorded).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.requests.as_ref().map_or_else(Vec::new, |r| {
+            r.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        })
+    }
+
+    /// How many requests arrived so far (recorded or not).
+    pub fn request_count(&self) -> usize {
+        self.shared.seen.load(Ordering::Relaxed)
     }
 
     /// Every answer whose body is over (ended, failed, reset or dropped), in the order
     /// they ended.
     pub fn responses(&self) -> Vec<RecordedResponse> {
-        self.shared
-            .responses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.responses.as_ref().map_or_else(Vec::new, |r| {
+            r.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        })
     }
 
     /// Answers still in progress: requests being answered plus bodies not over yet.
@@ -471,7 +500,7 @@ async fn answer(
         Ok(collected) => (collected.to_bytes(), None),
         Err(error) => (Bytes::new(), Some(error)),
     };
-    let seq = shared.record(RecordedRequest {
+    let seq = shared.record(|| RecordedRequest {
         method: parts.method.to_string(),
         path: parts
             .uri
@@ -1473,6 +1502,9 @@ impl ScriptedBody {
 impl Drop for ScriptedBody {
     fn drop(&mut self) {
         let Some(log) = self.log.take() else { return };
+        let Some(responses) = &log.shared.responses else {
+            return;
+        };
         let mut body = Vec::with_capacity(log.frames.iter().map(Bytes::len).sum());
         for frame in &log.frames {
             body.extend_from_slice(frame);
@@ -1484,8 +1516,7 @@ impl Drop for ScriptedBody {
             body: Bytes::from(body),
             end: log.end,
         };
-        log.shared
-            .responses
+        responses
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(record);
@@ -1526,7 +1557,9 @@ impl Body for ScriptedBody {
         match this.events.pop_front() {
             Some(event) => {
                 this.sent += 1;
-                if let Some(log) = &mut this.log {
+                if let Some(log) = &mut this.log
+                    && log.shared.responses.is_some()
+                {
                     log.frames.push(event.clone());
                 }
                 if this.events.is_empty() && this.end == End::Finish {
@@ -2387,6 +2420,27 @@ mod tests {
 
         let paths: Vec<String> = up.requests().into_iter().map(|r| r.path).collect();
         assert_eq!(paths.len(), 7, "every request is recorded: {paths:?}");
+    }
+
+    #[tokio::test]
+    async fn unrecorded_counts_requests_but_keeps_none() {
+        let up = ScriptedUpstream::start_unrecorded("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            let reply = post(&up, "/v1/chat/completions", &chat_request()).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            // Ids still count requests, as when they are recorded.
+            assert_eq!(reply.json()["id"], format!("chatcmpl-scripted{n}"));
+            assert_eq!(reply.headers["x-request-id"], format!("req_scripted{n}"));
+        }
+        assert_eq!(up.request_count(), 3);
+        assert!(up.requests().is_empty());
+
+        let recorded = upstream().await;
+        post(&recorded, "/v1/chat/completions", &chat_request()).await;
+        assert_eq!(recorded.request_count(), 1);
+        assert_eq!(recorded.requests().len(), 1);
     }
 
     #[tokio::test]

@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# Load harness: celgate against nginx on this machine, with wrk.
+#
+#   bench/run.sh                  full run (about 5 minutes after the build), writes BENCHMARKS.md
+#   bench/run.sh --quick          short runs, one round (CI smoke); prints only
+#   bench/run.sh --with-litellm   also LiteLLM's proxy (bench/litellm.sh; virtualenv in bench/.venv)
+#
+# Options: --rounds N, --duration S (concurrency-32 runs), --c1-duration S,
+# --write / --no-write (BENCHMARKS.md section between <!-- load:begin --> and
+# <!-- load:end -->; default: write unless --quick). BENCH_KEEP_WORK=1 keeps the
+# temp dir (configs, logs). CARGO_TARGET_DIR is honoured.
+#
+# Configurations, measured in rounds (a b c d e f0 f1 [L], then again) so machine
+# noise hits them alike; the table shows medians over the rounds:
+#   a  wrk -> nginx origin (a fixed chat completion, `return 200`)
+#   b  wrk -> nginx reverse proxy (keepalive upstream) -> a
+#   c  wrk -> celgate, tracing off (no exporter, randomSampling: false) -> a
+#   d  wrk -> celgate, jaeger preset, OTLP/gRPC to a live sink -> a
+#   e  wrk -> celgate, phoenix preset (content on), OTLP/gRPC to a live sink -> a
+#   f0 wrk -> scripted SSE upstream (`celgate upstream`), streamed chat
+#   f1 wrk -> celgate (phoenix, exporting) -> f0
+#   L  wrk -> LiteLLM proxy (otel callback to a live sink) -> a   (--with-litellm)
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+COMMAND="bench/run.sh${*:+ $*}"
+QUICK=0
+WITH_LITELLM=0
+WRITE=""
+ROUNDS=""
+D32=""
+D1=""
+while (($#)); do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --with-litellm) WITH_LITELLM=1 ;;
+    --write) WRITE=1 ;;
+    --no-write) WRITE=0 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) D32=$2; shift ;;
+    --c1-duration) D1=$2; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+if ((QUICK)); then
+    : "${ROUNDS:=1}" "${D32:=2}" "${D1:=1}" "${WRITE:=0}"
+    TTFB_N=40
+else
+    : "${ROUNDS:=3}" "${D32:=8}" "${D1:=4}" "${WRITE:=1}"
+    TTFB_N=300
+fi
+# LiteLLM answers ~100 req/s: shorter runs are enough.
+D32_SLOW=$(((D32 + 1) / 2))
+D1_SLOW=$(((D1 + 1) / 2))
+RUN_START=$SECONDS
+
+ensure_tools
+build_release
+LOAD_START=$(load_avg)
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+# --- processes ---------------------------------------------------------------------
+start_origin
+start_nginx proxy \
+    'location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }' \
+    "upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }"
+PROXY_PORT=$NGINX_PORT
+PROXY_PID=$NGINX_PID
+start_upstream
+start_sink jaeger
+JAEGER_SINK=$SINK_GRPC JAEGER_SINK_STATS=$SINK_STATS JAEGER_SINK_PID=$SINK_PID
+start_sink phoenix
+PHOENIX_SINK=$SINK_GRPC PHOENIX_SINK_STATS=$SINK_STATS PHOENIX_SINK_PID=$SINK_PID
+start_sink stream
+STREAM_SINK=$SINK_GRPC STREAM_SINK_STATS=$SINK_STATS STREAM_SINK_PID=$SINK_PID
+
+ORIGIN_URL="http://127.0.0.1:$ORIGIN_PORT/v1"
+start_celgate off "$(celgate_config "$ORIGIN_URL")"
+OFF_ADDR=$CG_ADDR OFF_PID=$CG_PID OFF_ADMIN=$CG_ADMIN
+start_celgate jaeger "$(celgate_config "$ORIGIN_URL" "$(tracing_block jaeger "http://$JAEGER_SINK" grpc)")"
+JAEGER_ADDR=$CG_ADDR JAEGER_PID=$CG_PID JAEGER_ADMIN=$CG_ADMIN
+start_celgate phoenix "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$PHOENIX_SINK" grpc)")"
+PHOENIX_ADDR=$CG_ADDR PHOENIX_PID=$CG_PID PHOENIX_ADMIN=$CG_ADMIN
+start_celgate stream "$(celgate_config "http://$UP_ADDR/v1" "$(tracing_block phoenix "http://$STREAM_SINK" grpc)")"
+STREAM_ADDR=$CG_ADDR STREAM_PID=$CG_PID STREAM_ADMIN=$CG_ADMIN
+
+if ((WITH_LITELLM)); then
+    # shellcheck source=bench/litellm.sh
+    source "$BENCH_DIR/litellm.sh"
+    start_sink litellm
+    LITELLM_SINK=$SINK_GRPC LITELLM_SINK_STATS=$SINK_STATS LITELLM_SINK_PID=$SINK_PID
+    start_litellm "$ORIGIN_URL" "http://$LITELLM_SINK"
+fi
+
+# --- what to measure ---------------------------------------------------------------
+PATH_CHAT=/v1/chat/completions
+declare -A LABEL URL ARGS CPU_PIDS SLOW
+ORDER=(a b c d e f0 f1)
+LABEL[a]="direct to nginx (fixed chat completion)"
+URL[a]="http://127.0.0.1:$ORIGIN_PORT$PATH_CHAT"
+CPU_PIDS[a]="$ORIGIN_PID $(children_of "$ORIGIN_PID")"
+LABEL[b]="nginx reverse proxy -> a"
+URL[b]="http://127.0.0.1:$PROXY_PORT$PATH_CHAT"
+CPU_PIDS[b]="$PROXY_PID $(children_of "$PROXY_PID")"
+LABEL[c]="celgate, tracing off -> a"
+URL[c]="http://$OFF_ADDR$PATH_CHAT"
+CPU_PIDS[c]=$OFF_PID
+LABEL[d]="celgate, jaeger preset, OTLP/gRPC -> a"
+URL[d]="http://$JAEGER_ADDR$PATH_CHAT"
+CPU_PIDS[d]=$JAEGER_PID
+LABEL[e]="celgate, phoenix preset (content), OTLP/gRPC -> a"
+URL[e]="http://$PHOENIX_ADDR$PATH_CHAT"
+CPU_PIDS[e]=$PHOENIX_PID
+LABEL[f0]="stream: direct to scripted SSE upstream"
+URL[f0]="http://$UP_ADDR$PATH_CHAT"
+ARGS[f0]=stream
+CPU_PIDS[f0]=$UP_PID
+LABEL[f1]="stream: celgate (phoenix, OTLP/gRPC) -> f0"
+URL[f1]="http://$STREAM_ADDR$PATH_CHAT"
+ARGS[f1]=stream
+CPU_PIDS[f1]=$STREAM_PID
+if ((WITH_LITELLM)); then
+    ORDER+=(L)
+    LABEL[L]="LiteLLM $LITELLM_VERSION proxy, otel callback (OTLP/gRPC) -> a"
+    URL[L]="http://$LITELLM_ADDR$PATH_CHAT"
+    CPU_PIDS[L]="$LITELLM_PID $(children_of "$LITELLM_PID")"
+    SLOW[L]=1
+fi
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+
+# measure KEY ROUND: one concurrency-32 run (throughput, latency, CPU) and one
+# concurrency-1 run (latency).
+measure() {
+    local k=$1 r=$2 d32=$D32 d1=$D1 t0 t1 cpu rps p50 p99 e32
+    if [ -n "${SLOW[$k]:-}" ]; then d32=$D32_SLOW d1=$D1_SLOW; fi
+    t0=$(proc_ticks ${CPU_PIDS[$k]})
+    run_wrk 2 32 "$d32" "${URL[$k]}" ${ARGS[$k]:-}
+    t1=$(proc_ticks ${CPU_PIDS[$k]})
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_requests" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }')
+    rps=$W_rps p50=$W_lat_p50_us p99=$W_lat_p99_us e32=$W_errors
+    run_wrk 1 1 "$d1" "${URL[$k]}" ${ARGS[$k]:-}
+    echo "$k $r $rps $p50 $p99 $W_lat_p50_us $cpu $((e32 + W_errors))" >>"$RESULTS"
+    log "round $r $k: $rps req/s, p50 ${p50}us p99 ${p99}us, c1 p50 ${W_lat_p50_us}us, ${cpu}us CPU/req, errors $((e32 + W_errors))"
+}
+
+# Warm-up (connection pools, allocator, caches), and a check that every target answers.
+log "warm-up"
+for k in "${ORDER[@]}"; do
+    run_wrk 2 32 "$([ -n "${SLOW[$k]:-}" ] && echo 3 || echo 2)" "${URL[$k]}" ${ARGS[$k]:-}
+    ((W_requests > 0 && W_errors == 0)) ||
+        die "warm-up of $k (${LABEL[$k]}) failed: $W_requests requests, $W_errors errors (non-2xx: $W_err_status)"
+done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    for k in "${ORDER[@]}"; do
+        measure "$k" "$r"
+    done
+done
+
+# --- after the load ----------------------------------------------------------------
+col() { awk -v k="$1" -v c="$2" '$1 == k { print $c }' "$RESULTS" | median; }
+declare -A RPS P50 P99 C1 CPU ERR
+for k in "${ORDER[@]}"; do
+    RPS[$k]=$(col "$k" 3)
+    P50[$k]=$(col "$k" 4)
+    P99[$k]=$(col "$k" 5)
+    C1[$k]=$(col "$k" 6)
+    CPU[$k]=$(col "$k" 7)
+    ERR[$k]=$(awk -v k="$k" '$1 == k { s += $8 } END { print s + 0 }' "$RESULTS")
+done
+declare -A HWM
+HWM[c]=$(status_kb "$OFF_PID" VmHWM)
+HWM[d]=$(status_kb "$JAEGER_PID" VmHWM)
+HWM[e]=$(status_kb "$PHOENIX_PID" VmHWM)
+HWM[f1]=$(status_kb "$STREAM_PID" VmHWM)
+HWM[f0]=$(status_kb "$UP_PID" VmHWM)
+HWM[a]=$(status_kb "$(children_of "$ORIGIN_PID" | head -1)" VmHWM)
+HWM[b]=$(status_kb "$(children_of "$PROXY_PID" | head -1)" VmHWM)
+if ((WITH_LITELLM)); then HWM[L]=$(status_kb "$LITELLM_PID" VmHWM); fi
+
+# Time to first byte of a stream, direct and through celgate, requests alternating.
+STREAM_BODY='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"What is the capital of France? Answer in one short sentence."}],"temperature":0.2,"max_tokens":64}'
+printf '%s' "$STREAM_BODY" >"$WORK/stream.json"
+sed 's/"gpt-4o-mini"/"drip-5"/' "$WORK/stream.json" >"$WORK/drip.json"
+log "time to first byte ($TTFB_N requests each, alternating)"
+"$TTFB" --body "$WORK/stream.json" --n "$TTFB_N" "${URL[f0]}" "${URL[f1]}" >"$WORK/ttfb.txt" ||
+    die "ttfb failed: $(cat "$WORK/ttfb.txt")"
+"$TTFB" --body "$WORK/drip.json" --n $((TTFB_N / 10 + 5)) --warmup 3 "${URL[f0]}" "${URL[f1]}" >"$WORK/ttfb-drip.txt" ||
+    die "ttfb (drip) failed: $(cat "$WORK/ttfb-drip.txt")"
+ttfb_field() { # FILE LINE_NO FIELD
+    sed -n "${2}p" "$1" | tr ' ' '\n' | awk -F= -v f="$3" '$1 == f { print $2 }'
+}
+TTFB_DIRECT=$(ttfb_field "$WORK/ttfb.txt" 1 first_byte_p50_us)
+TTFB_CELGATE=$(ttfb_field "$WORK/ttfb.txt" 2 first_byte_p50_us)
+TTFB_DIRECT_P90=$(ttfb_field "$WORK/ttfb.txt" 1 first_byte_p90_us)
+TTFB_CELGATE_P90=$(ttfb_field "$WORK/ttfb.txt" 2 first_byte_p90_us)
+DRIP_DIRECT=$(ttfb_field "$WORK/ttfb-drip.txt" 1 first_byte_p50_us)
+DRIP_CELGATE=$(ttfb_field "$WORK/ttfb-drip.txt" 2 first_byte_p50_us)
+DRIP_TOTAL_DIRECT=$(ttfb_field "$WORK/ttfb-drip.txt" 1 total_p50_us)
+DRIP_TOTAL_CELGATE=$(ttfb_field "$WORK/ttfb-drip.txt" 2 total_p50_us)
+
+# Spans: what celgate says it exported/dropped, and what the sinks received, once
+# every span is accounted for (the exporter's batch timer fires every 5 s).
+settle_spans() { # ADMIN
+    local deadline=$((SECONDS + 20)) requests done_
+    while ((SECONDS < deadline)); do
+        requests=$(metric "$1" celgate_requests_total)
+        done_=$(($(metric "$1" celgate_spans_exported_total) + $(metric "$1" celgate_spans_dropped_total)))
+        if ((done_ >= requests)); then return 0; fi
+        sleep 0.2
+    done
+    log "warning: celgate at $1 still has unexported spans after 20 s"
+}
+for admin in "$JAEGER_ADMIN" "$PHOENIX_ADMIN" "$STREAM_ADMIN"; do settle_spans "$admin"; done
+spans_row() { # LABEL ADMIN SINK_STATS SINK_PID
+    local requests exported dropped received sink_cpu
+    requests=$(metric "$2" celgate_requests_total)
+    exported=$(metric "$2" celgate_spans_exported_total)
+    dropped=$(metric "$2" celgate_spans_dropped_total)
+    received=$(sink_stat "$3" spans)
+    sink_cpu=$(awk -v t="$(proc_ticks "$4")" -v hz="$CLK_TCK" -v n="$received" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }')
+    echo "| $1 | $requests | $exported | $dropped | $received | $sink_cpu |"
+}
+
+LOAD_END=$(load_avg)
+
+# --- report ------------------------------------------------------------------------
+fmt_us() { awk -v v="$1" 'BEGIN { if (v >= 10000) printf "%.1f ms", v / 1000; else printf "%d µs", v }'; }
+fmt_mb() { awk -v v="$1" 'BEGIN { if (v == "") print "—"; else printf "%.1f MB", v / 1024 }'; }
+# paired KEY1 KEY2 COLUMN OP: the median over rounds of (KEY1's value OP KEY2's value) in
+# the same round, OP being / or -: a ratio or difference within one round, where both
+# saw the same machine noise.
+paired() {
+    awk -v k1="$1" -v k2="$2" -v c="$3" -v op="$4" '
+        $1 == k1 { a[$2] = $c } $1 == k2 { b[$2] = $c }
+        END { for (r in a) if (r in b) print (op == "/" ? (b[r] > 0 ? a[r] / b[r] : 0) : a[r] - b[r]) }' "$RESULTS" | median
+}
+pct() { awk -v v="$1" 'BEGIN { if (v < 0.1) printf "%.1f%%", 100 * v; else printf "%.0f%%", 100 * v }'; }
+# verdict 'AWK CONDITION'
+verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "**NOT MET**"; fi; }
+
+PHX_VS_PROXY=$(paired e b 3 /)
+ADDED_C1=$(paired e a 6 -)
+ON_VS_OFF=$(paired e c 3 /)
+MAX_HWM=0
+for k in c d e f1; do
+    if ((HWM[$k] > MAX_HWM)); then MAX_HWM=${HWM[$k]}; fi
+done
+TTFB_ADDED=$((TTFB_CELGATE - TTFB_DIRECT))
+DRIP_ADDED=$((DRIP_CELGATE - DRIP_DIRECT))
+
+VERSION_CELGATE=$("$CELGATE" --version | awk '{ print $2 }')
+COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$REPO_DIR" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ", uncommitted changes" || true)
+VERSION_NGINX=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
+# wrk --version prints its version and usage, then exits 1.
+VERSION_WRK=$( (wrk --version 2>&1 || true) | awk 'NR == 1 { print $2 }')
+VERSION_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
+ELAPSED=$((SECONDS - RUN_START))
+
+SECTION="$WORK/section.md"
+{
+    echo "## Load: celgate against nginx, measured with wrk"
+    echo
+    echo "Generated by \`$COMMAND\` on $DATE (whole run ${ELAPSED}s, of which the release build ${BUILD_SECONDS}s)."
+    echo "celgate $VERSION_CELGATE (commit $COMMIT$DIRTY), $VERSION_NGINX, wrk $VERSION_WRK, $VERSION_RUSTC."
+    echo "Machine: $(machine_line). Load average at start $LOAD_START, at end $LOAD_END."
+    echo
+    echo "**wrk runs on the same cores as the proxy under test, the upstream and the OTLP sink**"
+    echo "(there are $(nproc) of them), so every figure is what is left after the load generator"
+    echo "took its share; compare rows with each other, not with numbers from a dedicated client."
+    echo "wrk: POST of a 2-message chat completion, \`-t2 -c32 -d${D32}s\` for throughput, p50 and p99,"
+    echo "then \`-t1 -c1 -d${D1}s\` for the concurrency-1 p50$( ((WITH_LITELLM)) && echo " (LiteLLM: ${D32_SLOW}s and ${D1_SLOW}s)")."
+    echo "$ROUNDS round(s), each measuring every row in turn; the table shows the median over the"
+    echo "rounds, except ratios and differences (the \"vs\" columns and the bars): those are the"
+    echo "median of the per-round ratios or differences, each comparing runs seconds apart. CPU is"
+    echo "utime+stime of the process under test (nginx: master and workers) over the concurrency-32"
+    echo "run, divided by its requests. Peak RSS is VmHWM at the end of the run."
+    echo "nginx: \`worker_processes auto\`, access log off; celgate: access log off, 2 runtime workers;"
+    echo "OTLP sinks: \`gateway/examples/otlp_sink.rs\` (decodes every export, answers at once)."
+    echo
+    echo "| | configuration | req/s (c32) | vs nginx proxy | vs direct | p50 c32 | p99 c32 | p50 c1 | CPU/req | peak RSS | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for k in "${ORDER[@]}"; do
+        case $k in
+        f0 | f1) vs_proxy="—" vs_direct=$(pct "$(paired "$k" f0 3 /)") ;;
+        *) vs_proxy=$(pct "$(paired "$k" b 3 /)") vs_direct=$(pct "$(paired "$k" a 3 /)") ;;
+        esac
+        printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s µs | %s | %s |\n' \
+            "$k" "${LABEL[$k]}" "${RPS[$k]}" "$vs_proxy" "$vs_direct" \
+            "$(fmt_us "${P50[$k]}")" "$(fmt_us "${P99[$k]}")" "$(fmt_us "${C1[$k]}")" "${CPU[$k]}" \
+            "$(fmt_mb "${HWM[$k]:-}")" "${ERR[$k]}"
+    done
+    echo
+    echo "Row a's CPU is the nginx origin's own; f0's is the scripted upstream's. Peak RSS of a and b"
+    echo "is one nginx worker's. Errors: wrk socket errors plus non-2xx answers, all rounds."
+    echo
+    echo "| bar | target | measured | verdict |"
+    echo "|---|---|---|---|"
+    echo "| celgate phoenix (e) throughput vs nginx proxy (b) | ≥ 50% | $(pct "$PHX_VS_PROXY") | $(verdict "$PHX_VS_PROXY >= 0.5") |"
+    echo "| added p50 at concurrency 1, e minus a | ≤ 150 µs | $(printf '%.0f' "$ADDED_C1") µs | $(verdict "$ADDED_C1 <= 150") |"
+    echo "| tracing on (e) vs off (c) throughput | ≥ 85% | $(pct "$ON_VS_OFF") | $(verdict "$ON_VS_OFF >= 0.85") |"
+    echo "| celgate peak RSS under sustained load (max of c, d, e, f1) | ≤ 64 MB | $(fmt_mb "$MAX_HWM") | $(verdict "$MAX_HWM <= 65536") |"
+    echo "| stream TTFB through celgate minus direct (p50) | ≤ 1 ms | $TTFB_ADDED µs | $(verdict "$TTFB_ADDED <= 1000") |"
+    echo
+    echo "Time to first byte of a streamed chat completion (\`gateway/examples/ttfb.rs\`: one request"
+    echo "at a time on a kept-alive connection, direct and through celgate alternating; first byte ="
+    echo "first non-empty body chunk, i.e. the first SSE event):"
+    echo
+    echo "| stream | requests each | direct p50 | celgate p50 | added | direct p90 | celgate p90 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| events back to back | $TTFB_N | $TTFB_DIRECT µs | $TTFB_CELGATE µs | $TTFB_ADDED µs | $TTFB_DIRECT_P90 µs | $TTFB_CELGATE_P90 µs |"
+    echo "| \`drip-5\` (5 ms before each event) | $((TTFB_N / 10 + 5)) | $DRIP_DIRECT µs | $DRIP_CELGATE µs | $DRIP_ADDED µs | — | — |"
+    echo
+    echo "With \`drip-5\` the whole stream took $(fmt_us "$DRIP_TOTAL_DIRECT") direct and $(fmt_us "$DRIP_TOTAL_CELGATE") through"
+    echo "celgate (p50): events are passed on as they arrive, not buffered."
+    echo
+    echo "Spans at the end of the run (celgate's \`/metrics\`; the sink's count; the sink's CPU per span):"
+    echo
+    echo "| celgate | requests | spans exported | spans dropped | sink received | sink CPU/span (µs) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    spans_row "d (jaeger)" "$JAEGER_ADMIN" "$JAEGER_SINK_STATS" "$JAEGER_SINK_PID"
+    spans_row "e (phoenix)" "$PHOENIX_ADMIN" "$PHOENIX_SINK_STATS" "$PHOENIX_SINK_PID"
+    spans_row "f1 (phoenix, stream)" "$STREAM_ADMIN" "$STREAM_SINK_STATS" "$STREAM_SINK_PID"
+    if ((WITH_LITELLM)); then
+        echo
+        echo "LiteLLM $LITELLM_VERSION (\`bench/requirements.txt\`, config \`bench/litellm.yaml\`, one uvicorn"
+        echo "worker, \`callbacks: [\"otel\"]\` exporting OTLP/gRPC): its sink received $(sink_stat "$LITELLM_SINK_STATS" spans) spans"
+        echo "in $(sink_stat "$LITELLM_SINK_STATS" exports) exports."
+    fi
+} >"$SECTION"
+
+cat "$SECTION"
+if [ "$WRITE" = 1 ]; then
+    replace_section "$REPO_DIR/BENCHMARKS.md" '<!-- load:begin -->' '<!-- load:end -->' "$SECTION"
+    log "wrote the load section of BENCHMARKS.md"
+fi
+log "done in $((SECONDS - RUN_START))s"
