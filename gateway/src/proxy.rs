@@ -169,12 +169,24 @@ pub async fn handle(
                 ),
             );
         }
-        let bytes = match Limited::new(body, settings.max_body_bytes as usize)
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let read = Limited::new(body, settings.max_body_bytes as usize).collect();
+        let bytes = match tokio::time::timeout(settings.request_timeout, read).await {
+            Err(_) => {
+                // A client that declared more than it sends, or trickles it, would
+                // otherwise hold the connection and its buffer forever.
+                return refuse(
+                    flight,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {:?} (server.requestTimeout)",
+                        settings.request_timeout
+                    ),
+                );
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return refuse(
                     flight,
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -186,7 +198,7 @@ pub async fn handle(
                     ),
                 );
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 return refuse(
                     flight,
                     StatusCode::BAD_REQUEST,
