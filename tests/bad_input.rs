@@ -732,8 +732,9 @@ fn check(
             ));
         }
     }
+    let reached = !new_upstream.is_empty();
     if let Some(forwarded) = e.forwarded
-        && forwarded != !new_upstream.is_empty()
+        && forwarded != reached
     {
         wrong.push(format!(
             "reached the upstream {} times (want {})",
