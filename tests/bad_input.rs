@@ -935,3 +935,31 @@ fn hostile_requests_get_the_expected_answers_and_leave_the_gateway_healthy() {
         failures.join("\n")
     );
 }
+
+/// A connection that never sends a byte is dropped at shutdown, not waited for until
+/// `server.requestTimeout` (60 s here) runs out.
+#[test]
+fn a_silent_connection_does_not_delay_shutdown() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::http();
+    let config = config(&upstream, &receiver).replace("requestTimeout: 1s", "requestTimeout: 60s");
+    let mut gateway = Gateway::start(&config, &[]);
+    let silent = TcpStream::connect(gateway.addr()).expect("connect");
+    // The gateway has accepted it once a normal call on another connection is served.
+    let (tp, _) = new_traceparent(7);
+    assert_eq!(normal_call(gateway.addr(), &tp, "hi").status, 200);
+    let started = Instant::now();
+    gateway.send_signal(support::Signal::Term);
+    let status = gateway.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        gateway.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a silent connection open",
+        started.elapsed()
+    );
+    drop(silent);
+}

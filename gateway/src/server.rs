@@ -189,6 +189,8 @@ pub async fn serve(
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
+    // Ends the wait for a connection's first bytes when shutting down.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -218,8 +220,13 @@ pub async fn serve(
                     .timer(TokioTimer::new())
                     .header_read_timeout(request_timeout);
                 let watcher = graceful.watcher();
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
-                    if !first_bytes_arrive(&stream, request_timeout).await {
+                    let arrived = tokio::select! {
+                        arrived = first_bytes_arrive(&stream, request_timeout) => arrived,
+                        _ = stop.wait_for(|s| *s) => false,
+                    };
+                    if !arrived {
                         tracing::debug!("connection from {remote} sent no request within {request_timeout:?}");
                         return;
                     }
@@ -233,6 +240,7 @@ pub async fn serve(
         }
     }
     drop(proxy_listener);
+    let _ = stopping.send(true);
     shared
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
