@@ -182,7 +182,9 @@ pub struct RequestFacts {
 ///
 /// Only a body that is not JSON or not an object is an error; any other unexpected
 /// shape yields less information. Of a key given twice, the last one counts (as for
-/// the client's JSON parser), even when its value is not of the expected type.
+/// the client's JSON parser), even when its value is not of the expected type. Values
+/// of keys it does not read are skipped without checking that their text is UTF-8, so
+/// stray bytes in such a field cost the span nothing.
 pub fn parse_response(
     operation: Operation,
     body: &[u8],
@@ -973,6 +975,20 @@ mod tests {
             Some(&body[..])
         );
         assert_eq!(ex.response_model, None);
+    }
+
+    #[test]
+    fn response_bytes_in_an_unread_field_do_not_hide_the_model() {
+        // Found by the request_parse fuzz target: not JSON to a strict parser (the
+        // bytes are not UTF-8), yet the fields the span reads are intact.
+        let body = b"{\"model\":\"m\",\"system_fingerprint\":\"\xda\xda\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        let ex = response(Operation::Chat, body);
+        assert_eq!(ex.response_model.as_deref(), Some("m"));
+        assert_eq!(ex.total_tokens, Some(5));
+        // In a field it reads, the same bytes make the body invalid.
+        let mut ex = Exchange::default();
+        assert!(parse_response(Operation::Chat, b"{\"model\":\"\xda\"}", &mut ex).is_err());
     }
 
     #[test]
