@@ -38,7 +38,9 @@ fn check_request(op: Operation, data: &[u8], json: Option<&Value>) {
         (Ok(_), Some(Value::Object(map))) => map,
         (Ok(_), other) => panic!("{op:?}: accepted, but serde_json finds {other:?}"),
         (Err(ParseError::InvalidJson { .. }), None) => return,
-        (Err(ParseError::NotAnObject { .. }), Some(v)) if !v.is_object() => return,
+        // A top-level non-object is refused as such without reading it through, so
+        // it may hold what a strict parser would call invalid.
+        (Err(ParseError::NotAnObject { .. }), v) if !v.is_some_and(Value::is_object) => return,
         (
             Err(ParseError::InvalidField { .. } | ParseError::MissingField { .. }),
             Some(Value::Object(_)),
@@ -88,7 +90,9 @@ fn check_response(op: Operation, data: &[u8], strict: Option<&Value>, json: Opti
         (Ok(()), Some(Value::Object(map))) => map,
         (Ok(()), other) => panic!("{op:?}: accepted, but serde_json finds {other:?}"),
         (Err(ParseError::InvalidJson { .. }), _) if strict.is_none() => return,
-        (Err(ParseError::NotAnObject { .. }), Some(v)) if !v.is_object() => return,
+        // A top-level non-object is refused as such without reading it through, so
+        // it may hold what a strict parser would call invalid.
+        (Err(ParseError::NotAnObject { .. }), v) if !v.is_some_and(Value::is_object) => return,
         (Err(e), other) => panic!("{op:?}: refused ({e}), but serde_json finds {other:?}"),
     };
     assert_eq!(
