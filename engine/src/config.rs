@@ -63,6 +63,10 @@ pub struct Server {
     /// How long in-flight requests (streams included) may run on after SIGTERM
     /// (default `30s`).
     pub shutdown_timeout: Option<DurationText>,
+    /// Longest a client may take to send a request's headers, and the whole body of
+    /// an LLM call (default `30s`); a slower one gets a 408 (headers: the connection
+    /// is closed).
+    pub request_timeout: Option<DurationText>,
     /// One line per request on stdout.
     #[serde(default)]
     pub access_log: AccessLog,

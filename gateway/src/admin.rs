@@ -158,6 +158,7 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             "maxBodyBytes": g.settings.server.max_body_bytes,
             "maxJsonDepth": g.settings.server.max_json_depth,
             "shutdownTimeoutMs": g.settings.server.shutdown_timeout.as_millis() as u64,
+            "requestTimeoutMs": g.settings.server.request_timeout.as_millis() as u64,
             "accessLog": format!("{:?}", g.settings.server.access_log).to_lowercase(),
         },
         "backends": backends,

@@ -80,15 +80,23 @@ const NON_PARAM_KEYS: [&str; 6] = ["model", "messages", "tools", "stream", "prom
 ///
 /// For [`Operation::Other`] only the generic fields are read; `messages` is used when
 /// it is well-formed and ignored otherwise.
+///
+/// A top-level key given twice means its last value everywhere (`model` included), as
+/// it does to most JSON parsers; [`RequestFacts::duplicate_keys`] tells the caller, so
+/// the proxy can forward a body that says the same to every parser upstream.
 pub fn parse_request(
     operation: Operation,
     body: &[u8],
     ex: &mut Exchange,
-) -> Result<(), ParseError> {
+) -> Result<RequestFacts, ParseError> {
     ex.operation = operation;
     ex.request_body = Some(String::from_utf8_lossy(body).into_owned());
 
     let entries = parse_top_level(BodyKind::Request, body, |_| true)?;
+    let duplicate_keys = {
+        let mut seen = HashSet::with_capacity(entries.len());
+        !entries.iter().all(|(k, _)| seen.insert(k.as_str()))
+    };
 
     let mut model = None;
     let mut stream = None;
@@ -146,8 +154,21 @@ pub fn parse_request(
     ex.streaming = streaming;
     ex.tools = tools;
     ex.prompt = prompt;
-    ex.params = dedup_last_wins(params);
-    Ok(())
+    ex.params = if duplicate_keys {
+        dedup_last_wins(params)
+    } else {
+        params
+    };
+    Ok(RequestFacts { duplicate_keys })
+}
+
+/// What [`parse_request`] found out about a request body beyond the [`Exchange`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestFacts {
+    /// The top-level object has a key more than once. JSON leaves the meaning open
+    /// (RFC 8259 §4): most parsers keep the last, some the first, some refuse it.
+    pub duplicate_keys: bool,
 }
 
 /// Parses a non-streaming OpenAI-compatible response body into `ex`.
@@ -160,7 +181,10 @@ pub fn parse_request(
 /// and useless in a trace); their `data` is skipped without being materialized.
 ///
 /// Only a body that is not JSON or not an object is an error; any other unexpected
-/// shape yields less information.
+/// shape yields less information. Of a key given twice, the last one counts (as for
+/// the client's JSON parser), even when its value is not of the expected type. Values
+/// of keys it does not read are skipped without checking that their text is UTF-8, so
+/// stray bytes in such a field cost the span nothing.
 pub fn parse_response(
     operation: Operation,
     body: &[u8],
@@ -209,7 +233,8 @@ fn parse_response_fields(
     } else {
         |k| matches!(k, "id" | "model" | "usage" | "choices")
     };
-    let entries = parse_top_level(BodyKind::Response, body, keep)?;
+    // A duplicated key means what it means to the client's JSON parser: the last one.
+    let entries = dedup_last_wins(parse_top_level(BodyKind::Response, body, keep)?);
 
     let mut choices = Vec::new();
     for (key, value) in entries {
@@ -1069,6 +1094,36 @@ mod tests {
     }
 
     #[test]
+    fn response_bytes_in_an_unread_field_do_not_hide_the_model() {
+        // Found by the request_parse fuzz target: not JSON to a strict parser (the
+        // bytes are not UTF-8), yet the fields the span reads are intact.
+        let body = b"{\"model\":\"m\",\"system_fingerprint\":\"\xda\xda\",\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        let ex = response(Operation::Chat, body);
+        assert_eq!(ex.response_model.as_deref(), Some("m"));
+        assert_eq!(ex.total_tokens, Some(5));
+        // In a field it reads, the same bytes make the body invalid.
+        let mut ex = Exchange::default();
+        assert!(parse_response(Operation::Chat, b"{\"model\":\"\xda\"}", &mut ex).is_err());
+    }
+
+    #[test]
+    fn response_duplicate_keys_mean_the_last_one() {
+        // What an SDK's JSON parser reads: the last `model`, even when it is not a
+        // string; the first one used to win whenever the last had the wrong type.
+        let ex = response(
+            Operation::Chat,
+            br#"{"model":"a","id":"x","model":1,"choices":[{"message":{"content":"c"}}],"id":"y","choices":5,"usage":{"prompt_tokens":1},"usage":null}"#,
+        );
+        assert_eq!(ex.response_model, None);
+        assert_eq!(ex.response_id.as_deref(), Some("y"));
+        assert!(ex.choices.is_empty());
+        assert_eq!(ex.input_tokens, None);
+        let ex = response(Operation::Chat, br#"{"model":1,"model":"b"}"#);
+        assert_eq!(ex.response_model.as_deref(), Some("b"));
+    }
+
+    #[test]
     fn response_errors() {
         let mut ex = Exchange::default();
         let err = parse_response(Operation::Chat, b"<html>502</html>", &mut ex).unwrap_err();
@@ -1141,6 +1196,20 @@ mod tests {
         assert_eq!(ex.request_model.as_deref(), Some("b"));
         assert!(!ex.streaming);
         assert!(ex.prompt.is_empty());
+    }
+
+    #[test]
+    fn duplicate_top_level_keys_are_reported() {
+        let facts = |body: &[u8]| parse_request(Operation::Chat, body, &mut Exchange::default());
+        assert!(!facts(fixture!("chat_request.json")).unwrap().duplicate_keys);
+        assert!(!facts(br#"{"a":{"x":1,"x":2}}"#).unwrap().duplicate_keys);
+        for body in [
+            &br#"{"model":"a","model":"b"}"#[..],
+            br#"{"seed":1,"model":"a","seed":2}"#,
+            br#"{"messages":[],"messages":null}"#,
+        ] {
+            assert!(facts(body).unwrap().duplicate_keys, "{body:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The header that overrides the body's `model` for routing (Envoy AI Gateway's).
 const MODEL_HEADER: &str = "x-ai-eg-model";
 
+/// A UTF-8 byte-order mark, which some clients put before a JSON body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Largest response body kept for the span (the client still gets all of it).
 const MAX_CAPTURE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -94,6 +97,39 @@ pub async fn handle(
         finished: false,
     };
 
+    // TRACE would have the upstream echo the request back, headers included, and the
+    // upstream request carries the backend's key; CONNECT would make the gateway an
+    // open tunnel. Neither is forwarded.
+    if parts.method == Method::TRACE || parts.method == Method::CONNECT {
+        let method = parts.method.clone();
+        let mut resp = refuse(
+            flight,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("the gateway does not forward {method} requests"),
+        );
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return resp;
+    }
+
+    // `/v1/../admin` is `/admin` to a backend that resolves dot segments: a way out
+    // of the backend's base path, with the backend's key attached.
+    if let Some(segment) = unsafe_path_segment(parts.uri.path()) {
+        return refuse(
+            flight,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_path",
+            format!(
+                "the path has a `{segment}` segment; the gateway forwards only paths without dot segments or encoded slashes"
+            ),
+        );
+    }
+
     // LLM calls are read whole (they are small) so they can be parsed and routed;
     // anything else streams through untouched.
     let (outgoing, model) = if operation == Operation::Other {
@@ -102,12 +138,55 @@ pub async fn handle(
         (Outgoing::Streamed(body), model)
     } else {
         let settings = &generation.settings.server;
-        let bytes = match Limited::new(body, settings.max_body_bytes as usize)
-            .collect()
-            .await
+        if let Some(encoding) = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(
+                flight,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "unsupported_content_encoding",
+                format!(
+                    "request bodies must be uncompressed JSON (got Content-Encoding: {})",
+                    String::from_utf8_lossy(encoding.as_bytes())
+                ),
+            );
+        }
+        // A declared length over the limit is refused before reading a byte (and
+        // before `Expect: 100-continue` asks the client to send it).
+        let declared = http_body::Body::size_hint(&body).lower();
+        if declared > settings.max_body_bytes {
+            return refuse(
+                flight,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+                format!(
+                    "request body is {declared} bytes, larger than the gateway's limit of {} bytes (server.maxBodyBytes)",
+                    settings.max_body_bytes
+                ),
+            );
+        }
+        let read = Limited::new(body, settings.max_body_bytes as usize).collect();
+        let bytes = match tokio::time::timeout(settings.request_timeout, read).await {
+            Err(_) => {
+                // A client that declared more than it sends, or trickles it, would
+                // otherwise hold the connection and its buffer forever.
+                return refuse(
+                    flight,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {:?} (server.requestTimeout)",
+                        settings.request_timeout
+                    ),
+                );
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return refuse(
                     flight,
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,7 +198,7 @@ pub async fn handle(
                     ),
                 );
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 return refuse(
                     flight,
                     StatusCode::BAD_REQUEST,
@@ -141,15 +220,31 @@ pub async fn handle(
                 ),
             );
         }
-        if let Err(e) = openai::parse_request(operation, &bytes, &mut flight.exchange) {
-            return refuse(
-                flight,
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-                e.to_string(),
-            );
-        }
+        let facts = match openai::parse_request(operation, &bytes, &mut flight.exchange) {
+            Ok(facts) => facts,
+            Err(e) => {
+                return refuse(
+                    flight,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_request",
+                    e.to_string(),
+                );
+            }
+        };
+        // `{"model":"a","model":"b"}` routes (and is traced) as `b`, as most JSON
+        // parsers read it; an upstream whose parser keeps the first key would run `a`,
+        // a model the route may not allow. Forward it with each key once.
+        let bytes = if facts.duplicate_keys {
+            let once = last_key_wins(&bytes);
+            flight.exchange.request_body = Some(String::from_utf8_lossy(&once).into_owned());
+            once
+        } else if bytes.starts_with(BOM) {
+            // Tolerated here, but not JSON: the upstream gets the body as parsed.
+            bytes.slice(BOM.len()..)
+        } else {
+            bytes
+        };
         let model = header_model(&parts.headers).or_else(|| flight.exchange.request_model.clone());
         (Outgoing::Whole(bytes), model)
     };
@@ -467,6 +562,16 @@ enum Outgoing {
     Whole(Bytes),
 }
 
+/// The body with each top-level key once, holding its last value (nested objects
+/// too: a parsed JSON map keeps the last of duplicate keys). The body was already
+/// parsed, so it is a JSON object.
+fn last_key_wins(bytes: &Bytes) -> Bytes {
+    let body = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .and_then(|map| serde_json::to_vec(&map))
+        .map_or_else(|_| bytes.clone(), Bytes::from)
+}
+
 /// Sends `to` upstream as the model. The body was already parsed, so it is a
 /// JSON object.
 fn rewrite_model(bytes: Bytes, to: &str) -> Bytes {
@@ -558,6 +663,19 @@ fn describe_client_error(
             ),
         )
     }
+}
+
+/// The first segment of `path` a backend could resolve into another path: `.` or
+/// `..`, also percent-encoded, or one holding an encoded `/` or `\`.
+fn unsafe_path_segment(path: &str) -> Option<String> {
+    path.split('/').find_map(|raw| {
+        if !raw.contains('.') && !raw.contains('%') {
+            return None;
+        }
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let unsafe_segment = decoded == "." || decoded == ".." || decoded.contains(['/', '\\']);
+        unsafe_segment.then(|| raw.chars().take(64).collect())
+    })
 }
 
 /// Whether JSON text nests deeper than `max` (objects and arrays), without
@@ -655,6 +773,51 @@ mod tests {
         assert_eq!(of(&["br"]), ContentEncoding::Other);
         assert_eq!(of(&["gzip, br"]), ContentEncoding::Other);
         assert_eq!(of(&["gzip", "gzip"]), ContentEncoding::Other);
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_unsafe() {
+        for path in [
+            "/v1/../admin",
+            "/v1/./chat/completions",
+            "/v1/..",
+            "/v1/%2e%2e/admin",
+            "/v1/.%2E/admin",
+            "/v1/%2E/x",
+            "/v1/..%2fadmin",
+            "/v1/a%5C..%5Cb",
+        ] {
+            assert!(unsafe_path_segment(path).is_some(), "{path}");
+        }
+        for path in [
+            "/v1/chat/completions",
+            "/v1/models/gpt-4.1",
+            "/v1/files/file-1.jsonl",
+            "/v1/...",
+            "/v1/a%20b",
+            "/",
+            "",
+        ] {
+            assert_eq!(unsafe_path_segment(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_forwarded_once_with_the_last_value() {
+        let once = last_key_wins(&Bytes::from_static(
+            br#"{"model":"a","messages":[{"role":"user","content":"x","content":"y"}],"model":"b"}"#,
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&once).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model": "b", "messages": [{"role": "user", "content": "y"}]})
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&once).matches("\"model\"").count(),
+            1
+        );
+        let bom = last_key_wins(&Bytes::from_static(b"\xEF\xBB\xBF{\"m\":1,\"m\":2}"));
+        assert_eq!(&bom[..], br#"{"m":2}"#);
     }
 
     #[test]

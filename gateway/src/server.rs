@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use celgate_engine::{LoadOptions, load_document};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -189,7 +189,8 @@ pub async fn serve(
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Ends the wait for a connection's first bytes when shutting down.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -204,15 +205,33 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let request_timeout = shared.current().settings.server.request_timeout;
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |req| {
                     let shared = Arc::clone(&shared);
                     async move { Ok::<_, std::convert::Infallible>(crate::proxy::handle(shared, req, remote).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                // Per connection, so a reloaded `server.requestTimeout` applies. With a
+                // timer hyper bounds the wait for a request's headers (slow-header
+                // clients); without one it waits forever.
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(request_timeout);
+                let watcher = graceful.watcher();
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let arrived = tokio::select! {
+                        arrived = first_bytes_arrive(&stream, request_timeout) => arrived,
+                        _ = stop.wait_for(|s| *s) => false,
+                    };
+                    if !arrived {
+                        tracing::debug!("connection from {remote} sent no request within {request_timeout:?}");
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!("connection from {remote} ended: {e}");
                     }
                 });
@@ -221,6 +240,7 @@ pub async fn serve(
         }
     }
     drop(proxy_listener);
+    let _ = stopping.send(true);
     shared
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -243,6 +263,33 @@ pub async fn serve(
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(0)
+}
+
+/// Waits (up to `within`) until the client has sent enough for hyper to tell HTTP/1
+/// from HTTP/2: bytes that are not a prefix of the HTTP/2 preface, the whole preface,
+/// or end of file. hyper-util's detection has no deadline of its own, so a client that
+/// sends nothing (or just `P`) would hold its connection forever. Returns false on
+/// timeout or error.
+async fn first_bytes_arrive(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let decided = async {
+        let mut buf = [0u8; PREFACE.len()];
+        let mut seen = 0;
+        loop {
+            // Waits for the first byte; returns at once while bytes are buffered.
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 || n == PREFACE.len() || buf[..n] != PREFACE[..n] {
+                return Ok::<(), std::io::Error>(());
+            }
+            if n == seen {
+                // A partial preface and nothing new: only a stalling (or HTTP/2)
+                // client gets here; check again shortly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen = n;
+        }
+    };
+    matches!(tokio::time::timeout(within, decided).await, Ok(Ok(())))
 }
 
 fn describe_export(settings: &Settings) {
@@ -299,4 +346,63 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connected pair: the client's end and the server's.
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn first_bytes_decide_or_the_connection_is_given_up() {
+        let wait = Duration::from_millis(300);
+        for (sent, close, arrive) in [
+            (&b""[..], false, false),
+            (b"P", false, false),
+            (b"PRI * HTTP/2.0\r\n", false, false),
+            (b"POST /v1/chat/completions HTTP/1.1\r\n", false, true),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false, true),
+            // A partial preface then end of file: peek cannot see the end behind
+            // the buffered byte, so this one waits for the deadline too.
+            (b"P", true, false),
+            (b"", true, true),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(sent).await.unwrap();
+            if close {
+                client.shutdown().await.unwrap();
+            }
+            let started = std::time::Instant::now();
+            assert_eq!(
+                first_bytes_arrive(&server, wait).await,
+                arrive,
+                "{:?} close={close}",
+                String::from_utf8_lossy(sent)
+            );
+            if arrive {
+                assert!(started.elapsed() < wait, "decided only at the deadline");
+                // Nothing was consumed: hyper still reads the request from the start.
+                let mut buf = vec![0u8; sent.len()];
+                assert_eq!(server.peek(&mut buf).await.unwrap(), sent.len());
+                assert_eq!(buf, sent);
+            }
+        }
+        // A partial preface completed later is decided when the rest arrives.
+        let (mut client, server) = pair().await;
+        client.write_all(b"PRI * HTTP").await.unwrap();
+        let (decided, ()) =
+            tokio::join!(first_bytes_arrive(&server, Duration::from_secs(5)), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                client.write_all(b"/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+            });
+        assert!(decided);
+    }
 }

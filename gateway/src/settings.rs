@@ -164,6 +164,7 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     pub max_json_depth: u32,
     pub shutdown_timeout: Duration,
+    pub request_timeout: Duration,
     pub access_log: AccessLogFormat,
 }
 
@@ -217,6 +218,9 @@ impl Settings {
             max_json_depth: server.max_json_depth.unwrap_or(64),
             shutdown_timeout: server
                 .shutdown_timeout
+                .map_or(Duration::from_secs(30), |d| d.0),
+            request_timeout: server
+                .request_timeout
                 .map_or(Duration::from_secs(30), |d| d.0),
             access_log: server.access_log.format.unwrap_or_default(),
         };

@@ -247,13 +247,14 @@ impl SseAccumulator {
             self.discarding_line = false;
             return;
         }
-        if self.line.is_empty() {
-            self.process_line(tail);
-            return;
-        }
         if self.line.len() + tail.len() > MAX_LINE_BYTES {
             self.overflow_line();
             self.discarding_line = false;
+            return;
+        }
+        if self.line.is_empty() {
+            // The whole line is in this chunk: parse it in place, no copy.
+            self.process_line(tail);
             return;
         }
         self.line.extend_from_slice(tail);
@@ -1397,6 +1398,46 @@ mod tests {
             (summary.events, summary.malformed_events, summary.saw_done),
             (3, 2, true)
         );
+    }
+
+    #[test]
+    fn an_over_long_line_is_dropped_however_it_is_chunked() {
+        // A line one byte over the limit whose data alone fits: it used to be parsed
+        // when it arrived in one chunk and dropped when split, so the span depended on
+        // how the network cut the stream.
+        let chunk = br#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        let mut line = b"data: ".to_vec();
+        line.extend_from_slice(chunk);
+        line.resize(MAX_LINE_BYTES + 1, b' ');
+        let mut stream = line.clone();
+        stream.extend_from_slice(b"\n\n: ");
+        // An over-long comment line too.
+        stream.resize(stream.len() + MAX_LINE_BYTES, b'c');
+        stream.extend_from_slice(b"\r\n\ndata: [DONE]\n\n");
+        let whole = run(Operation::Chat, &stream);
+        assert_eq!(
+            whole.1,
+            StreamSummary {
+                saw_done: true,
+                events: 3,
+                malformed_events: 2,
+                error: None,
+            }
+        );
+        assert!(whole.0.choices.is_empty());
+        for size in [1, 7, 4096, MAX_LINE_BYTES, MAX_LINE_BYTES + 3] {
+            assert_eq!(
+                run_chunks(Operation::Chat, stream.chunks(size)),
+                whole,
+                "{size}"
+            );
+        }
+        // One byte shorter and it is an ordinary event, in one chunk or many.
+        line.truncate(MAX_LINE_BYTES);
+        line.extend_from_slice(b"\n\n");
+        let whole = run(Operation::Chat, &line);
+        assert_eq!(whole.0.choices[0].content.as_deref(), Some("a"));
+        assert_eq!(run_chunks(Operation::Chat, line.chunks(4096)), whole);
     }
 
     #[test]
