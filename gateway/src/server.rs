@@ -134,7 +134,11 @@ pub fn run(config: &Path) -> Result<i32> {
         }
     };
     let runtime = runtime()?;
-    runtime.block_on(serve(config.to_owned(), first, shutdown_signal(), None))
+    let stop = {
+        let _context = runtime.enter();
+        shutdown_signal()
+    };
+    runtime.block_on(serve(config.to_owned(), first, stop, None))
 }
 
 /// `celgate upstream`: the scripted upstream until SIGTERM/SIGINT.
@@ -145,8 +149,9 @@ pub fn run_upstream(listen: std::net::SocketAddr) -> Result<i32> {
         let upstream = crate::scripted::ScriptedUpstream::start_unrecorded(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let stop = shutdown_signal();
         tracing::info!("scripted upstream listening on {}", upstream.addr());
-        shutdown_signal().await;
+        stop.await;
         drop(upstream);
         Ok(0)
     })
@@ -305,26 +310,42 @@ fn describe_export(settings: &Settings) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. Call it inside a runtime and before announcing
+/// readiness: the handlers are installed by the call itself.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Registered here, not when the future is first polled: a SIGTERM that arrives
+    // between "listening" and that first poll would otherwise take the default
+    // action and kill the process without draining.
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut term), Err(_)) => {
+                    term.recv().await;
+                }
+                (Err(_), Ok(mut int)) => {
+                    int.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
