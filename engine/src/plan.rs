@@ -16,6 +16,7 @@ use crate::context::{ExchangeResolver, Visibility};
 use crate::diagnostics::{ConfigError, Diagnostic, Snippet};
 use crate::exchange::Exchange;
 use crate::fast;
+use crate::redact;
 use crate::{functions, presets};
 
 /// Default cap on attributes per span.
@@ -236,8 +237,8 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     Ok(Loaded { file, plan })
 }
 
-/// Rejects backends the gateway could not use: no name, a name used twice, or a
-/// base URL that is not `http(s)://host...`.
+/// Rejects backends the gateway could not use (no name, a name used twice, a base
+/// URL that is not `http(s)://host...`) and URLs with a password in them.
 fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
     let mut diagnostics = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -263,11 +264,36 @@ fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
             diagnostics.push(Diagnostic::new(
                 pos,
                 format!(
-                    "backend `{}`: baseUrl `{url}` must start with http:// or https:// and name a host, e.g. https://api.openai.com/v1",
-                    backend.name
+                    "backend `{}`: baseUrl `{}` must start with http:// or https:// and name a host, e.g. https://api.openai.com/v1",
+                    backend.name,
+                    redact::mask_url(url)
+                ),
+            ));
+        } else if redact::has_userinfo(url) {
+            diagnostics.push(Diagnostic::new(
+                pos,
+                format!(
+                    "backend `{}`: baseUrl `{}` carries credentials (user:password@), which celgate does not send and which do not belong in a ConfigMap: remove them and give the key as `apiKey: {{env: VARIABLE}}` or `{{file: PATH}}`",
+                    backend.name,
+                    redact::mask_url(url)
                 ),
             ));
         }
+    }
+    if let Some(endpoint) = file
+        .config
+        .tracing
+        .as_ref()
+        .and_then(|t| t.otlp_endpoint.as_ref())
+        .filter(|e| redact::has_userinfo(&e.value))
+    {
+        diagnostics.push(Diagnostic::new(
+            endpoint.referenced.into(),
+            format!(
+                "otlpEndpoint `{}` carries credentials (user:password@), which do not belong in a ConfigMap: remove them and send the collector's credentials as a header, e.g. `headers: {{Authorization: \"Basic ${{COLLECTOR_AUTH}}\"}}`",
+                redact::mask_url(&endpoint.value)
+            ),
+        ));
     }
     if diagnostics.is_empty() {
         Ok(())
@@ -333,26 +359,8 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, Confi
             .location()
             .map(Pos::from)
             .unwrap_or(Pos { line: 1, column: 1 });
-        let message = yaml_message(&e);
-        ConfigError::single(Diagnostic::new(pos, message))
+        ConfigError::single(Diagnostic::new(pos, crate::yaml_error::message(&e)))
     })
-}
-
-/// serde-saphyr's message without its own location suffix or snippet: celgate
-/// prints `FILE:LINE:COL:` itself.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let mut first = text.lines().next().unwrap_or("invalid YAML").trim();
-    // "... at line 3, column 5" is already in our prefix.
-    if let Some(i) = first.rfind(" at line ") {
-        first = &first[..i];
-    }
-    // The parser's hint is for programmers, not operators.
-    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
-        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
-        return format!("duplicate key `{key}`: each key may appear only once in a mapping");
-    }
-    first.to_owned()
 }
 
 fn preset_tracing(name: PresetName) -> Result<Tracing, ConfigError> {
@@ -590,7 +598,7 @@ impl TracingPlan {
             reads,
             preset: preset.map(|(n, _)| n),
             resources: resource_values,
-            otlp_endpoint: user.otlp_endpoint.clone(),
+            otlp_endpoint: user.otlp_endpoint.as_ref().map(|e| e.value.clone()),
             otlp_protocol: user.otlp_protocol,
             headers: user
                 .headers
