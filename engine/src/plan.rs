@@ -76,6 +76,19 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub file: ConfigFile,
     pub plan: TracingPlan,
+    /// Lines before, and indentation of, the config inside the document it was
+    /// loaded from (a ConfigMap manifest); zero for a plain config.
+    offset: Pos,
+}
+
+impl Loaded {
+    /// A position in [`file`](Self::file) as a position in the document loaded.
+    pub fn document_pos(&self, pos: Pos) -> Pos {
+        Pos {
+            line: pos.line + self.offset.line,
+            column: pos.column + self.offset.column,
+        }
+    }
 }
 
 /// Where a field came from.
@@ -234,7 +247,11 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let file = parse_yaml::<ConfigFile>(yaml)?;
     check_backends(&file)?;
     let plan = TracingPlan::build(file.config.tracing.as_ref(), opts)?;
-    Ok(Loaded { file, plan })
+    Ok(Loaded {
+        file,
+        plan,
+        offset: Pos::default(),
+    })
 }
 
 /// Rejects backends the gateway could not use (no name, a name used twice, a base
@@ -307,13 +324,22 @@ fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
 /// Positions in errors point into the manifest.
 pub fn load_document(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     match configmap_payload(yaml) {
-        Some((inner, line_offset, indent)) => load(&inner, opts).map_err(|mut e| {
-            for d in &mut e.diagnostics {
-                d.pos.line += line_offset;
-                d.pos.column += indent;
+        Some((inner, line_offset, indent)) => {
+            let offset = Pos {
+                line: line_offset,
+                column: indent,
+            };
+            match load(&inner, opts) {
+                Ok(loaded) => Ok(Loaded { offset, ..loaded }),
+                Err(mut e) => {
+                    for d in &mut e.diagnostics {
+                        d.pos.line += offset.line;
+                        d.pos.column += offset.column;
+                    }
+                    Err(e)
+                }
             }
-            e
-        }),
+        }
         None => load(yaml, opts),
     }
 }
