@@ -190,7 +190,7 @@ fn unknown_config_key_is_reported_with_position() {
     let (code, _, err) = check_yaml(yaml);
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("config.yaml:4:5: unknown field `feilds`"),
+        err.starts_with("config.yaml:4:5: unknown field `fei…` (did you mean `fields`?)"),
         "{err}"
     );
 }
@@ -313,6 +313,268 @@ fn a_configmap_manifest_is_checked_with_positions_in_the_manifest() {
     assert_eq!(code, 1);
     assert!(
         err.starts_with("config.yaml:20:13: attribute `llm.token_count.total`: unknown variable `llm.totalTokenz` (did you mean `llm.totalTokens`?)"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets never reach an error message (issue 11)
+// ---------------------------------------------------------------------------------------
+
+/// A key as an operator might paste it where it does not belong.
+const PASTED_KEY: &str = "sk-live-abcdef1234567890";
+
+/// A line of /etc/shadow (made up): what a config path pointing at the wrong file quotes.
+const SHADOW: &str = "root:$6$Zq9kLmN2$wXyZ0123456789abcdefHASHEDsecretVALUE:19700:0:99999:7:::\ndaemon:*:19700:0:99999:7:::\n";
+
+/// The parts of a secret that must never be printed (a 3-character prefix may be).
+fn assert_no_secret(text: &str, what: &str) {
+    for secret in [
+        "abcdef1234567890",
+        "live-abc",
+        "$6$",
+        "Zq9kLmN2",
+        "HASHEDsecret",
+        "hunter2",
+        "sk-a",
+        "sk-b",
+        "tok-3",
+    ] {
+        assert!(!text.contains(secret), "{what} quotes `{secret}`:\n{text}");
+    }
+}
+
+/// `celgate run` on `yaml` (written with `files` next to it) and `env`: it must refuse
+/// to start. Returns its exit code and stderr.
+fn run_refused(yaml: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_celgate"));
+    command
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k.starts_with("LANGFUSE_") {
+            command.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("celgate run started on a config it should refuse:\n{yaml}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+fn backend_with(api_key: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nbackends:\n  - name: oa\n    baseUrl: https://api.openai.com/v1\n    apiKey: {api_key}\n"
+    )
+}
+
+#[test]
+fn config_errors_never_quote_a_secret() {
+    let configmap = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: celgate-config\ndata:\n  config.yaml: |\n{}",
+        backend_with(PASTED_KEY)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    let cases = [
+        // A key pasted in plain text: "unknown variant `sk-live-...`" before.
+        (
+            "plain apiKey",
+            backend_with(PASTED_KEY),
+            "config.yaml:6:13:",
+        ),
+        (
+            "apiKey map",
+            backend_with(&format!("{{{PASTED_KEY}: x}}")),
+            "config.yaml:6:",
+        ),
+        ("ConfigMap", configmap, "config.yaml:12:17:"),
+        // A config path that points at a secret file: "unknown field `root:$6$...`".
+        ("shadow file", SHADOW.to_owned(), "config.yaml:1:1:"),
+        (
+            "unknown variant",
+            format!("config:\n  tracing:\n    otlpProtocol: {PASTED_KEY}\n"),
+            "config.yaml:3:19:",
+        ),
+        (
+            "duration",
+            format!("backends:\n  - name: oa\n    baseUrl: http://x\n    timeout: {PASTED_KEY}\n"),
+            "config.yaml:4:14:",
+        ),
+        (
+            "tag",
+            format!(
+                "backends:\n  - name: oa\n    baseUrl: http://x\n    apiKey: !{PASTED_KEY} x\n"
+            ),
+            "config.yaml:4:",
+        ),
+        (
+            "unknown key",
+            format!("server:\n  {PASTED_KEY}: 1\n"),
+            "config.yaml:2:3:",
+        ),
+        (
+            "duplicate key",
+            format!(
+                "config:\n  tracing:\n    headers:\n      {PASTED_KEY}: a\n      {PASTED_KEY}: b\n"
+            ),
+            "config.yaml:5:7:",
+        ),
+        (
+            "baseUrl password",
+            "backends:\n  - name: oa\n    baseUrl: https://user:hunter2@api.example.com/v1\n"
+                .to_owned(),
+            "config.yaml:2:5:",
+        ),
+        (
+            "otlpEndpoint password",
+            "config:\n  tracing:\n    otlpEndpoint: http://user:hunter2@collector:4317\n"
+                .to_owned(),
+            "config.yaml:3:19:",
+        ),
+    ];
+    for (what, yaml, position) in &cases {
+        let (code, _, err) = check_yaml(yaml);
+        assert_eq!(code, 1, "{what}: check accepted it:\n{err}");
+        assert!(err.starts_with(position), "{what}: {err}");
+        assert_no_secret(&err, &format!("check ({what})"));
+        let (code, err) = run_refused(yaml, &[], &[]);
+        assert_eq!(code, 1, "{what}: {err}");
+        assert_no_secret(&err, &format!("run ({what})"));
+    }
+}
+
+#[test]
+fn unknown_keys_are_cut_but_still_get_a_suggestion() {
+    let (code, _, err) = check_yaml("config:\n  tracing:\n    otlpEndpont: http://c:4317\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("config.yaml:3:5: unknown field `otl…` (did you mean `otlpEndpoint`?)"),
+        "{err}"
+    );
+    let (_, _, err) = check_yaml(&backend_with(PASTED_KEY));
+    assert!(
+        err.contains("apiKey must be `{env: VARIABLE}` or `{file: PATH}`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn credentials_in_urls_are_refused_without_echoing_them() {
+    let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nbackends:\n  - name: oa\n    baseUrl: https://user:hunter2@api.example.com/v1\n";
+    let (_, _, err) = check_yaml(yaml);
+    assert!(
+        err.contains("backend `oa`: baseUrl `https://***@api.example.com/v1` carries credentials"),
+        "{err}"
+    );
+    assert!(err.contains("apiKey"), "{err}");
+    // The standard variable too: refused at start, named, never echoed.
+    let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n";
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ] {
+        let (code, err) = run_refused(yaml, &[], &[(var, "http://user:hunter2@collector:4318")]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(var) && err.contains("http://***@collector:4318"),
+            "{err}"
+        );
+        assert_no_secret(&err, var);
+    }
+}
+
+#[test]
+fn a_key_that_is_not_one_line_is_refused_by_check_and_run() {
+    let yaml = backend_with("{file: key}");
+    for (contents, refused) in [
+        ("sk-a\nsk-b\n", true),
+        ("sk-a\nsk-b", true),
+        ("sk-a\u{7}\n", true),
+        ("sk-a b\n", true),
+        ("tok-3\n", false),
+        ("tok-3\r\n", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), &yaml).unwrap();
+        std::fs::write(dir.path().join("key"), contents).unwrap();
+        let out = celgate(&["check", dir.path().join("config.yaml").to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(refused)),
+            "{contents:?}: {err}"
+        );
+        assert_no_secret(&err, "check");
+        if refused {
+            assert!(
+                err.contains("backend `oa`") && err.contains("key`"),
+                "{err}"
+            );
+            let (code, err) = run_refused(&yaml, &[("key", contents)], &[]);
+            assert_eq!(code, 1);
+            assert!(
+                err.contains("backend `oa`") && err.contains("/key`"),
+                "{err}"
+            );
+            assert_no_secret(&err, "run");
+        }
+    }
+    // From the environment: named by the variable.
+    let yaml = backend_with("{env: OA_KEY}");
+    let (code, err) = run_refused(&yaml, &[], &[("OA_KEY", "sk-a\nsk-b")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("backend `oa`") && err.contains("`OA_KEY`"),
+        "{err}"
+    );
+    assert_no_secret(&err, "run");
+    // A tracing header whose variable holds two lines.
+    let yaml = "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nconfig:\n  tracing:\n    otlpEndpoint: http://127.0.0.1:1\n    headers:\n      authorization: Bearer ${TOKEN}\n";
+    let (code, err) = run_refused(yaml, &[], &[("TOKEN", "sk-a\nsk-b")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`authorization`") && err.contains("TOKEN"),
+        "{err}"
+    );
+    assert_no_secret(&err, "run");
+}
+
+#[test]
+fn check_reports_what_run_would_refuse() {
+    let (code, _, err) = check_yaml("listen: localhost\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`listen`") && err.contains("no port"), "{err}");
+    // A variable unset where check runs is only a warning: it may be set where
+    // celgate runs.
+    let (code, _, err) = check_yaml(&backend_with("{env: CELGATE_SURELY_UNSET_VAR}"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("CELGATE_SURELY_UNSET_VAR"),
         "{err}"
     );
 }

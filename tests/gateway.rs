@@ -1929,3 +1929,41 @@ fn a_client_that_hangs_up_before_the_answer_still_gets_a_span_and_a_log_line() {
     ));
     assert_eq!(reply.status, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// Keys from Secrets: one trailing newline is not part of the key (issue 11)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_key_with_a_trailing_newline_is_sent_without_it() {
+    let upstream = Upstream::start();
+    let rt = runtime();
+    let env_config = config_without_endpoint(&upstream);
+    let file_config =
+        env_config.replace(&format!("{{env: {BACKEND_KEY_ENV}}}"), "{file: secret/key}");
+    // A Secret made from a file and injected as a variable, and the same mounted.
+    let gateways = [
+        Gateway::builder(&env_config)
+            .env(BACKEND_KEY_ENV, "sk-x\n")
+            .start(),
+        Gateway::builder(&file_config)
+            .file("secret/key", "sk-x\r\n")
+            .start(),
+    ];
+    for gateway in &gateways {
+        let reply = rt.block_on(post(
+            &gateway.base_url(),
+            "/chat/completions",
+            &chat_body("gpt-4o-mini", "Hi"),
+            &[],
+        ));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let auth: Vec<Option<String>> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    let want = Some("Bearer sk-x".to_owned());
+    assert_eq!(auth, [want.clone(), want]);
+}

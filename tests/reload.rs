@@ -327,3 +327,95 @@ async fn a_reload_that_moves_the_exporter_loses_no_queued_span() {
         "nothing more reached the old collector"
     );
 }
+
+/// `/config` until it shows a reload error; asserts the generation stays `live`.
+async fn wait_reload_error(gw: &Gateway, live: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (g, config) = generation(&gw.admin_url()).await;
+        assert_eq!(g, live, "a refused config was put in service: {config}");
+        if let Some(message) = config["lastReloadError"]["message"].as_str() {
+            return message.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload error shown; stderr:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_error_never_quotes_a_secret() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let good = config(&upstream.base_url(), &receiver.endpoint(), 1);
+    let gw = Gateway::start(&good, &[]);
+    let secret = "sk-live-abcdef1234567890";
+    let shadow = "root:$6$Zq9kLmN2$wXyZ0123456789abcdefHASHEDsecretVALUE:19700:0:99999:7:::\n";
+    let pasted = good.replace(&format!("{{env: {}}}", support::BACKEND_KEY_ENV), secret);
+    let mut live = 1;
+    for (n, (broken, position)) in [(pasted, ":14:13: "), (shadow.to_owned(), ":1:1: ")]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(gw.config_path(), broken).unwrap();
+        let message = wait_reload_error(&gw, live).await;
+        assert!(message.contains(position), "{message}");
+        let page = support::get(&format!("{}/config", gw.admin_url()))
+            .await
+            .text();
+        let logged = gw.wait_for_stderr("config reload failed", Duration::from_secs(5));
+        assert!(logged.is_some(), "no reload failure logged");
+        for (place, text) in [("/config", page), ("stderr", gw.stderr())] {
+            for part in ["abcdef1234567890", "$6$", "HASHEDsecret"] {
+                assert!(
+                    !text.contains(part),
+                    "case {n}: {place} quotes `{part}`:\n{text}"
+                );
+            }
+        }
+        // A good config again, so the next case's error is its own.
+        live += 1;
+        std::fs::write(
+            gw.config_path(),
+            config(&upstream.base_url(), &receiver.endpoint(), live),
+        )
+        .unwrap();
+        wait_generation(&gw, live, Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_line_key_file_is_refused_and_the_old_key_keeps_serving() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let yaml = config(&upstream.base_url(), &receiver.endpoint(), 1).replace(
+        &format!("{{env: {}}}", support::BACKEND_KEY_ENV),
+        "{file: secrets/key}",
+    );
+    let gw = Gateway::builder(&yaml)
+        .file("secrets/key", "sk-first\n")
+        .start();
+    std::fs::write(gw.dir().join("secrets/key"), "sk-a\nsk-b\n").unwrap();
+    let message = wait_reload_error(&gw, 1).await;
+    assert!(
+        message.contains("backend `scripted`") && message.contains("secrets/key`"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("sk-a") && !message.contains("sk-b"),
+        "{message}"
+    );
+    let url = format!("{}/chat/completions", gw.base_url());
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(support::post_json(&url, &body, &[]).await.status, 200);
+    let auth: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(auth, ["Bearer sk-first"]);
+    assert!(!gw.stderr().contains("sk-b"), "{}", gw.stderr());
+}

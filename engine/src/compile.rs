@@ -467,7 +467,7 @@ fn canonical(root: &str, field: &str) -> String {
 }
 
 /// The candidate closest to `name`, if any is close enough to be a likely typo.
-fn closest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<String> {
+pub(crate) fn closest<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<String> {
     let lower = name.to_lowercase();
     candidates
         .map(|c| {

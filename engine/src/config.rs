@@ -139,10 +139,11 @@ impl<'de> Deserialize<'de> for DurationText {
                 Ok(DurationText(std::time::Duration::from_secs(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationText, E> {
+                // The text is not echoed: it may be anything, a key included.
                 DurationText::parse(v).ok_or_else(|| {
-                    E::custom(format!(
-                        "invalid duration `{v}`: write a whole number with ms, s, m or h, e.g. `30s`"
-                    ))
+                    E::custom(
+                        "invalid duration: write a whole number with ms, s, m or h, e.g. `30s`",
+                    )
                 })
             }
         }
@@ -167,8 +168,10 @@ pub struct Tracing {
     pub preset: Option<PresetName>,
     /// OTLP collector endpoint, e.g. `http://phoenix:4317`. Falls back to
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    /// `stdout` prints spans to the console instead.
-    pub otlp_endpoint: Option<String>,
+    /// `stdout` prints spans to the console instead. No `user:password@`: send
+    /// credentials as `headers`.
+    #[schemars(with = "Option<String>")]
+    pub otlp_endpoint: Option<Spanned<String>>,
     /// `grpc` (default) or `http` (OTLP/HTTP protobuf).
     pub otlp_protocol: Option<OtlpProtocol>,
     /// Headers sent with every export; values may reference env vars as `${NAME}`.
@@ -347,7 +350,7 @@ fn default_provider() -> String {
 }
 
 /// A secret's source.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SecretRef {
     /// Name of an environment variable.
@@ -355,6 +358,44 @@ pub enum SecretRef {
     /// Path of a mounted secret file (trailing newline trimmed); a relative path is
     /// relative to the directory of config.yaml.
     File(String),
+}
+
+/// `{env: NAME}` or `{file: PATH}`. A plain string is refused with a message that
+/// says what to write instead and does not repeat the string (it is likely the key).
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`{env: VARIABLE}` or `{file: PATH}`")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "apiKey must be `{env: VARIABLE}` or `{file: PATH}`: a key written in the config itself is refused (and not shown here)",
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
+                const SOURCES: &[&str] = &["env", "file"];
+                let Some(source) = map.next_key::<String>()? else {
+                    return Err(de::Error::invalid_length(0, &self));
+                };
+                let value: String = map.next_value()?;
+                let secret = match source.as_str() {
+                    "env" => SecretRef::Env(value),
+                    "file" => SecretRef::File(value),
+                    other => return Err(de::Error::unknown_variant(other, SOURCES)),
+                };
+                if map.next_key::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "apiKey takes one source: `env` or `file`, not both",
+                    ));
+                }
+                Ok(secret)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One `name: expression` entry, with where it was written.

@@ -45,6 +45,8 @@ pub mod functions;
 pub mod fuzzing;
 pub mod plan;
 pub mod presets;
+pub mod redact;
+mod yaml_error;
 
 pub use attributes::AttrValue;
 pub use config::{ConfigFile, PresetName};

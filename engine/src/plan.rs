@@ -16,6 +16,7 @@ use crate::context::{ExchangeResolver, Visibility};
 use crate::diagnostics::{ConfigError, Diagnostic, Snippet};
 use crate::exchange::Exchange;
 use crate::fast;
+use crate::redact;
 use crate::{functions, presets};
 
 /// Default cap on attributes per span.
@@ -75,6 +76,19 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub file: ConfigFile,
     pub plan: TracingPlan,
+    /// Lines before, and indentation of, the config inside the document it was
+    /// loaded from (a ConfigMap manifest); zero for a plain config.
+    offset: Pos,
+}
+
+impl Loaded {
+    /// A position in [`file`](Self::file) as a position in the document loaded.
+    pub fn document_pos(&self, pos: Pos) -> Pos {
+        Pos {
+            line: pos.line + self.offset.line,
+            column: pos.column + self.offset.column,
+        }
+    }
 }
 
 /// Where a field came from.
@@ -233,11 +247,15 @@ pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let file = parse_yaml::<ConfigFile>(yaml)?;
     check_backends(&file)?;
     let plan = TracingPlan::build(file.config.tracing.as_ref(), opts)?;
-    Ok(Loaded { file, plan })
+    Ok(Loaded {
+        file,
+        plan,
+        offset: Pos::default(),
+    })
 }
 
-/// Rejects backends the gateway could not use: no name, a name used twice, or a
-/// base URL that is not `http(s)://host...`.
+/// Rejects backends the gateway could not use (no name, a name used twice, a base
+/// URL that is not `http(s)://host...`) and URLs with a password in them.
 fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
     let mut diagnostics = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -263,11 +281,36 @@ fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
             diagnostics.push(Diagnostic::new(
                 pos,
                 format!(
-                    "backend `{}`: baseUrl `{url}` must start with http:// or https:// and name a host, e.g. https://api.openai.com/v1",
-                    backend.name
+                    "backend `{}`: baseUrl `{}` must start with http:// or https:// and name a host, e.g. https://api.openai.com/v1",
+                    backend.name,
+                    redact::mask_url(url)
+                ),
+            ));
+        } else if redact::has_userinfo(url) {
+            diagnostics.push(Diagnostic::new(
+                pos,
+                format!(
+                    "backend `{}`: baseUrl `{}` carries credentials (user:password@), which celgate does not send and which do not belong in a ConfigMap: remove them and give the key as `apiKey: {{env: VARIABLE}}` or `{{file: PATH}}`",
+                    backend.name,
+                    redact::mask_url(url)
                 ),
             ));
         }
+    }
+    if let Some(endpoint) = file
+        .config
+        .tracing
+        .as_ref()
+        .and_then(|t| t.otlp_endpoint.as_ref())
+        .filter(|e| redact::has_userinfo(&e.value))
+    {
+        diagnostics.push(Diagnostic::new(
+            endpoint.referenced.into(),
+            format!(
+                "otlpEndpoint `{}` carries credentials (user:password@), which do not belong in a ConfigMap: remove them and send the collector's credentials as a header, e.g. `headers: {{Authorization: \"Basic ${{COLLECTOR_AUTH}}\"}}`",
+                redact::mask_url(&endpoint.value)
+            ),
+        ));
     }
     if diagnostics.is_empty() {
         Ok(())
@@ -281,13 +324,22 @@ fn check_backends(file: &ConfigFile) -> Result<(), ConfigError> {
 /// Positions in errors point into the manifest.
 pub fn load_document(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     match configmap_payload(yaml) {
-        Some((inner, line_offset, indent)) => load(&inner, opts).map_err(|mut e| {
-            for d in &mut e.diagnostics {
-                d.pos.line += line_offset;
-                d.pos.column += indent;
+        Some((inner, line_offset, indent)) => {
+            let offset = Pos {
+                line: line_offset,
+                column: indent,
+            };
+            match load(&inner, opts) {
+                Ok(loaded) => Ok(Loaded { offset, ..loaded }),
+                Err(mut e) => {
+                    for d in &mut e.diagnostics {
+                        d.pos.line += offset.line;
+                        d.pos.column += offset.column;
+                    }
+                    Err(e)
+                }
             }
-            e
-        }),
+        }
         None => load(yaml, opts),
     }
 }
@@ -333,26 +385,8 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, Confi
             .location()
             .map(Pos::from)
             .unwrap_or(Pos { line: 1, column: 1 });
-        let message = yaml_message(&e);
-        ConfigError::single(Diagnostic::new(pos, message))
+        ConfigError::single(Diagnostic::new(pos, crate::yaml_error::message(&e)))
     })
-}
-
-/// serde-saphyr's message without its own location suffix or snippet: celgate
-/// prints `FILE:LINE:COL:` itself.
-fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let text = e.without_snippet().to_string();
-    let mut first = text.lines().next().unwrap_or("invalid YAML").trim();
-    // "... at line 3, column 5" is already in our prefix.
-    if let Some(i) = first.rfind(" at line ") {
-        first = &first[..i];
-    }
-    // The parser's hint is for programmers, not operators.
-    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
-        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
-        return format!("duplicate key `{key}`: each key may appear only once in a mapping");
-    }
-    first.to_owned()
 }
 
 fn preset_tracing(name: PresetName) -> Result<Tracing, ConfigError> {
@@ -590,7 +624,7 @@ impl TracingPlan {
             reads,
             preset: preset.map(|(n, _)| n),
             resources: resource_values,
-            otlp_endpoint: user.otlp_endpoint.clone(),
+            otlp_endpoint: user.otlp_endpoint.as_ref().map(|e| e.value.clone()),
             otlp_protocol: user.otlp_protocol,
             headers: user
                 .headers

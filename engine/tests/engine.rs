@@ -294,8 +294,35 @@ fn plain_text_api_keys_are_refused() {
         .unwrap_err()
         .render("c.yaml");
     assert!(err.starts_with("c.yaml:4:"), "{err}");
+    assert!(err.contains("apiKey must be `{env: VARIABLE}`"), "{err}");
+    assert!(!err.contains("live-123"), "the key is echoed: {err}");
     let yaml = "backends:\n  - name: openai\n    baseUrl: https://api.openai.com/v1\n    apiKey: {env: OPENAI_API_KEY}\n";
     assert!(load(yaml, &LoadOptions::default()).is_ok());
+    let yaml = "backends:\n  - name: openai\n    baseUrl: https://api.openai.com/v1\n    apiKey: {env: A, file: b}\n";
+    assert!(load(yaml, &LoadOptions::default()).is_err());
+}
+
+#[test]
+fn passwords_in_urls_are_refused_with_positions_and_never_echoed() {
+    let yaml = "config:\n  tracing:\n    otlpEndpoint: https://u:hunter2@collector:4318\nbackends:\n  - name: a\n    baseUrl: https://key:hunter2@api.example.com/v1\n  - name: b\n    baseUrl: hunter2@x\n";
+    let err = load(yaml, &LoadOptions::default())
+        .unwrap_err()
+        .render("c.yaml");
+    assert!(
+        err.contains(
+            "c.yaml:5:5: backend `a`: baseUrl `https://***@api.example.com/v1` carries credentials"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:7:5: backend `b`: baseUrl `***@x` must start with http://"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:3:19: otlpEndpoint `https://***@collector:4318` carries credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 /// Run `f` on a thread with a small stack: what a guard must protect.
@@ -408,7 +435,8 @@ fn backends_are_checked_with_positions() {
         Ok(_) => panic!("bad duration accepted"),
     };
     assert!(
-        err.contains("c.yaml:4:14") && err.contains("invalid duration `soon`"),
+        err.contains("c.yaml:4:14: invalid duration: write a whole number"),
         "{err}"
     );
+    assert!(!err.contains("soon"), "the value is not echoed: {err}");
 }

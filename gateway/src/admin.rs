@@ -70,10 +70,12 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// `/config`: the effective config (preset merged into the fields, each field
 /// with its origin), its generation, hash and load time, and the last reload
-/// error. Header values are masked; keys appear only as where they come from.
+/// error. Header values are masked, and URL userinfo (refused at load, masked all
+/// the same); keys appear only as where they come from.
 pub fn config_json(shared: &Shared) -> serde_json::Value {
     use celgate_engine::config::{Sampling, SecretRef};
     use celgate_engine::plan::Origin;
+    use celgate_engine::redact::mask_url;
     use serde_json::json;
     let g = shared.current();
     let plan = &g.plan;
@@ -102,7 +104,7 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             headers,
         } => json!({
             "target": "otlp",
-            "endpoint": endpoint,
+            "endpoint": mask_url(endpoint),
             "protocol": format!("{protocol:?}").to_lowercase(),
             "headers": headers.iter().map(|(k, _)| (k.clone(), json!("***"))).collect::<serde_json::Map<_, _>>(),
         }),
@@ -116,7 +118,7 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             json!({
                 "name": b.name,
                 "provider": b.provider,
-                "baseUrl": src.value.base_url,
+                "baseUrl": mask_url(&src.value.base_url),
                 "models": src.value.models,
                 "rewriteModel": b.rewrite_model,
                 "authPassthrough": b.auth_passthrough,

@@ -208,6 +208,10 @@ fn check(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         };
         match celgate_engine::load_document(&yaml, &opts) {
             Ok(loaded) => {
+                if !check_settings(path, &loaded, err)? {
+                    code = 1;
+                    continue;
+                }
                 let preset = loaded
                     .plan
                     .preset
@@ -226,6 +230,50 @@ fn check(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Result<
         }
     }
     Ok(code)
+}
+
+/// What `run` would refuse although the file parsed and compiled: addresses, base
+/// URLs, key sources and values, exporter endpoint and headers, against this
+/// process's environment. Something absent here (an unset variable, a secret file
+/// not mounted) is a warning: it may well be there where celgate runs. Returns
+/// whether there was no error.
+fn check_settings(
+    path: &Path,
+    loaded: &celgate_engine::Loaded,
+    err: &mut dyn Write,
+) -> Result<bool> {
+    let config_dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let problems = crate::settings::Settings::problems(
+        &loaded.file,
+        &loaded.plan,
+        &crate::settings::process_env,
+        config_dir,
+    );
+    let mut ok = true;
+    for problem in &problems {
+        // At the backend's entry when the error is about one.
+        let mut label = path.display().to_string();
+        if let Some(b) = problem
+            .backend()
+            .and_then(|name| loaded.file.backends.iter().find(|b| b.value.name == name))
+        {
+            let pos = loaded.document_pos(b.referenced.into());
+            label = format!("{label}:{}:{}", pos.line, pos.column);
+        }
+        if problem.is_environmental() {
+            writeln!(
+                err,
+                "{label}: warning: {problem}; `celgate run` refuses to start unless it is there where it runs"
+            )?;
+        } else {
+            writeln!(err, "{label}: {problem}")?;
+            ok = false;
+        }
+    }
+    Ok(ok)
 }
 
 /// The request and response a preview runs on: the given files, or the built-in

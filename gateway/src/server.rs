@@ -304,9 +304,14 @@ fn describe_export(settings: &Settings) {
             "no otlpEndpoint in config and no OTEL_EXPORTER_OTLP_ENDPOINT: spans are not exported"
         ),
         ExportTarget::Stdout => tracing::info!("spans are printed to stdout"),
+        // Masked although a URL with credentials is refused at load: a log line is
+        // no place to find out that a check was missed.
         ExportTarget::Otlp {
             endpoint, protocol, ..
-        } => tracing::info!("exporting spans to {endpoint} over OTLP/{protocol:?}"),
+        } => tracing::info!(
+            "exporting spans to {} over OTLP/{protocol:?}",
+            celgate_engine::redact::mask_url(endpoint)
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use celgate_engine::config::{AccessLogFormat, Backend as BackendConfig, OtlpProtocol, SecretRef};
-use celgate_engine::{ConfigFile, PresetName, TracingPlan};
+use celgate_engine::{ConfigFile, PresetName, TracingPlan, redact};
 
 /// A value that must never be printed: API keys, auth headers.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,14 +46,43 @@ pub enum SettingsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("backend `{backend}`: apiKey file `{path}` is empty")]
-    EmptyKeyFile { backend: String, path: PathBuf },
+    #[error("backend `{backend}`: the apiKey from {origin} is empty")]
+    EmptyKey { backend: String, origin: KeyOrigin },
+    #[error(
+        "backend `{backend}`: the apiKey from {origin} {problem}: a key is one line of visible ASCII characters (one trailing newline is ignored)"
+    )]
+    BadKey {
+        backend: String,
+        origin: KeyOrigin,
+        problem: &'static str,
+    },
+    /// `url` is masked: it never shows userinfo.
     #[error("backend `{backend}`: baseUrl `{url}` is not a valid URL: {reason}")]
     BadBaseUrl {
         backend: String,
         url: String,
         reason: String,
     },
+    /// `url` is masked.
+    #[error(
+        "{origin} `{url}` carries credentials (user:password@), which celgate does not use: remove them and send the credentials as a header ({headers})"
+    )]
+    EndpointCredentials {
+        origin: &'static str,
+        url: String,
+        headers: &'static str,
+    },
+    #[error(
+        "tracing header `{header}`{origin} {problem}: a header value is visible ASCII characters and spaces (one trailing newline of a variable is ignored)"
+    )]
+    BadHeaderValue {
+        header: String,
+        /// ` (from ${A}, ${B})`, ` (from OTEL_EXPORTER_OTLP_HEADERS)`, or empty.
+        origin: String,
+        problem: &'static str,
+    },
+    #[error("tracing header name `{header}` is not a valid HTTP header name")]
+    BadHeaderName { header: String },
     #[error("tracing header `{header}` references ${{{var}}}, which is not set in the environment")]
     MissingHeaderEnv { header: String, var: String },
     #[error("tracing header `{header}` has an unterminated ${{...}} reference")]
@@ -70,6 +99,72 @@ pub enum SettingsError {
         value: String,
         reason: String,
     },
+}
+
+/// Where a backend's key was read: named in errors instead of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyOrigin::Env(var) => write!(f, "environment variable `{var}`"),
+            KeyOrigin::File(path) => write!(f, "file `{}`", path.display()),
+        }
+    }
+}
+
+impl SettingsError {
+    /// Whether the error is about something absent where this process runs (an
+    /// unset variable, a secret file not mounted) rather than about the config:
+    /// `celgate check` on a workstation reports these as warnings.
+    pub fn is_environmental(&self) -> bool {
+        match self {
+            SettingsError::MissingKeyEnv { .. } | SettingsError::MissingHeaderEnv { .. } => true,
+            SettingsError::KeyFile { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
+    }
+
+    /// The backend the error is about, if it is about one.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            SettingsError::MissingKeyEnv { backend, .. }
+            | SettingsError::KeyFile { backend, .. }
+            | SettingsError::EmptyKey { backend, .. }
+            | SettingsError::BadKey { backend, .. }
+            | SettingsError::BadBaseUrl { backend, .. } => Some(backend),
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with `value` as (part of) a header value, if anything: a line
+/// break, another control character, a non-ASCII character or, unless
+/// `spaces` allows them, a space. Never says where, nor what the value is.
+pub fn header_value_problem(value: &str, spaces: bool) -> Option<&'static str> {
+    value.chars().find_map(|c| match c {
+        '\n' | '\r' => Some("contains a line break"),
+        ' ' if spaces => None,
+        ' ' | '\t' => Some("contains a space or tab"),
+        c if c.is_ascii_control() => Some("contains a control character"),
+        c if !c.is_ascii() => Some("contains a non-ASCII character"),
+        _ => None,
+    })
+}
+
+/// `text` without one trailing `\n` or `\r\n`: what `kubectl create secret
+/// --from-file` and `echo` leave behind.
+fn strip_one_newline(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
 }
 
 /// One upstream, ready to receive requests.
@@ -248,6 +343,31 @@ impl Settings {
         })
     }
 
+    /// Everything [`resolve`](Self::resolve) would refuse, not only the first:
+    /// for `celgate check`.
+    pub fn problems(
+        file: &ConfigFile,
+        plan: &TracingPlan,
+        env: EnvLookup<'_>,
+        config_dir: &std::path::Path,
+    ) -> Vec<SettingsError> {
+        let mut out: Vec<SettingsError> = file
+            .backends
+            .iter()
+            .filter_map(|b| resolve_backend(&b.value, env, config_dir).err())
+            .collect();
+        let listen = file.listen.as_deref().unwrap_or("0.0.0.0:8080");
+        let admin = file.admin.as_deref().unwrap_or("127.0.0.1:9901");
+        out.extend(check_address("listen", listen).err());
+        out.extend(check_address("admin", admin).err());
+        out.extend(resolve_export(plan, env).err());
+        let tracing = file.config.tracing.as_ref();
+        if !tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some()) {
+            out.extend(env_sampler(env).err());
+        }
+        out
+    }
+
     /// The first backend serving `model`.
     pub fn route(&self, model: &str) -> Option<&Backend> {
         self.backends.iter().find(|b| b.serves(model))
@@ -306,9 +426,14 @@ fn resolve_backend(
 ) -> Result<Backend, SettingsError> {
     let bad_url = |reason: &str| SettingsError::BadBaseUrl {
         backend: b.name.clone(),
-        url: b.base_url.clone(),
+        url: redact::mask_url(&b.base_url),
         reason: reason.to_owned(),
     };
+    if redact::has_userinfo(&b.base_url) {
+        return Err(bad_url(
+            "it carries credentials (user:password@), which celgate does not send: give the key as `apiKey` instead",
+        ));
+    }
     let uri: http::Uri = b
         .base_url
         .parse()
@@ -334,28 +459,7 @@ fn resolve_backend(
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     let api_key = match &b.api_key {
         None => None,
-        Some(SecretRef::Env(var)) => Some(Secret::new(env(var).ok_or_else(|| {
-            SettingsError::MissingKeyEnv {
-                backend: b.name.clone(),
-                var: var.clone(),
-            }
-        })?)),
-        Some(SecretRef::File(path)) => {
-            let path = config_dir.join(path);
-            let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::KeyFile {
-                backend: b.name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            let key = text.trim();
-            if key.is_empty() {
-                return Err(SettingsError::EmptyKeyFile {
-                    backend: b.name.clone(),
-                    path,
-                });
-            }
-            Some(Secret::new(key))
-        }
+        Some(source) => Some(read_key(&b.name, source, env, config_dir)?),
     };
     Ok(Backend {
         name: b.name.clone(),
@@ -378,6 +482,50 @@ fn resolve_backend(
     })
 }
 
+/// A backend's key from its source: one trailing newline dropped, then it must be
+/// one line of visible ASCII (what an `Authorization` header can carry). Errors name
+/// the source, never the key.
+fn read_key(
+    backend: &str,
+    source: &SecretRef,
+    env: EnvLookup<'_>,
+    config_dir: &std::path::Path,
+) -> Result<Secret, SettingsError> {
+    let (origin, text) = match source {
+        SecretRef::Env(var) => {
+            let text = env(var).ok_or_else(|| SettingsError::MissingKeyEnv {
+                backend: backend.to_owned(),
+                var: var.clone(),
+            })?;
+            (KeyOrigin::Env(var.clone()), text)
+        }
+        SecretRef::File(path) => {
+            let path = config_dir.join(path);
+            let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::KeyFile {
+                backend: backend.to_owned(),
+                path: path.clone(),
+                source,
+            })?;
+            (KeyOrigin::File(path), text)
+        }
+    };
+    let key = strip_one_newline(&text);
+    if key.is_empty() {
+        return Err(SettingsError::EmptyKey {
+            backend: backend.to_owned(),
+            origin,
+        });
+    }
+    if let Some(problem) = header_value_problem(key, false) {
+        return Err(SettingsError::BadKey {
+            backend: backend.to_owned(),
+            origin,
+            problem,
+        });
+    }
+    Ok(Secret::new(key))
+}
+
 fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettings, SettingsError> {
     let protocol = match plan.otlp_protocol {
         Some(p) => p,
@@ -395,23 +543,42 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
         },
     };
     let langfuse = plan.preset == Some(PresetName::Langfuse);
-    let mut endpoint = match &plan.otlp_endpoint {
-        Some(e) => Some(http_traces_path(e, protocol)),
+    // With where it came from, for the error that refuses credentials in it.
+    let mut endpoint: Option<(&'static str, String)> = match &plan.otlp_endpoint {
+        Some(e) => Some(("otlpEndpoint", http_traces_path(e, protocol))),
         None => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| http_traces_path(&e, protocol))),
+            .map(|e| ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", e))
+            .or_else(|| {
+                env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| {
+                    (
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                        http_traces_path(&e, protocol),
+                    )
+                })
+            }),
     };
     let mut protocol = protocol;
     if langfuse && endpoint.is_none() {
         // The Langfuse SDKs' own variables: the host's OTLP ingestion path, which
         // takes OTLP/HTTP protobuf only.
-        if let Some(host) = env("LANGFUSE_BASE_URL").or_else(|| env("LANGFUSE_HOST")) {
-            endpoint = Some(format!(
-                "{}/api/public/otel/v1/traces",
-                host.trim().trim_end_matches('/')
+        if let Some((name, host)) = env("LANGFUSE_BASE_URL")
+            .map(|h| ("LANGFUSE_BASE_URL", h))
+            .or_else(|| env("LANGFUSE_HOST").map(|h| ("LANGFUSE_HOST", h)))
+        {
+            endpoint = Some((
+                name,
+                format!(
+                    "{}/api/public/otel/v1/traces",
+                    host.trim().trim_end_matches('/')
+                ),
             ));
             protocol = OtlpProtocol::Http;
         }
     }
+    if let Some((origin, url)) = &endpoint {
+        refuse_credentials(origin, url)?;
+    }
+    let endpoint = endpoint.map(|(_, url)| url);
     let target = match endpoint {
         None => ExportTarget::Disabled,
         Some(e) if e == "stdout" => ExportTarget::Stdout,
@@ -422,16 +589,20 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
                 "OTEL_EXPORTER_OTLP_HEADERS",
                 "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
             ] {
-                for (k, v) in env(var)
-                    .as_deref()
-                    .map(parse_env_headers)
-                    .unwrap_or_default()
-                {
+                let text = env(var).unwrap_or_default();
+                for (k, v) in parse_env_headers(strip_one_newline(&text)) {
+                    check_header(&k, &v, &format!(" (from {var})"))?;
                     headers.insert(k, Secret::new(v));
                 }
             }
             for (k, v) in &plan.headers {
-                headers.insert(k.to_ascii_lowercase(), Secret::new(expand_env(k, v, env)?));
+                let (value, vars) = expand_env(k, v, env)?;
+                let origin = match vars.as_slice() {
+                    [] => String::new(),
+                    vars => format!(" (after expanding ${{{}}})", vars.join("}, ${")),
+                };
+                check_header(k, &value, &origin)?;
+                headers.insert(k.to_ascii_lowercase(), Secret::new(value));
             }
             // Langfuse authenticates with Basic public-key:secret-key. Only for the
             // langfuse preset, so these keys never travel to another kind of collector.
@@ -497,9 +668,52 @@ fn parse_env_headers(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Expands `${NAME}` references in a header value.
-fn expand_env(header: &str, value: &str, env: EnvLookup<'_>) -> Result<String, SettingsError> {
+/// Refuses an exporter endpoint with `user:password@` in it, naming where it was
+/// set (`origin`) and showing it masked.
+fn refuse_credentials(origin: &'static str, url: &str) -> Result<(), SettingsError> {
+    if !redact::has_userinfo(url) {
+        return Ok(());
+    }
+    Err(SettingsError::EndpointCredentials {
+        origin,
+        url: redact::mask_url(url),
+        headers: match origin {
+            "otlpEndpoint" => "`tracing.headers`, e.g. `Authorization: Basic ${COLLECTOR_AUTH}`",
+            "LANGFUSE_HOST" | "LANGFUSE_BASE_URL" => {
+                "set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY"
+            }
+            _ => "OTEL_EXPORTER_OTLP_HEADERS=authorization=Basic%20...",
+        },
+    })
+}
+
+/// A tracing header must be sendable: a valid name, a value of visible ASCII and
+/// spaces. `origin` says where the value came from, for the error.
+fn check_header(name: &str, value: &str, origin: &str) -> Result<(), SettingsError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(SettingsError::BadHeaderName {
+            header: name.to_owned(),
+        });
+    }
+    match header_value_problem(value, true) {
+        None => Ok(()),
+        Some(problem) => Err(SettingsError::BadHeaderValue {
+            header: name.to_ascii_lowercase(),
+            origin: origin.to_owned(),
+            problem,
+        }),
+    }
+}
+
+/// Expands `${NAME}` references in a header value (each variable's value without
+/// one trailing newline); returns the value and the names it expanded.
+fn expand_env(
+    header: &str,
+    value: &str,
+    env: EnvLookup<'_>,
+) -> Result<(String, Vec<String>), SettingsError> {
     let mut out = String::with_capacity(value.len());
+    let mut vars = Vec::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -508,14 +722,16 @@ fn expand_env(header: &str, value: &str, env: EnvLookup<'_>) -> Result<String, S
             header: header.to_owned(),
         })?;
         let var = &after[..end];
-        out.push_str(&env(var).ok_or_else(|| SettingsError::MissingHeaderEnv {
+        let text = env(var).ok_or_else(|| SettingsError::MissingHeaderEnv {
             header: header.to_owned(),
             var: var.to_owned(),
-        })?);
+        })?;
+        out.push_str(strip_one_newline(&text));
+        vars.push(var.to_owned());
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, vars))
 }
 
 fn batch_settings(env: EnvLookup<'_>) -> BatchSettings {
@@ -732,6 +948,112 @@ mod tests {
         );
         assert_eq!(format!("{:?}", b.api_key), "Some(Secret(***))");
         assert!(!format!("{s:?}").contains("sk-1"));
+    }
+
+    #[test]
+    fn keys_lose_one_trailing_newline_and_must_be_one_line() {
+        let yaml = "backends:\n  - name: oa\n    baseUrl: https://api.openai.com/v1\n    apiKey: {env: K}\n";
+        for (value, want) in [
+            ("sk-x", Ok("sk-x")),
+            ("sk-x\n", Ok("sk-x")),
+            ("sk-x\r\n", Ok("sk-x")),
+            ("sk-x\n\n", Err("contains a line break")),
+            ("sk-a\nsk-b", Err("contains a line break")),
+            ("sk-x\r", Err("contains a line break")),
+            (" sk-x", Err("contains a space or tab")),
+            ("sk-\u{1b}x", Err("contains a control character")),
+            ("sk-é", Err("contains a non-ASCII character")),
+            ("\n", Err("is empty")),
+        ] {
+            let got = resolve(yaml, &[("K", value)]);
+            match (got, want) {
+                (Ok(s), Ok(key)) => {
+                    assert_eq!(s.backends[0].api_key.as_ref().unwrap().expose(), key)
+                }
+                (Err(e), Err(problem)) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.starts_with("backend `oa`: the apiKey from environment variable `K`"),
+                        "{e}"
+                    );
+                    assert!(e.contains(problem), "{value:?}: {e}");
+                    assert!(!e.contains("sk-"), "{e}");
+                }
+                (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tracing_headers_must_be_sendable_after_expansion() {
+        let yaml = "config:\n  tracing:\n    otlpEndpoint: http://c:4317\n    headers:\n      Authorization: Bearer ${TOKEN}\n";
+        let s = resolve(yaml, &[("TOKEN", "t-1\n")]).unwrap();
+        let ExportTarget::Otlp { headers, .. } = s.export.target else {
+            panic!()
+        };
+        assert_eq!(headers[0].1.expose(), "Bearer t-1");
+        let e = resolve(yaml, &[("TOKEN", "t-1\nt-2")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "tracing header `authorization` (after expanding ${TOKEN}) contains a line break"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("t-1"), "{e}");
+        let e = resolve(
+            "config:\n  tracing:\n    otlpEndpoint: http://c:4317\n",
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "x-key=a%0Ab")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "tracing header `x-key` (from OTEL_EXPORTER_OTLP_HEADERS) contains a line break"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn endpoints_with_credentials_are_refused_masked() {
+        for var in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            let e = resolve("{}", &[(var, "http://u:hunter2@c:4318")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("{var} `http://***@c:4318")), "{e}");
+            assert!(
+                e.contains("OTEL_EXPORTER_OTLP_HEADERS") && !e.contains("hunter2"),
+                "{e}"
+            );
+        }
+        let e = resolve(
+            "config:\n  tracing:\n    preset: langfuse\n",
+            &[("LANGFUSE_HOST", "https://pk:sk@cloud.langfuse.com")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "LANGFUSE_HOST `https://***@cloud.langfuse.com/api/public/otel/v1/traces`"
+            ),
+            "{e}"
+        );
+        // The engine refuses these first; resolving refuses them on its own too.
+        let backend: BackendConfig =
+            serde_saphyr::from_str("name: oa\nbaseUrl: https://u:12/hunter2@api.openai.com/v1\n")
+                .unwrap();
+        let e = resolve_backend(&backend, &|_| None, std::path::Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`https://***@api.openai.com/v1`") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]
