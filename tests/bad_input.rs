@@ -649,6 +649,11 @@ backends:
     baseUrl: {base}
     apiKey: {{env: {BACKEND_KEY_ENV}}}
     models: [\"gpt-*\"]
+  - name: reasoning
+    provider: openai
+    baseUrl: {base}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    models: [\"o1-*\"]
 ",
         endpoint = receiver.endpoint(),
         base = upstream.base_url(),
