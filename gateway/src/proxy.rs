@@ -288,11 +288,9 @@ pub async fn handle(
             );
         }
     };
-    if let (None, Some(m)) = (&flight.exchange.request_model, &send_model)
-        && operation != Operation::Other
-    {
-        // Written into the body below: the model asked for, by the header.
-        flight.exchange.request_model = Some(m.clone());
+    if flight.exchange.request_model.is_none() && operation != Operation::Other {
+        // The body named none: the header's is the model asked for.
+        flight.exchange.request_model = model.clone();
     }
     flight.backend = Some(backend.name.clone());
     flight.exchange.provider = backend.provider.clone();
