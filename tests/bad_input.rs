@@ -649,6 +649,17 @@ backends:
     baseUrl: {base}
     apiKey: {{env: {BACKEND_KEY_ENV}}}
     models: [\"gpt-*\"]
+  - name: reasoning
+    provider: openai
+    baseUrl: {base}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    models: [\"o1-*\"]
+  - name: rewritten
+    provider: openai
+    baseUrl: {base}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    models: [\"legacy-*\"]
+    rewriteModel: gpt-4o-mini
 ",
         endpoint = receiver.endpoint(),
         base = upstream.base_url(),

@@ -1099,3 +1099,425 @@ fn a_reload_storm_under_load_fails_no_request_and_ends_on_the_last_config() {
     drop(upstream);
     assert_fds_back_to(&gateway, &baseline, "reload storm");
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile connections: unfinished HTTP/2, too many connections, a backend's double
+// framing (issue 11)
+// ---------------------------------------------------------------------------------------
+
+/// What every HTTP/2 prior-knowledge client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An empty SETTINGS frame, which must follow the preface.
+const H2_SETTINGS: &[u8] = &[0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+
+/// A HEADERS frame on stream 1 with END_STREAM but without END_HEADERS (`:method GET`,
+/// `:scheme http`, `:path /`: HPACK static entries 2, 6, 4): the header block stays
+/// open until a CONTINUATION that never comes.
+const H2_UNFINISHED_HEADERS: &[u8] = &[0, 0, 3, 0x1, 0x1, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+
+/// A gateway in front of `upstream` with `server` lines added under `server:`.
+fn server_config(upstream: &str, receiver: &str, server: &[&str]) -> String {
+    let server: String = server.iter().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "config:
+  tracing:
+    preset: jaeger
+    otlpEndpoint: {receiver}
+    randomSampling: true
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+server:
+{server}backends:
+  - name: scripted
+    provider: openai
+    baseUrl: {upstream}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+"
+    )
+}
+
+/// Opens a raw connection to the gateway and writes `bytes`.
+fn raw_connection(gateway: &Gateway, bytes: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+    stream.write_all(bytes).expect("write");
+    stream
+}
+
+/// Reads (and discards) what the gateway sends until it closes `stream`; returns how
+/// long that took, or `None` when it is still open after `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// A plain HTTP/1.1 `GET path` on `stream` (kept alive); the status, or `None` when the
+/// gateway closed the connection without answering.
+fn http1_get(stream: &mut std::net::TcpStream, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: celgate.test\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let _ = stream.set_read_timeout(Some(CALL_TIMEOUT));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    head.split(' ').nth(1)?.parse().ok()
+}
+
+/// HTTP/2 connections that never finish a request are closed after
+/// `server.requestTimeout`, as HTTP/1 ones are: only the preface, the preface and
+/// SETTINGS, or a HEADERS block whose CONTINUATION never comes. A real HTTP/2 client
+/// is still served, including a stream that runs longer than `requestTimeout`.
+#[test]
+fn unfinished_http2_connections_are_closed_after_request_timeout() {
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = server_config(
+        &upstream.base_url(),
+        &receiver.endpoint(),
+        &["requestTimeout: 1s"],
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let within = Duration::from_secs(20);
+    let mut preface = raw_connection(&gateway, H2_PREFACE);
+    let mut settings = raw_connection(&gateway, &[H2_PREFACE, H2_SETTINGS].concat());
+    let mut headers = raw_connection(
+        &gateway,
+        &[H2_PREFACE, H2_SETTINGS, H2_UNFINISHED_HEADERS].concat(),
+    );
+    for (what, stream) in [
+        ("preface only", &mut preface),
+        ("preface and SETTINGS", &mut settings),
+        ("HEADERS without END_HEADERS", &mut headers),
+    ] {
+        let closed = closed_within(stream, within);
+        assert!(
+            closed.is_some(),
+            "{what}: still open {within:?} after connecting (requestTimeout 1s)\n{}",
+            gateway.stderr()
+        );
+    }
+
+    // A well-behaved HTTP/2 client: a stream that stalls 2.5 s (longer than
+    // requestTimeout) is in flight, so its connection stays open until it ends.
+    let rt = runtime();
+    let url = format!("{}/chat/completions", gateway.base_url());
+    let body = streamed(chat_body("stall-2500", "Slow over h2")).to_string();
+    let (status, text) = rt.block_on(async {
+        let request = http::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request");
+        let response = tokio::time::timeout(CALL_TIMEOUT, support::client_h2().request(request))
+            .await
+            .expect("an answer in time")
+            .expect("an h2 answer");
+        let status = response.status();
+        let bytes = tokio::time::timeout(CALL_TIMEOUT, response.into_body().collect())
+            .await
+            .expect("the whole body in time")
+            .expect("a complete h2 body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    });
+    assert_eq!(status, 200, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_no_panic(&gateway);
+}
+
+/// SIGTERM drains in-flight requests; an HTTP/2 connection with nothing in flight
+/// (only the preface, or an unfinished HEADERS block) does not hold the drain for
+/// `shutdownTimeout`.
+#[test]
+fn a_sigterm_drain_does_not_wait_for_unfinished_http2_connections() {
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = server_config(
+        &upstream.base_url(),
+        &receiver.endpoint(),
+        &["requestTimeout: 60s", "shutdownTimeout: 30s"],
+    );
+    let mut gateway = Gateway::start(&config, &[]);
+    let _preface = raw_connection(&gateway, &[H2_PREFACE, H2_SETTINGS].concat());
+    let _headers = raw_connection(
+        &gateway,
+        &[H2_PREFACE, H2_SETTINGS, H2_UNFINISHED_HEADERS].concat(),
+    );
+    // Both were accepted once a call on a later connection is answered.
+    let mut probe = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+    assert_eq!(http1_get(&mut probe, "/v1/models"), Some(200));
+    drop(probe);
+    let started = Instant::now();
+    gateway.send_signal(support::Signal::Term);
+    let status = gateway.wait_exit(Duration::from_secs(40));
+    let took = started.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        gateway.stderr()
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the drain took {took:?} (shutdownTimeout 30s) with two idle HTTP/2 connections open\n{}",
+        gateway.stderr()
+    );
+}
+
+/// With `server.maxConnections: 3` and three connections open, a fourth is closed
+/// without an answer (logged once, not per connection); once the three go, a new
+/// client is served.
+#[test]
+fn connections_beyond_max_connections_are_closed_until_others_go() {
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = server_config(
+        &upstream.base_url(),
+        &receiver.endpoint(),
+        &["requestTimeout: 60s", "maxConnections: 3"],
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let mut held: Vec<std::net::TcpStream> = (0..3)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+            assert_eq!(
+                http1_get(&mut s, "/v1/models"),
+                Some(200),
+                "connection {i} within the limit\n{}",
+                gateway.stderr()
+            );
+            s
+        })
+        .collect();
+    for i in 0..5 {
+        let mut extra = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+        assert_eq!(
+            http1_get(&mut extra, "/v1/models"),
+            None,
+            "connection {} beyond maxConnections 3 was served",
+            4 + i
+        );
+    }
+    // The first three still work.
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(http1_get(s, "/v1/models"), Some(200), "held connection {i}");
+    }
+    let logged = gateway
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("maxConnections"))
+        .count();
+    assert_eq!(
+        logged,
+        1,
+        "five refused connections should log one line\n{}",
+        gateway.stderr()
+    );
+    held.clear();
+    let served = wait_until(SETTLE_TIMEOUT, || {
+        let mut s = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+        http1_get(&mut s, "/v1/models") == Some(200)
+    });
+    assert!(
+        served,
+        "no client served after the three went\n{}",
+        gateway.stderr()
+    );
+    assert_no_panic(&gateway);
+}
+
+/// A backend answering with both `Content-Length` and `Transfer-Encoding: chunked`
+/// (RFC 9112 §6.3: the chunked framing wins, and a proxy must not forward the length):
+/// the client gets every byte of the chunked body. A hyper upstream cannot send both
+/// headers, so this one is a raw TCP listener.
+#[test]
+fn a_backend_answer_with_content_length_and_chunked_reaches_the_client_whole() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut body = serde_json::json!({
+        "id": "chatcmpl-double-framing",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ""},
+                     "finish_reason": "stop"}],
+    });
+    let bare = body.to_string().len();
+    body["choices"][0]["message"]["content"] = Value::String("x".repeat(268 - bare));
+    let body = body.to_string();
+    assert_eq!(body.len(), 268);
+    let answer = {
+        let (first, rest) = body.split_at(100);
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
+            first.len(),
+            rest.len()
+        )
+    };
+    let backend = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let _ = stream.set_read_timeout(Some(CALL_TIMEOUT));
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Read the head, then the body its Content-Length announces.
+        loop {
+            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = stream.write_all(answer.as_bytes());
+        let _ = stream.flush();
+        // Hold the connection open: the chunked framing alone must end the answer.
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let receiver = Receiver::grpc();
+    let config = server_config(&format!("http://{addr}/v1"), &receiver.endpoint(), &[]);
+    let config = config.replace("server:\n", "");
+    let gateway = Gateway::start(&config, &[]);
+    let rt = runtime();
+    let parent = Parent::new();
+    let reply = rt.block_on(call(
+        &gateway.base_url(),
+        &chat_body("gpt-4o-mini", "Hi"),
+        &parent,
+    ));
+    assert_eq!(reply.error, None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body()),
+        body,
+        "the client must get the whole chunked body"
+    );
+    assert_ne!(
+        header(&reply, "content-length"),
+        Some("5"),
+        "the backend's Content-Length was forwarded"
+    );
+    let span = span_of(&receiver, &parent.trace_id, "double framing", &gateway);
+    assert_ok_span(&span);
+    assert_no_panic(&gateway);
+    let _ = backend.join();
+}
+
+/// 1,000 idle HTTP/2 connections (preface and SETTINGS, then nothing) cost the gateway
+/// one descriptor each and nothing more, and every one is closed after
+/// `server.requestTimeout`: the descriptor count returns to where it was. Prints the
+/// numbers (recorded in BENCHMARKS.md).
+#[test]
+fn a_thousand_idle_http2_connections_cost_a_descriptor_each_and_are_all_closed() {
+    const CONNECTIONS: usize = 1000;
+    let _load = one_load_at_a_time();
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = server_config(
+        &upstream.base_url(),
+        &receiver.endpoint(),
+        &["requestTimeout: 10s"],
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let mut probe = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+    assert_eq!(http1_get(&mut probe, "/v1/models"), Some(200));
+    drop(probe);
+    // At rest: the fewest descriptors seen over a second (the probe closes meanwhile).
+    let mut before = usize::MAX;
+    wait_until(Duration::from_secs(1), || {
+        before = before.min(gateway.open_fds().len());
+        false
+    });
+    let hello = [H2_PREFACE, H2_SETTINGS].concat();
+    let started = Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+        .map(|_| raw_connection(&gateway, &hello))
+        .collect();
+    // The peak: every connection accepted and none timed out yet.
+    let mut peak = 0;
+    wait_until(Duration::from_secs(8), || {
+        peak = peak.max(gateway.open_fds().len());
+        peak >= before + CONNECTIONS
+    });
+    let opened = started.elapsed();
+    let deadline = started + Duration::from_secs(60);
+    let closed = idle
+        .iter_mut()
+        .filter_map(|stream| {
+            closed_within(stream, deadline.saturating_duration_since(Instant::now()))
+        })
+        .count();
+    let all_closed = started.elapsed();
+    let mut after = gateway.open_fds().len();
+    wait_until(SETTLE_TIMEOUT, || {
+        after = gateway.open_fds().len();
+        after <= before
+    });
+    eprintln!(
+        "{CONNECTIONS} idle h2 connections: gateway fds {before} before, {peak} at the peak \
+         (+{}), {after} after; opened in {opened:.1?}, all closed {all_closed:.1?} after the \
+         first (requestTimeout 10s)",
+        peak.saturating_sub(before)
+    );
+    assert_eq!(closed, CONNECTIONS, "connections still open after 60 s");
+    assert!(
+        peak >= before + CONNECTIONS,
+        "only {} of {CONNECTIONS} connections were open at once",
+        peak.saturating_sub(before)
+    );
+    assert!(
+        peak <= before + CONNECTIONS + 16,
+        "{CONNECTIONS} idle connections cost {} descriptors",
+        peak - before
+    );
+    assert!(
+        after <= before,
+        "descriptors {before} before, {after} after"
+    );
+    drop(idle);
+    assert_no_panic(&gateway);
+}

@@ -419,3 +419,52 @@ async fn a_two_line_key_file_is_refused_and_the_old_key_keeps_serving() {
     assert_eq!(auth, ["Bearer sk-first"]);
     assert!(!gw.stderr().contains("sk-b"), "{}", gw.stderr());
 }
+
+/// SIGHUP reloads the config at once (the conventional daemon reload) and leaves the
+/// process serving. To tell it from the file watcher, the config becomes a symlink to
+/// a file outside every watched directory: an edit of that file sends no event.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_now_and_the_process_keeps_serving() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let gw = Gateway::start(&config(&upstream.base_url(), &receiver.endpoint(), 1), &[]);
+    let admin = gw.admin_url();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("config.yaml");
+    std::fs::write(
+        &target,
+        config(&upstream.base_url(), &receiver.endpoint(), 2),
+    )
+    .unwrap();
+    let link = gw.dir().join(".config.yaml.link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // The rename happens in the watched directory: the watcher loads generation 2.
+    std::fs::rename(&link, gw.config_path()).unwrap();
+    wait_generation(&gw, 2, Duration::from_secs(5)).await;
+
+    std::fs::write(
+        &target,
+        config(&upstream.base_url(), &receiver.endpoint(), 3),
+    )
+    .unwrap();
+    gw.send_signal(support::Signal::Hup);
+    wait_generation(&gw, 3, Duration::from_secs(5)).await;
+    assert!(
+        gw.wait_for_stderr("SIGHUP", Duration::from_secs(5))
+            .is_some(),
+        "the SIGHUP was not logged:\n{}",
+        gw.stderr()
+    );
+    assert_live_attr(&gw, &receiver, "g3").await;
+
+    // Nothing changed: a second SIGHUP is logged as such and changes nothing.
+    gw.send_signal(support::Signal::Hup);
+    assert!(
+        gw.wait_for_stderr("unchanged", Duration::from_secs(5))
+            .is_some(),
+        "a SIGHUP without a change was not logged:\n{}",
+        gw.stderr()
+    );
+    assert_live_attr(&gw, &receiver, "g3").await;
+    assert_eq!(generation(&admin).await.0, 3);
+}

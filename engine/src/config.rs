@@ -65,8 +65,13 @@ pub struct Server {
     pub shutdown_timeout: Option<DurationText>,
     /// Longest a client may take to send a request's headers, and the whole body of
     /// an LLM call (default `30s`); a slower one gets a 408 (headers: the connection
-    /// is closed).
+    /// is closed). A connection, HTTP/1 or HTTP/2, with no request in flight for this
+    /// long is closed too.
     pub request_timeout: Option<DurationText>,
+    /// Most client connections open at once (default 10000, or fewer when the
+    /// open-file limit would not hold that many with room for upstream sockets); one
+    /// more is closed at once, unanswered.
+    pub max_connections: Option<std::num::NonZeroU32>,
     /// One line per request on stdout.
     #[serde(default)]
     pub access_log: AccessLog,

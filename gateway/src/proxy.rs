@@ -48,12 +48,22 @@ pub async fn handle(
     let start = Instant::now();
     let start_time = SystemTime::now();
     let (parts, body) = req.into_parts();
+    let host_problem = host_problem(&parts);
 
     let operation = match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => Operation::Chat,
         (&Method::POST, "/v1/completions") => Operation::TextCompletion,
         (&Method::POST, "/v1/embeddings") => Operation::Embeddings,
-        (&Method::GET, "/v1/models") => return models(&generation),
+        (&Method::GET, "/v1/models") => {
+            // Answered here, without a span; the Host rule holds all the same.
+            return match host_problem {
+                Some(message) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &error_body(message, "invalid_request_error", "invalid_host"),
+                ),
+                None => models(&generation),
+            };
+        }
         _ => Operation::Other,
     };
 
@@ -96,6 +106,16 @@ pub async fn handle(
         version: parts.version,
         finished: false,
     };
+
+    if let Some(message) = host_problem {
+        return refuse(
+            flight,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_host",
+            message.to_owned(),
+        );
+    }
 
     // TRACE would have the upstream echo the request back, headers included, and the
     // upstream request carries the backend's key; CONNECT would make the gateway an
@@ -255,6 +275,23 @@ pub async fn handle(
             return refuse(flight, status, "invalid_request_error", code, message);
         }
     };
+    // The header chose the backend; the body's model is what it would run.
+    let send_model = match upstream_model(backend, &flight.exchange, model.as_deref()) {
+        Ok(send) => send,
+        Err(message) => {
+            return refuse(
+                flight,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model_not_allowed",
+                message,
+            );
+        }
+    };
+    if flight.exchange.request_model.is_none() && operation != Operation::Other {
+        // The body named none: the header's is the model asked for.
+        flight.exchange.request_model = model.clone();
+    }
     flight.backend = Some(backend.name.clone());
     flight.exchange.provider = backend.provider.clone();
     flight.exchange.backend_name = Some(backend.name.clone());
@@ -270,7 +307,7 @@ pub async fn handle(
 
     let upstream_body = match outgoing {
         Outgoing::Streamed(body) => body,
-        Outgoing::Whole(bytes) => whole_body(match &backend.rewrite_model {
+        Outgoing::Whole(bytes) => whole_body(match &send_model {
             Some(to) => rewrite_model(bytes, to),
             None => bytes,
         }),
@@ -423,6 +460,68 @@ fn header_model(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The model to write into an LLM call's body before it goes to `backend`, or why the
+/// call may not go there. `routed` is the model that chose the backend (the
+/// `x-ai-eg-model` header when set, else the body's). The model a backend runs must
+/// be one its `models` allow: a body model it does not serve is refused (the header
+/// cannot launder it); a body without a model gets the routed one, so the backend
+/// never falls back to a default of its own. `rewriteModel` wins over both: that
+/// name is the operator's choice.
+fn upstream_model(
+    backend: &Backend,
+    exchange: &Exchange,
+    routed: Option<&str>,
+) -> Result<Option<String>, String> {
+    if exchange.operation == Operation::Other {
+        return Ok(None);
+    }
+    if let Some(to) = &backend.rewrite_model {
+        return Ok(Some(to.clone()));
+    }
+    match (exchange.request_model.as_deref(), routed) {
+        (Some(body), _) if backend.serves(body) => Ok(None),
+        (Some(body), routed) => Err(format!(
+            "model `{}` in the body is not served by the backend that x-ai-eg-model `{}` routes to; name the same model in both, or leave `model` out of the body",
+            shorten(body),
+            shorten(routed.unwrap_or_default())
+        )),
+        (None, routed) => Ok(routed.map(str::to_owned)),
+    }
+}
+
+/// A client-chosen name, cut to a length fit for an error message.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Why the request's `Host` is unacceptable (RFC 9112 §3.2: 400 for an HTTP/1.1
+/// request without one, for more than one, or for an invalid value). HTTP/1.0 may
+/// omit it; HTTP/2 names the authority in `:authority` instead.
+fn host_problem(parts: &http::request::Parts) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (None, _) if parts.version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must have a Host header")
+        }
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            Some("the Host header is not a valid host[:port]")
+        }
+        _ => None,
+    }
+}
+
+/// `host[:port]` without userinfo, or empty (allowed for a target without authority).
+fn valid_host(value: &[u8]) -> bool {
+    value.is_empty()
+        || (!value.contains(&b'@')
+            && http::uri::Authority::try_from(value).is_ok_and(|a| !a.host().is_empty()))
+}
+
 /// The backend for `model`: the first that serves it. Calls that name no model
 /// (only possible for pass-through paths) go to the first backend.
 fn route<'g>(
@@ -504,7 +603,15 @@ fn upstream_uri(backend: &Backend, uri: &http::Uri) -> String {
 
 /// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1) and those the
 /// proxy sets itself.
+///
+/// A message framed by `Transfer-Encoding` loses its `Content-Length` too (RFC 9112
+/// §6.3: the chunked framing wins, and a proxy must not forward the length): the
+/// body is re-framed by hyper from what actually arrives, and a stale length would
+/// cut it short. Used for requests and responses alike.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -666,14 +773,17 @@ fn describe_client_error(
 }
 
 /// The first segment of `path` a backend could resolve into another path: `.` or
-/// `..`, also percent-encoded, or one holding an encoded `/` or `\`.
+/// `..`, also percent-encoded, or one holding an encoded `/` or `\`. A segment is
+/// judged by its part before `;` (decoded or not): servers such as Tomcat and Jetty
+/// strip path parameters, so `..;x` is `..` to them.
 fn unsafe_path_segment(path: &str) -> Option<String> {
     path.split('/').find_map(|raw| {
         if !raw.contains('.') && !raw.contains('%') {
             return None;
         }
         let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        let unsafe_segment = decoded == "." || decoded == ".." || decoded.contains(['/', '\\']);
+        let dots = |s: &str| matches!(s.split(';').next(), Some("." | ".."));
+        let unsafe_segment = dots(raw) || dots(&decoded) || decoded.contains(['/', '\\']);
         unsafe_segment.then(|| raw.chars().take(64).collect())
     })
 }
@@ -786,6 +896,12 @@ mod tests {
             "/v1/%2E/x",
             "/v1/..%2fadmin",
             "/v1/a%5C..%5Cb",
+            "/v1/..;/admin",
+            "/v1/..;jsessionid=1/admin",
+            "/v1/.;x/chat",
+            "/v1/%2e%2e;/admin",
+            "/v1/%2e%2e%3b/admin",
+            "/v1/.%3bx",
         ] {
             assert!(unsafe_path_segment(path).is_some(), "{path}");
         }
@@ -795,6 +911,10 @@ mod tests {
             "/v1/files/file-1.jsonl",
             "/v1/...",
             "/v1/a%20b",
+            "/v1/files/a;b",
+            "/v1/files/a.jsonl;v=1",
+            "/v1/...;x",
+            "/v1/;",
             "/",
             "",
         ] {

@@ -9,6 +9,9 @@
 //! parsed, compiled and resolved off the runtime; only a fully valid generation
 //! is swapped in. A timer re-checks as well, in case an event was missed.
 //!
+//! A reload can also be asked for (SIGHUP): it runs at once, without the debounce,
+//! and says so in the log even when nothing changed.
+//!
 //! A failed reload keeps the previous generation serving, logs the error with
 //! its position and counts it; `/config` shows it until the next good load.
 
@@ -32,8 +35,13 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Starts watching `config` now (so no change made after this returns is
 /// missed) and returns the task that swaps in each valid new version; it runs
-/// until aborted. Call from within the runtime.
-pub fn spawn(config: PathBuf, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+/// until aborted. Each notification of `requested` is a reload right away (one
+/// asked for while a reload runs is not lost). Call from within the runtime.
+pub fn spawn(
+    config: PathBuf,
+    shared: Arc<Shared>,
+    requested: Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let waker = Arc::clone(&wake);
     let mut watcher = match notify::recommended_watcher(
@@ -58,13 +66,18 @@ pub fn spawn(config: PathBuf, shared: Arc<Shared>) -> tokio::task::JoinHandle<()
         // A change between the initial load and the watch: catch it now.
         reload_once(&config, &shared).await;
         loop {
-            tokio::select! {
+            let asked = tokio::select! {
                 () = wake.notified() => {
                     tokio::time::sleep(DEBOUNCE).await;
+                    false
                 }
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = requested.notified() => true,
+                () = tokio::time::sleep(POLL_INTERVAL) => false,
+            };
+            let result = reload_once(&config, &shared).await;
+            if asked {
+                describe_requested(&config, &result, shared.current().number);
             }
-            reload_once(&config, &shared).await;
             update_watches(watcher.as_mut(), &mut watched, &config, &shared);
         }
     })
@@ -205,6 +218,21 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         .get_or_create(&ReloadLabels { result: "ok" })
         .inc();
     ReloadResult::Swapped(number)
+}
+
+/// The outcomes a reload does not log itself, for a reload that was asked for.
+fn describe_requested(config: &Path, result: &ReloadResult, generation: u64) {
+    match result {
+        ReloadResult::Unchanged => tracing::info!(
+            "requested reload: {} is unchanged; generation {generation} stays in service",
+            config.display()
+        ),
+        ReloadResult::Absent => tracing::warn!(
+            "requested reload: {} is absent; generation {generation} stays in service",
+            config.display()
+        ),
+        ReloadResult::Swapped(_) | ReloadResult::Failed => {}
+    }
 }
 
 fn describe_target(t: &ExportTarget) {

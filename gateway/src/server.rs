@@ -2,7 +2,13 @@
 //! listeners, and shut down gracefully on SIGTERM/SIGINT.
 //!
 //! Shutdown order: stop accepting, let in-flight requests (streams included)
-//! finish up to `server.shutdownTimeout`, then flush queued spans.
+//! finish up to `server.shutdownTimeout`, then flush queued spans. SIGHUP reloads
+//! the config at once.
+//!
+//! Each accepted connection is bounded by [`connection`]: at most
+//! `server.maxConnections` open, and closed once idle for `server.requestTimeout`.
+
+pub mod connection;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,10 @@ use celgate_engine::{LoadOptions, load_document};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+
+use self::connection::{Activity, Admitted, BusyBody, Connections, Ended, Throttled};
 
 use crate::export::Exporter;
 use crate::settings::{Settings, process_env};
@@ -174,11 +182,16 @@ pub async fn serve(
     let listen = first.settings.listen.clone();
     let admin = first.settings.admin.clone();
     let drain = first.settings.server.shutdown_timeout;
+    let first_max_connections = first.settings.server.max_connections;
     describe_export(&first.settings);
     let shared = Shared::new(first, exporter);
 
-    // Watch before announcing readiness, so no later edit can be missed.
-    let reload_task = crate::reload::spawn(config, Arc::clone(&shared));
+    // Watch before announcing readiness, so no later edit can be missed; and take
+    // SIGHUP over from its default action (exit) before then too.
+    let reload_now = Arc::new(tokio::sync::Notify::new());
+    reload_on_sighup(&config, Arc::clone(&reload_now));
+    connection::warn_if_over_fd_limit(first_max_connections);
+    let reload_task = crate::reload::spawn(config, Arc::clone(&shared), reload_now);
     let proxy_listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (`listen` in config)"))?;
@@ -194,8 +207,12 @@ pub async fn serve(
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
-    // Ends the wait for a connection's first bytes when shutting down.
+    // Ends the wait for a connection's first bytes when shutting down, and asks
+    // every connection to close.
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(Connections::default());
+    let mut accept_errors = Throttled::new(LOG_AT_MOST_EVERY);
+    let mut over_limit = Throttled::new(LOG_AT_MOST_EVERY);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -204,42 +221,37 @@ pub async fn serve(
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept failed: {e}");
+                        if let Some(unlogged) = accept_errors.occurred(std::time::Instant::now()) {
+                            tracing::warn!(
+                                "accept failed: {e} (logged at most every {:?}; {unlogged} more since the last line)",
+                                accept_errors.window()
+                            );
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let request_timeout = shared.current().settings.server.request_timeout;
-                let shared = Arc::clone(&shared);
-                let service = service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, std::convert::Infallible>(crate::proxy::handle(shared, req, remote).await) }
-                });
-                // Per connection, so a reloaded `server.requestTimeout` applies. With a
-                // timer hyper bounds the wait for a request's headers (slow-header
-                // clients); without one it waits forever.
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(request_timeout);
-                let watcher = graceful.watcher();
-                let mut stop = stop.clone();
-                tokio::spawn(async move {
-                    let arrived = tokio::select! {
-                        arrived = first_bytes_arrive(&stream, request_timeout) => arrived,
-                        _ = stop.wait_for(|s| *s) => false,
-                    };
-                    if !arrived {
-                        tracing::debug!("connection from {remote} sent no request within {request_timeout:?}");
-                        return;
+                // Per connection, so reloaded limits apply to new connections.
+                let limits = shared.current().settings.server;
+                let Some(admitted) = connections.admit(limits.max_connections) else {
+                    if let Some(unlogged) = over_limit.occurred(std::time::Instant::now()) {
+                        tracing::warn!(
+                            "{} client connections open, the most server.maxConnections allows: closing new ones unanswered (logged at most every {:?}; {unlogged} more since the last line)",
+                            limits.max_connections,
+                            over_limit.window()
+                        );
                     }
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!("connection from {remote} ended: {e}");
-                    }
-                });
+                    drop(stream);
+                    continue;
+                };
+                tokio::spawn(serve_connection(
+                    stream,
+                    remote,
+                    Arc::clone(&shared),
+                    limits.request_timeout,
+                    (graceful.watcher(), admitted),
+                    stop.clone(),
+                ));
             }
             () = &mut shutdown => break,
         }
@@ -268,6 +280,109 @@ pub async fn serve(
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(0)
+}
+
+/// How often a recurring accept problem (EMFILE, a full connection table) is logged.
+const LOG_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+/// Most concurrent streams on one HTTP/2 connection (RFC 9113 recommends at least 100;
+/// each may hold an upstream socket).
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Largest HTTP/2 header block accepted (decoded); a CONTINUATION flood past it is
+/// refused.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Serves one accepted connection until it ends, is idle for `request_timeout`, or the
+/// gateway stops. `held` keeps the drain waiting (the watcher) and the connection's
+/// place under `server.maxConnections` until then.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    request_timeout: Duration,
+    held: (Watcher, Admitted),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _held = held;
+    let _ = stream.set_nodelay(true);
+    let arrived = tokio::select! {
+        arrived = first_bytes_arrive(&stream, request_timeout) => arrived,
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !arrived {
+        tracing::debug!("connection from {remote} sent no request within {request_timeout:?}");
+        return;
+    }
+    let activity = Activity::new();
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            // From the request's head to the end of its response body.
+            let busy = activity.begin();
+            let shared = Arc::clone(&shared);
+            async move {
+                let response = crate::proxy::handle(shared, req, remote).await;
+                Ok::<_, std::convert::Infallible>(response.map(|body| BusyBody::new(body, busy)))
+            }
+        })
+    };
+    let builder = connection_builder(request_timeout);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let shutdown = hyper_util::server::graceful::GracefulConnection::graceful_shutdown;
+    match connection::drive(conn, shutdown, &activity, request_timeout, stop).await {
+        Ended::Finished(Ok(())) => {}
+        Ended::Finished(Err(e)) => tracing::debug!("connection from {remote} ended: {e}"),
+        Ended::Dropped(why) => tracing::debug!(
+            "connection from {remote} dropped: asked to close ({why:?}), it did not within {:?}",
+            connection::CLOSE_GRACE
+        ),
+    }
+}
+
+/// hyper's settings for one connection. With a timer hyper bounds the wait for an
+/// HTTP/1 request's headers (slow-header clients); without one it waits forever.
+/// HTTP/2 gets keep-alive PINGs (a peer that stops answering is closed) and bounded
+/// streams and header blocks; its idle bound is [`connection::drive`]'s.
+fn connection_builder(request_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(request_timeout)
+        .keep_alive_timeout(request_timeout)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST);
+    builder
+}
+
+/// On each SIGHUP, logs it and asks the reload task for an immediate reload. The
+/// handler is installed by the call itself (call it before announcing readiness).
+fn reload_on_sighup(config: &Path, reload_now: Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let config = config.display().to_string();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading {config}");
+                        reload_now.notify_one();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will stop the process"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config, reload_now);
 }
 
 /// Waits (up to `within`) until the client has sent enough for hyper to tell HTTP/1

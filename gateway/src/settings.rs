@@ -260,6 +260,7 @@ pub struct ServerSettings {
     pub max_json_depth: u32,
     pub shutdown_timeout: Duration,
     pub request_timeout: Duration,
+    pub max_connections: usize,
     pub access_log: AccessLogFormat,
 }
 
@@ -317,6 +318,11 @@ impl Settings {
             request_timeout: server
                 .request_timeout
                 .map_or(Duration::from_secs(30), |d| d.0),
+            max_connections: server
+                .max_connections
+                .map_or_else(crate::server::connection::default_max_connections, |n| {
+                    n.get() as usize
+                }),
             access_log: server.access_log.format.unwrap_or_default(),
         };
         let listen = file.listen.clone().unwrap_or_else(|| "0.0.0.0:8080".into());
