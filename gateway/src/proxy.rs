@@ -19,6 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::client_auth::{self, Admission};
 use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
 use crate::openai;
 use crate::settings::Backend;
@@ -48,12 +49,14 @@ pub async fn handle(
     let start = Instant::now();
     let start_time = SystemTime::now();
     let (parts, body) = req.into_parts();
+    let admission = client_auth::admit(generation.settings.client_keys.as_ref(), &parts.headers);
 
     let operation = match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => Operation::Chat,
         (&Method::POST, "/v1/completions") => Operation::TextCompletion,
         (&Method::POST, "/v1/embeddings") => Operation::Embeddings,
-        (&Method::GET, "/v1/models") => return models(&generation),
+        // Without a valid key it is refused below, like any other path.
+        (&Method::GET, "/v1/models") if admission.admitted() => return models(&generation),
         _ => Operation::Other,
     };
 
@@ -62,6 +65,7 @@ pub async fn handle(
         source_address: Some(remote.to_string()),
         ..Exchange::default()
     };
+    exchange.client = admission.client().cloned();
     exchange.request.method = parts.method.as_str().to_owned();
     exchange.request.path = parts.uri.path().to_owned();
     if generation.needs.request_headers {
@@ -128,6 +132,12 @@ pub async fn handle(
                 "the path has a `{segment}` segment; the gateway forwards only paths without dot segments or encoded slashes"
             ),
         );
+    }
+
+    // Only a listed client may spend the backends' keys; checked before a byte of
+    // the body is read.
+    if !admission.admitted() {
+        return refuse_unauthenticated(flight, &admission);
     }
 
     // LLM calls are read whole (they are small) so they can be parsed and routed;
@@ -543,8 +553,9 @@ fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation)
     }
     if !backend.auth_passthrough {
         h.remove(header::AUTHORIZATION);
-        h.remove("api-key");
-        h.remove("x-api-key");
+        for name in client_auth::KEY_HEADERS {
+            h.remove(name);
+        }
         if let Some(key) = &backend.api_key
             && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
         {
@@ -728,19 +739,65 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Clien
 /// celgate answers itself: the request was refused before reaching a backend, or
 /// the backend could not be reached. `code` doubles as the span's `error.type`.
 fn refuse(
-    mut flight: InFlight,
+    flight: InFlight,
     status: StatusCode,
     kind: &str,
     code: &'static str,
     message: String,
 ) -> Response<ClientBody> {
-    Shared::count(&flight.shared.stats.errors);
     let body = error_body(&message, kind, code);
+    refuse_with(flight, status, body, code, message)
+}
+
+/// [`refuse`] with a body of its own and a separate `error.type`.
+fn refuse_with(
+    mut flight: InFlight,
+    status: StatusCode,
+    body: serde_json::Value,
+    error_type: &'static str,
+    message: String,
+) -> Response<ClientBody> {
+    Shared::count(&flight.shared.stats.errors);
     flight.exchange.response.status = Some(status.as_u16());
-    flight.exchange.error_type = Some(code.to_owned());
+    flight.exchange.error_type = Some(error_type.to_owned());
     flight.exchange.response_body = Some(body.to_string());
     flight.finish(Outcome::Refused(message));
     json_response(status, &body)
+}
+
+/// 401 for a missing or unknown client key, in OpenAI's words and shape (`code`
+/// `invalid_api_key`, or null when no key was given, as OpenAI answers), with
+/// `WWW-Authenticate: Bearer` (RFC 6750). The span's `error.type` is
+/// `unauthenticated`. Nothing of the presented key is echoed.
+fn refuse_unauthenticated(flight: InFlight, admission: &Admission) -> Response<ClientBody> {
+    let (message, code, challenge) = if *admission == Admission::Missing {
+        (
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). This gateway requires a client key (auth.clientKeys).",
+            serde_json::Value::Null,
+            "Bearer realm=\"celgate\"",
+        )
+    } else {
+        (
+            "Incorrect API key provided. This gateway accepts only the client keys listed in its keys file (auth.clientKeys).",
+            serde_json::json!("invalid_api_key"),
+            "Bearer realm=\"celgate\", error=\"invalid_token\"",
+        )
+    };
+    let body = serde_json::json!({"error": {
+        "message": message, "type": "invalid_request_error", "param": null, "code": code,
+    }});
+    let mut resp = refuse_with(
+        flight,
+        StatusCode::UNAUTHORIZED,
+        body,
+        "unauthenticated",
+        message.to_owned(),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -74,12 +74,14 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     })
 }
 
-/// The secret files a generation read.
+/// The secret files a generation read: backends' key files and the client keys
+/// file. A change to any of them is a new generation.
 pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
     settings
         .backends
         .iter()
         .filter_map(|b| b.key_file.clone())
+        .chain(settings.client_keys.as_ref().map(|k| k.path().to_owned()))
         .collect()
 }
 
@@ -175,6 +177,7 @@ pub async fn serve(
     let admin = first.settings.admin.clone();
     let drain = first.settings.server.shutdown_timeout;
     describe_export(&first.settings);
+    crate::client_auth::describe(first.settings.client_keys.as_ref());
     let shared = Shared::new(first, exporter);
 
     // Watch before announcing readiness, so no later edit can be missed.
