@@ -183,6 +183,7 @@ async fn listed_keys_pass_and_only_the_backend_key_goes_upstream() {
     let config = support::get(&format!("{admin}/config")).await;
     let auth = &config.json()["auth"]["clientKeys"];
     assert_eq!(auth["clients"], 2, "{auth}");
+    assert_eq!(auth["keys"], 2, "{auth}");
     assert_eq!(auth["names"], json!(["ci", "app"]), "{auth}");
     assert_eq!(auth["file"], keys.display().to_string(), "{auth}");
 

@@ -165,8 +165,9 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
         "auth": {
             "clientKeys": g.settings.client_keys.as_ref().map(|k| json!({
                 "file": k.path().display().to_string(),
-                "clients": k.len(),
-                "names": k.names().collect::<Vec<_>>(),
+                "clients": k.names().len(),
+                "keys": k.keys(),
+                "names": k.names(),
             })),
         },
         "backends": backends,

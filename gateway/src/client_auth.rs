@@ -13,7 +13,7 @@
 //! Error messages name the file, a position and the client's name, never a value
 //! from the file (a misplaced raw key would otherwise reach the log).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,13 +62,6 @@ pub enum ClientKeysError {
         path: PathBuf,
         line: u32,
         column: u32,
-    },
-    #[error("{path}:{line}:{column}: client `{name}` is listed twice; names must be unique")]
-    DuplicateName {
-        path: PathBuf,
-        line: u32,
-        column: u32,
-        name: String,
     },
     #[error(
         "{path}:{line}:{column}: clients `{first}` and `{second}` have the same sha256, i.e. the same key; give each client its own key"
@@ -202,7 +195,6 @@ impl ClientKeys {
             }
         })?;
         let mut entries = Vec::with_capacity(file.clients.len());
-        let mut names = HashSet::new();
         for spanned in file.clients {
             let at = spanned.referenced;
             let (line, column) = (at.line() as u32, at.column() as u32);
@@ -212,14 +204,6 @@ impl ClientKeys {
                     path: path.to_owned(),
                     line,
                     column,
-                });
-            }
-            if !names.insert(raw.name.clone()) {
-                return Err(ClientKeysError::DuplicateName {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    name: raw.name,
                 });
             }
             let Some(digest) = parse_digest(&raw.sha256) else {
@@ -279,12 +263,20 @@ impl ClientKeys {
         &self.path
     }
 
-    /// The clients' names, in file order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.client.name.as_str())
+    /// The clients' names, each once, in file order (a client may have several
+    /// keys, e.g. while one is rotated).
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for e in &self.entries {
+            if !names.contains(&e.client.name.as_str()) {
+                names.push(&e.client.name);
+            }
+        }
+        names
     }
 
-    pub fn len(&self) -> usize {
+    /// How many keys the file lists.
+    pub fn keys(&self) -> usize {
         self.entries.len()
     }
 
@@ -297,7 +289,7 @@ impl fmt::Debug for ClientKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientKeys")
             .field("path", &self.path)
-            .field("clients", &self.names().collect::<Vec<_>>())
+            .field("clients", &self.names())
             .finish()
     }
 }
@@ -310,8 +302,9 @@ pub fn describe(keys: Option<&ClientKeys>) {
             k.path().display()
         ),
         Some(k) => tracing::info!(
-            "client keys on: {} clients from {}",
-            k.len(),
+            "client keys on: {} clients, {} keys, from {}",
+            k.names().len(),
+            k.keys(),
             k.path().display()
         ),
         None => {}
@@ -410,7 +403,7 @@ mod tests {
             sha("k2").to_uppercase()
         );
         let k = keys(&yaml).unwrap();
-        assert_eq!(k.names().collect::<Vec<_>>(), ["ci", "app"]);
+        assert_eq!(k.names(), ["ci", "app"]);
         let ci = k.find(b"k1").unwrap();
         assert_eq!(ci.team.as_deref(), Some("ml"));
         assert_eq!(ci.metadata, [("tenant".to_owned(), "acme".to_owned())]);
@@ -459,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn names_and_keys_are_unique_and_names_are_plain() {
+    fn keys_are_unique_and_names_are_plain() {
         let two = |a: &str, ka: &str, b: &str, kb: &str| {
             keys(&format!(
                 "clients:\n  - name: {a}\n    sha256: {}\n  - name: {b}\n    sha256: {}\n",
@@ -468,8 +461,12 @@ mod tests {
             ))
         };
         assert!(two("a", "1", "b", "2").is_ok());
-        let e = two("a", "1", "a", "2").unwrap_err();
-        assert!(e.contains("client `a` is listed twice"), "{e}");
+        // One client, two keys (a rotation in progress).
+        let rotating = two("a", "1", "a", "2").unwrap();
+        assert_eq!(rotating.names(), ["a"]);
+        assert_eq!(rotating.keys(), 2);
+        assert_eq!(rotating.find(b"1").unwrap().name, "a");
+        assert_eq!(rotating.find(b"2").unwrap().name, "a");
         let e = two("a", "1", "b", "1").unwrap_err();
         assert!(
             e.contains("clients `a` and `b` have the same sha256"),
