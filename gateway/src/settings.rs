@@ -264,6 +264,24 @@ impl Settings {
     }
 }
 
+/// The secret files `file` references (backends' `apiKey` files, then the client
+/// keys file), as [`Settings::resolve`] will read them.
+pub fn secret_files(file: &ConfigFile, config_dir: &std::path::Path) -> Vec<PathBuf> {
+    file.backends
+        .iter()
+        .filter_map(|b| match &b.value.api_key {
+            Some(SecretRef::File(p)) => Some(config_dir.join(p)),
+            _ => None,
+        })
+        .chain(
+            file.auth
+                .client_keys
+                .as_ref()
+                .map(|k| config_dir.join(&k.file)),
+        )
+        .collect()
+}
+
 /// Reads `auth.clientKeys.file`, if configured. A backend that forwards the
 /// client's own key would defeat it, so the combination is refused.
 fn resolve_client_keys(
