@@ -131,6 +131,42 @@ impl Admission {
     }
 }
 
+/// What a client without a valid key is told: OpenAI's 401 for a bad key (type
+/// `invalid_request_error`, code `invalid_api_key`, or null when no key was sent,
+/// as OpenAI answers) and an RFC 6750 challenge. Nothing of the key is echoed.
+pub struct Unauthenticated {
+    pub message: &'static str,
+    pub body: serde_json::Value,
+    /// The `WWW-Authenticate` value.
+    pub challenge: &'static str,
+}
+
+impl Unauthenticated {
+    pub fn of(admission: &Admission) -> Unauthenticated {
+        let (message, code, challenge) = if *admission == Admission::Missing {
+            (
+                "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). This gateway requires a client key (auth.clientKeys).",
+                serde_json::Value::Null,
+                "Bearer realm=\"celgate\"",
+            )
+        } else {
+            (
+                "Incorrect API key provided. This gateway accepts only the client keys listed in its keys file (auth.clientKeys).",
+                serde_json::json!("invalid_api_key"),
+                "Bearer realm=\"celgate\", error=\"invalid_token\"",
+            )
+        };
+        let body = serde_json::json!({"error": {
+            "message": message, "type": "invalid_request_error", "param": null, "code": code,
+        }});
+        Unauthenticated {
+            message,
+            body,
+            challenge,
+        }
+    }
+}
+
 /// Checks `headers` against `keys` (`None`: client keys are off).
 pub fn admit(keys: Option<&ClientKeys>, headers: &HeaderMap) -> Admission {
     let Some(keys) = keys else {

@@ -739,63 +739,34 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Clien
 /// celgate answers itself: the request was refused before reaching a backend, or
 /// the backend could not be reached. `code` doubles as the span's `error.type`.
 fn refuse(
-    flight: InFlight,
+    mut flight: InFlight,
     status: StatusCode,
     kind: &str,
     code: &'static str,
     message: String,
 ) -> Response<ClientBody> {
-    let body = error_body(&message, kind, code);
-    refuse_with(flight, status, body, code, message)
-}
-
-/// [`refuse`] with a body of its own and a separate `error.type`.
-fn refuse_with(
-    mut flight: InFlight,
-    status: StatusCode,
-    body: serde_json::Value,
-    error_type: &'static str,
-    message: String,
-) -> Response<ClientBody> {
     Shared::count(&flight.shared.stats.errors);
+    let body = error_body(&message, kind, code);
     flight.exchange.response.status = Some(status.as_u16());
-    flight.exchange.error_type = Some(error_type.to_owned());
+    flight.exchange.error_type = Some(code.to_owned());
     flight.exchange.response_body = Some(body.to_string());
     flight.finish(Outcome::Refused(message));
     json_response(status, &body)
 }
 
-/// 401 for a missing or unknown client key, in OpenAI's words and shape (`code`
-/// `invalid_api_key`, or null when no key was given, as OpenAI answers), with
-/// `WWW-Authenticate: Bearer` (RFC 6750). The span's `error.type` is
-/// `unauthenticated`. Nothing of the presented key is echoed.
-fn refuse_unauthenticated(flight: InFlight, admission: &Admission) -> Response<ClientBody> {
-    let (message, code, challenge) = if *admission == Admission::Missing {
-        (
-            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). This gateway requires a client key (auth.clientKeys).",
-            serde_json::Value::Null,
-            "Bearer realm=\"celgate\"",
-        )
-    } else {
-        (
-            "Incorrect API key provided. This gateway accepts only the client keys listed in its keys file (auth.clientKeys).",
-            serde_json::json!("invalid_api_key"),
-            "Bearer realm=\"celgate\", error=\"invalid_token\"",
-        )
-    };
-    let body = serde_json::json!({"error": {
-        "message": message, "type": "invalid_request_error", "param": null, "code": code,
-    }});
-    let mut resp = refuse_with(
-        flight,
-        StatusCode::UNAUTHORIZED,
-        body,
-        "unauthenticated",
-        message.to_owned(),
-    );
+/// [`refuse`] for a missing or unknown client key: OpenAI's 401 (its `code` is
+/// not the span's `error.type`, `unauthenticated`) with a Bearer challenge.
+fn refuse_unauthenticated(mut flight: InFlight, admission: &Admission) -> Response<ClientBody> {
+    let answer = client_auth::Unauthenticated::of(admission);
+    Shared::count(&flight.shared.stats.errors);
+    flight.exchange.response.status = Some(StatusCode::UNAUTHORIZED.as_u16());
+    flight.exchange.error_type = Some("unauthenticated".to_owned());
+    flight.exchange.response_body = Some(answer.body.to_string());
+    flight.finish(Outcome::Refused(answer.message.to_owned()));
+    let mut resp = json_response(StatusCode::UNAUTHORIZED, &answer.body);
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
+        HeaderValue::from_static(answer.challenge),
     );
     resp
 }
