@@ -262,6 +262,36 @@ fn preview_honours_provider_and_env_privacy() {
 }
 
 #[test]
+fn preview_can_set_the_authenticated_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "config:\n  tracing:\n    fields:\n      add:\n        user.id: client.name\n        team: client.team\n        tenant: default(client.metadata.tenant, \"none\")\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let span = preview_json(&[
+        "--config",
+        config,
+        "--client",
+        "ci-bot",
+        "--client-team",
+        "ml",
+        "--client-metadata",
+        "tenant=acme",
+    ]);
+    let attrs = &span["attributes"];
+    assert_eq!(attrs["user.id"], "ci-bot");
+    assert_eq!(attrs["team"], "ml");
+    assert_eq!(attrs["tenant"], "acme");
+    // Without one, as with client keys off.
+    let span = preview_json(&["--config", config]);
+    assert!(span["attributes"].get("user.id").is_none());
+    assert_eq!(span["attributes"]["tenant"], "none");
+}
+
+#[test]
 fn preview_table_lists_types() {
     let out = celgate(&["preview", "--preset", "openllmetry"]);
     assert!(out.status.success());

@@ -146,6 +146,7 @@ fn exchange() -> Exchange {
         backend_name: Some("openai".into()),
         backend_host: Some("api.openai.com".into()),
         backend_port: Some(443),
+        client: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The `config.tracing` block is agentgateway's, so ConfigMaps written for it work
 //! unchanged; celgate adds `preset`, `resources`, `limits`, `privacy` and the
-//! gateway's own top-level keys (`listen`, `admin`, `backends`). Unknown keys are
+//! gateway's own top-level keys (`listen`, `admin`, `server`, `auth`, `backends`). Unknown keys are
 //! errors (a typo'd key would otherwise be silently ignored), duplicate keys too.
 //! The JSON Schema in `schema/config.schema.json` is generated from these types.
 
@@ -46,6 +46,9 @@ pub struct ConfigFile {
     /// Request limits, timeouts and the access log.
     #[serde(default)]
     pub server: Server,
+    /// Who may use the gateway. Absent: anyone who reaches it (as before).
+    #[serde(default)]
+    pub auth: Auth,
     /// Upstream LLM backends, matched by model in order.
     #[serde(default)]
     #[schemars(with = "Vec<Backend>")]
@@ -75,6 +78,27 @@ pub struct Server {
     /// One line per request on stdout.
     #[serde(default)]
     pub access_log: AccessLog,
+}
+
+/// `auth:` — client authentication.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    /// Require a client key on every proxied request (`Authorization: Bearer`,
+    /// `x-api-key`, `api-key` or `x-goog-api-key`), checked against the SHA-256
+    /// hashes in a mounted file. Off when absent.
+    pub client_keys: Option<ClientKeysRef>,
+}
+
+/// `auth.clientKeys`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientKeysRef {
+    /// Path of the keys file (YAML or JSON: `clients:` entries of `name`, `sha256`,
+    /// optional `team` and `metadata`), typically mounted from a Secret. A relative
+    /// path is relative to the directory of config.yaml. Watched and reloaded like
+    /// the config.
+    pub file: String,
 }
 
 /// `server.accessLog`.

@@ -23,7 +23,7 @@ use crate::exchange::{Choice, Exchange, Message, ToolCall};
 pub const REDACTED: &str = "__REDACTED__";
 
 /// The top-level variables.
-pub const ROOTS: &[&str] = &["llm", "request", "response", "source", "backend"];
+pub const ROOTS: &[&str] = &["llm", "request", "response", "source", "backend", "client"];
 
 /// One variable of the context, for validation, suggestions and documentation.
 #[derive(Clone, Copy, Debug)]
@@ -73,15 +73,19 @@ pub(crate) enum Var {
     BackendName,
     BackendAddress,
     BackendPort,
+    ClientName,
+    ClientTeam,
+    ClientMetadata,
     // Whole roots, for `llm["x"]`-style access and `has(llm.x)`.
     Llm,
     Request,
     Response,
     Source,
     Backend,
+    Client,
 }
 
-const SLOTS: usize = Var::Backend as usize + 1;
+const SLOTS: usize = Var::Client as usize + 1;
 
 macro_rules! var {
     ($name:literal, $alias:expr, $ty:literal, $var:ident, $doc:literal) => {
@@ -329,6 +333,27 @@ pub const VARIABLES: &[VarSpec] = &[
         BackendPort,
         "Port of the backend's base URL (`server.port`)."
     ),
+    var!(
+        "client.name",
+        None,
+        "string | null",
+        ClientName,
+        "Name of the client the request authenticated as (`auth.clientKeys`); null when client keys are off."
+    ),
+    var!(
+        "client.team",
+        None,
+        "string | null",
+        ClientTeam,
+        "The authenticated client's `team` from the keys file; null when it has none."
+    ),
+    var!(
+        "client.metadata",
+        None,
+        "map of string",
+        ClientMetadata,
+        "The authenticated client's `metadata` from the keys file (e.g. a tenant id); empty when it has none."
+    ),
 ];
 
 const ROOT_VARS: &[(&str, Var)] = &[
@@ -337,6 +362,7 @@ const ROOT_VARS: &[(&str, Var)] = &[
     ("response", Var::Response),
     ("source", Var::Source),
     ("backend", Var::Backend),
+    ("client", Var::Client),
 ];
 
 /// The variable `name` names (canonical spelling, alias or root), if any.
@@ -351,6 +377,7 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "response" => Var::Response,
         "source" => Var::Source,
         "backend" => Var::Backend,
+        "client" => Var::Client,
         "llm.provider" => Var::Provider,
         "llm.operation" => Var::Operation,
         "llm.requestModel" | "llm.request_model" => Var::RequestModel,
@@ -385,6 +412,9 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "backend.name" => Var::BackendName,
         "backend.address" => Var::BackendAddress,
         "backend.port" => Var::BackendPort,
+        "client.name" => Var::ClientName,
+        "client.team" => Var::ClientTeam,
+        "client.metadata" => Var::ClientMetadata,
         _ => return None,
     })
 }
@@ -510,7 +540,10 @@ impl<'a> ExchangeResolver<'a> {
             Var::BackendName => opt_string(ex.backend_name.as_deref()),
             Var::BackendAddress => opt_string(ex.backend_host.as_deref()),
             Var::BackendPort => opt_int(ex.backend_port.map(i64::from)),
-            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend => {
+            Var::ClientName => opt_string(ex.client.as_deref().map(|c| c.name.as_str())),
+            Var::ClientTeam => opt_string(ex.client.as_deref().and_then(|c| c.team.as_deref())),
+            Var::ClientMetadata => headers(ex.client.as_deref().map_or(&[], |c| &c.metadata)),
+            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend | Var::Client => {
                 let root = ROOT_VARS
                     .iter()
                     .find(|(_, v)| *v == var)

@@ -6,6 +6,7 @@
 //! through "as sent" (tool definitions, sampling parameters).
 
 use serde_json::Value as Json;
+use std::sync::Arc;
 
 /// What kind of OpenAI-compatible call this was (`llm.operation`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,6 +106,17 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
 }
 
+/// The client a request authenticated as, from the gateway's client keys file
+/// (`client.*`). Shared by every request of that client: the gateway hands out
+/// the same `Arc` each time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    pub name: String,
+    pub team: Option<String>,
+    /// The entry's `metadata`, in key order, keys unique.
+    pub metadata: Vec<(String, String)>,
+}
+
 /// Everything the engine may read about one proxied LLM call.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
@@ -142,4 +154,7 @@ pub struct Exchange {
     /// Host of the backend's base URL (`server.address`).
     pub backend_host: Option<String>,
     pub backend_port: Option<u16>,
+    /// The authenticated client; `None` when client keys are off (or the request
+    /// was refused for lack of one).
+    pub client: Option<Arc<Client>>,
 }

@@ -1002,8 +1002,13 @@ impl<'a> Eval<'a> {
             Var::BackendName => opt_str(ex.backend_name.as_deref()),
             Var::BackendAddress => opt_str(ex.backend_host.as_deref()),
             Var::BackendPort => opt_int(ex.backend_port.map(i64::from)),
+            Var::ClientName => opt_str(ex.client.as_deref().map(|c| c.name.as_str())),
+            Var::ClientTeam => opt_str(ex.client.as_deref().and_then(|c| c.team.as_deref())),
+            Var::ClientMetadata => V::Headers(ex.client.as_deref().map_or(&[], |c| &c.metadata)),
             // Whole roots are never compiled to a `Var` node.
-            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend => V::Null,
+            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend | Var::Client => {
+                V::Null
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::exchange::{
-    Choice, Exchange, HttpRequest, HttpResponse, Message, Operation, TokenDetails, ToolCall,
+    Choice, Client, Exchange, HttpRequest, HttpResponse, Message, Operation, TokenDetails, ToolCall,
 };
 use crate::{LoadOptions, PresetName, SpanRecord, TracingPlan, load};
 
@@ -122,6 +122,14 @@ fn rich() -> Exchange {
         backend_name: Some("openai".into()),
         backend_host: Some("api.openai.com".into()),
         backend_port: Some(443),
+        client: Some(std::sync::Arc::new(Client {
+            name: "ci-bot".into(),
+            team: Some("ml".into()),
+            metadata: vec![
+                ("cost.center".into(), "42".into()),
+                ("tenant".into(), "acme".into()),
+            ],
+        })),
     }
 }
 
@@ -235,6 +243,14 @@ const EXPRESSIONS: &[&str] = &[
     "backend.name",
     "backend.address",
     "backend.port",
+    "client.name",
+    "client.team",
+    "client.metadata",
+    "client.metadata.tenant",
+    "client.metadata[\"cost.center\"]",
+    "default(client.metadata.tenant, \"none\")",
+    "flattenRecursive(client.metadata)",
+    "client",
     "llm",
     "request",
     "llm.params.deep",

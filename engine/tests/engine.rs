@@ -153,6 +153,34 @@ fn whole_roots_can_be_indexed() {
 }
 
 #[test]
+fn the_authenticated_client_is_readable_and_absent_without_one() {
+    let fields = "        user.id: client.name\n        team: client.team\n        tenant: default(client.metadata.tenant, \"none\")\n        meta: client.metadata\n        via_root: client[\"name\"]\n";
+    let mut ex = exchange();
+    ex.client = Some(std::sync::Arc::new(celgate_engine::exchange::Client {
+        name: "ci-bot".into(),
+        team: None,
+        metadata: vec![("tenant".into(), "acme".into())],
+    }));
+    for span in [
+        plan(fields).evaluate(&ex),
+        plan(fields).evaluate_interpreted(&ex),
+    ] {
+        assert_eq!(get(&span, "user.id"), Some(&s("ci-bot")));
+        assert_eq!(get(&span, "team"), None);
+        assert_eq!(get(&span, "tenant"), Some(&s("acme")));
+        assert_eq!(get(&span, "meta"), Some(&s("{\"tenant\":\"acme\"}")));
+        assert_eq!(get(&span, "via_root"), Some(&s("ci-bot")));
+        assert!(span.errors.is_empty(), "{:?}", span.errors);
+    }
+    // Client keys off: nothing to read, nothing fails.
+    let span = eval(fields);
+    assert_eq!(get(&span, "user.id"), None);
+    assert_eq!(get(&span, "tenant"), Some(&s("none")));
+    assert_eq!(get(&span, "meta"), Some(&s("{}")));
+    assert!(span.errors.is_empty(), "{:?}", span.errors);
+}
+
+#[test]
 fn a_run_time_error_drops_only_its_attribute_and_is_counted() {
     let p = plan(
         "        ok: llm.provider\n        bad: llm.prompt[5].content\n        also_ok: llm.inputTokens\n",

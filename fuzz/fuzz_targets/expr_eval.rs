@@ -107,6 +107,11 @@ static EXCHANGE: LazyLock<Exchange> = LazyLock::new(|| {
         backend_name: Some("openai".into()),
         backend_host: Some("api.openai.com".into()),
         backend_port: Some(443),
+        client: Some(std::sync::Arc::new(celgate_engine::exchange::Client {
+            name: "ci-bot".into(),
+            team: Some("ml".into()),
+            metadata: vec![("tenant".into(), "acme".into())],
+        })),
     }
 });
 

@@ -13,6 +13,8 @@ use celgate_engine::config::AccessLogFormat;
 pub struct Entry<'a> {
     pub route: &'a str,
     pub backend: Option<&'a str>,
+    /// The authenticated client's name (client keys on), never its key.
+    pub client: Option<&'a str>,
     pub endpoint: Option<String>,
     pub src_addr: Option<String>,
     pub method: &'a str,
@@ -53,6 +55,10 @@ fn text(e: &Entry<'_>) -> String {
     opt(&mut s, "backend", e.backend);
     opt(&mut s, "endpoint", e.endpoint.as_deref());
     opt(&mut s, "src.addr", e.src_addr.as_deref());
+    if let Some(client) = e.client {
+        // Only with client keys on, so lines without them read as before.
+        let _ = write!(s, " client={client}");
+    }
     let _ = write!(s, " http.method={}", e.method);
     opt(&mut s, "http.host", e.host.map(sanitize).as_deref());
     let _ = write!(
@@ -118,6 +124,7 @@ fn json(e: &Entry<'_>) -> String {
         "backend": e.backend,
         "endpoint": e.endpoint,
         "src.addr": e.src_addr,
+        "client": e.client,
         "http.method": e.method,
         "http.host": e.host,
         "http.path": e.path,
@@ -148,6 +155,7 @@ mod tests {
         Entry {
             route: "/v1/chat/completions",
             backend: Some("openai"),
+            client: None,
             endpoint: Some("api.openai.com:443".into()),
             src_addr: Some("127.0.0.1:5000".into()),
             method: "POST",
@@ -176,6 +184,21 @@ mod tests {
             line,
             "info\trequest route=/v1/chat/completions backend=openai endpoint=api.openai.com:443 src.addr=127.0.0.1:5000 http.method=POST http.host=localhost http.path=/v1/chat/completions http.version=HTTP/1.1 http.status=200 trace.id=d65e4eeb983e2d964e71e8dc8c405f97 span.id=b836e1b1d51b3e74 trace.sampled=true llm.provider=openai llm.request.model=gpt-4o llm.request.tokens=8 llm.response.model=gpt-4o-2024-08-06 llm.response.tokens=313 llm.streaming=false duration=3165ms\n"
         );
+    }
+
+    #[test]
+    fn the_client_name_is_logged_when_there_is_one() {
+        let mut e = entry();
+        e.client = Some("ci-bot");
+        assert!(
+            text(&e).contains(" src.addr=127.0.0.1:5000 client=ci-bot http.method=POST "),
+            "{}",
+            text(&e)
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&e)).unwrap();
+        assert_eq!(v["client"], "ci-bot");
+        let v: serde_json::Value = serde_json::from_str(&json(&entry())).unwrap();
+        assert_eq!(v["client"], serde_json::Value::Null);
     }
 
     #[test]

@@ -71,7 +71,8 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// `/config`: the effective config (preset merged into the fields, each field
 /// with its origin), its generation, hash and load time, and the last reload
 /// error. Header values are masked, and URL userinfo (refused at load, masked all
-/// the same); keys appear only as where they come from.
+/// the same); keys appear only as where they come from; client keys as the file,
+/// the number of clients and their names (no hashes).
 pub fn config_json(shared: &Shared) -> serde_json::Value {
     use celgate_engine::config::{Sampling, SecretRef};
     use celgate_engine::plan::Origin;
@@ -162,6 +163,14 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             "shutdownTimeoutMs": g.settings.server.shutdown_timeout.as_millis() as u64,
             "requestTimeoutMs": g.settings.server.request_timeout.as_millis() as u64,
             "accessLog": format!("{:?}", g.settings.server.access_log).to_lowercase(),
+        },
+        "auth": {
+            "clientKeys": g.settings.client_keys.as_ref().map(|k| json!({
+                "file": k.path().display().to_string(),
+                "clients": k.names().len(),
+                "keys": k.keys(),
+                "names": k.names(),
+            })),
         },
         "backends": backends,
     })

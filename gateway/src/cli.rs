@@ -47,6 +47,16 @@ pub enum Command {
         /// What `llm.provider` evaluates to.
         #[arg(long, default_value = "openai")]
         provider: String,
+        /// The authenticated client (`client.name`), as with `auth.clientKeys`.
+        /// Default: none.
+        #[arg(long)]
+        client: Option<String>,
+        /// The client's `team` (`client.team`).
+        #[arg(long, requires = "client")]
+        client_team: Option<String>,
+        /// One entry of the client's `metadata` (`client.metadata`); repeatable.
+        #[arg(long, value_name = "KEY=VALUE", requires = "client", value_parser = parse_pair)]
+        client_metadata: Vec<(String, String)>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -105,6 +115,12 @@ pub enum Format {
     Table,
 }
 
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
 fn parse_preset(s: &str) -> Result<PresetName, String> {
     PresetName::parse(s).ok_or_else(|| {
         let names: Vec<_> = PresetName::ALL.iter().map(|p| p.as_str()).collect();
@@ -146,6 +162,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
             request,
             response,
             provider,
+            client,
+            client_team,
+            client_metadata,
             format,
         } => {
             let yaml = match (&config, preset) {
@@ -164,7 +183,16 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
                     return Ok(1);
                 }
             };
-            let ex = sample_exchange(request.as_deref(), response.as_deref(), &provider)?;
+            let mut ex = sample_exchange(request.as_deref(), response.as_deref(), &provider)?;
+            ex.client = client.map(|name| {
+                let metadata: std::collections::BTreeMap<_, _> =
+                    client_metadata.into_iter().collect();
+                std::sync::Arc::new(celgate_engine::exchange::Client {
+                    name,
+                    team: client_team,
+                    metadata: metadata.into_iter().collect(),
+                })
+            });
             let span = loaded.plan.evaluate(&ex);
             for (key, msg) in &span.errors {
                 writeln!(err, "warning: attribute `{key}` dropped: {msg}")?;

@@ -36,6 +36,7 @@ mod test_rng {
 pub mod access_log;
 pub mod admin;
 pub mod cli;
+pub mod client_auth;
 pub mod demo;
 pub mod export;
 pub mod metrics;

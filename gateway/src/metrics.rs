@@ -37,6 +37,9 @@ pub struct RequestLabels {
     pub route: String,
     pub backend: String,
     pub status: u16,
+    /// The authenticated client's name; empty when client keys are off or the
+    /// request was refused. Names come from the keys file, so they are bounded.
+    pub client: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,7 +101,7 @@ impl Metrics {
         );
         registry.register(
             "celgate_requests",
-            "Proxied requests by route, backend and HTTP status",
+            "Proxied requests by route, backend, HTTP status and client",
             requests.clone(),
         );
         registry.register(

@@ -360,6 +360,7 @@ impl InFlight {
             &access_log::Entry {
                 route: &self.route,
                 backend: self.backend.as_deref(),
+                client: ex.client.as_deref().map(|c| c.name.as_str()),
                 endpoint: ex
                     .backend_host
                     .as_ref()
@@ -422,6 +423,11 @@ fn record_metrics(
             route: route.to_owned(),
             backend: backend.unwrap_or("").to_owned(),
             status: ex.response.status.unwrap_or_default(),
+            client: ex
+                .client
+                .as_deref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
         })
         .inc();
     for (key, _) in record.map(|r| r.errors.as_slice()).unwrap_or_default() {

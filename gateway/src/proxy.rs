@@ -19,6 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::client_auth::{self, Admission};
 use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
 use crate::openai;
 use crate::settings::Backend;
@@ -49,13 +50,15 @@ pub async fn handle(
     let start_time = SystemTime::now();
     let (parts, body) = req.into_parts();
     let host_problem = host_problem(&parts);
+    let admission = client_auth::admit(generation.settings.client_keys.as_ref(), &parts.headers);
 
     let operation = match (&parts.method, parts.uri.path()) {
         (&Method::POST, "/v1/chat/completions") => Operation::Chat,
         (&Method::POST, "/v1/completions") => Operation::TextCompletion,
         (&Method::POST, "/v1/embeddings") => Operation::Embeddings,
-        (&Method::GET, "/v1/models") => {
-            // Answered here, without a span; the Host rule holds all the same.
+        // Answered here, without a span; the Host rule holds all the same. Without a
+        // valid key it is refused below, like any other path.
+        (&Method::GET, "/v1/models") if host_problem.is_some() || admission.admitted() => {
             return match host_problem {
                 Some(message) => json_response(
                     StatusCode::BAD_REQUEST,
@@ -72,6 +75,7 @@ pub async fn handle(
         source_address: Some(remote.to_string()),
         ..Exchange::default()
     };
+    exchange.client = admission.client().cloned();
     exchange.request.method = parts.method.as_str().to_owned();
     exchange.request.path = parts.uri.path().to_owned();
     if generation.needs.request_headers {
@@ -148,6 +152,12 @@ pub async fn handle(
                 "the path has a `{segment}` segment; the gateway forwards only paths without dot segments or encoded slashes"
             ),
         );
+    }
+
+    // Only a listed client may spend the backends' keys; checked before a byte of
+    // the body is read.
+    if !admission.admitted() {
+        return refuse_unauthenticated(flight, &admission);
     }
 
     // LLM calls are read whole (they are small) so they can be parsed and routed;
@@ -650,8 +660,9 @@ fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation)
     }
     if !backend.auth_passthrough {
         h.remove(header::AUTHORIZATION);
-        h.remove("api-key");
-        h.remove("x-api-key");
+        for name in client_auth::KEY_HEADERS {
+            h.remove(name);
+        }
         if let Some(key) = &backend.api_key
             && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
         {
@@ -851,6 +862,23 @@ fn refuse(
     flight.exchange.response_body = Some(body.to_string());
     flight.finish(Outcome::Refused(message));
     json_response(status, &body)
+}
+
+/// [`refuse`] for a missing or unknown client key: OpenAI's 401 (its `code` is
+/// not the span's `error.type`, `unauthenticated`) with a Bearer challenge.
+fn refuse_unauthenticated(mut flight: InFlight, admission: &Admission) -> Response<ClientBody> {
+    let answer = client_auth::Unauthenticated::of(admission);
+    Shared::count(&flight.shared.stats.errors);
+    flight.exchange.response.status = Some(StatusCode::UNAUTHORIZED.as_u16());
+    flight.exchange.error_type = Some("unauthenticated".to_owned());
+    flight.exchange.response_body = Some(answer.body.to_string());
+    flight.finish(Outcome::Refused(answer.message.to_owned()));
+    let mut resp = json_response(StatusCode::UNAUTHORIZED, &answer.body);
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(answer.challenge),
+    );
+    resp
 }
 
 #[cfg(test)]

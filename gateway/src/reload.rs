@@ -3,11 +3,12 @@
 //! Kubernetes updates a mounted ConfigMap by writing a new timestamped directory
 //! and renaming a `..data_tmp` symlink over `..data`; `config.yaml` itself is a
 //! symlink through `..data` and no event ever names it. So celgate watches the
-//! *directory* holding the config (and those holding referenced secret files),
-//! treats any event there as "maybe changed", waits a short debounce, re-reads
-//! the file by path and compares a hash of everything it read. A real change is
-//! parsed, compiled and resolved off the runtime; only a fully valid generation
-//! is swapped in. A timer re-checks as well, in case an event was missed.
+//! *directory* holding the config (and those holding the secret files it reads:
+//! backend keys, client keys), treats any event there as "maybe changed", waits a
+//! short debounce, re-reads the file by path and compares a hash of everything it
+//! read. A real change is parsed, compiled and resolved off the runtime; only a
+//! fully valid generation is swapped in. A timer re-checks as well, in case an
+//! event was missed.
 //!
 //! A reload can also be asked for (SIGHUP): it runs at once, without the debounce,
 //! and says so in the log even when nothing changed.
@@ -106,13 +107,12 @@ fn update_watches(
     *watched = wanted;
 }
 
-/// Directories whose events may mean the config changed.
+/// Directories whose events may mean the config changed: the config's and those
+/// of the secret files it read (backend keys, client keys), each its own mount.
 fn watch_dirs(config: &Path, current: &Generation) -> Vec<PathBuf> {
     let mut dirs = vec![parent_dir(config)];
-    for b in &current.settings.backends {
-        if let Some(p) = &b.key_file {
-            dirs.push(parent_dir(p));
-        }
+    for p in crate::server::key_files(&current.settings) {
+        dirs.push(parent_dir(&p));
     }
     dirs.sort();
     dirs.dedup();
@@ -208,6 +208,7 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         config.display(),
         next.source_hash
     );
+    crate::client_auth::describe(next.settings.client_keys.as_ref());
     shared.swap(next);
     if let Ok(mut last) = shared.last_reload_error.lock() {
         *last = None;

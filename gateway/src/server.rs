@@ -65,12 +65,16 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     };
     let loaded = load_document(&text, &load_options())
         .map_err(|e| LoadError::Config(e.render(&path.display().to_string())))?;
+    // Hashed before they are read: a file swapped in between makes the next check
+    // load again, instead of this generation's hash hiding keys it never read (a
+    // removed client key that stays accepted).
+    let secret_files = crate::settings::secret_files(&loaded.file, config_dir);
+    let source_hash = combined_hash(text.as_bytes(), &secret_files);
     let settings = Settings::resolve(&loaded.file, &loaded.plan, &process_env, config_dir)
         .map_err(|source| LoadError::Settings {
             path: path.to_owned(),
             source,
         })?;
-    let source_hash = combined_hash(text.as_bytes(), &key_files(&settings));
     Ok(Generation {
         number,
         needs: crate::state::Needs::of(&loaded.plan),
@@ -82,12 +86,15 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     })
 }
 
-/// The secret files a generation read.
+/// The secret files a generation read: backends' key files and the client keys
+/// file, in the order of [`crate::settings::secret_files`]. A change to any of
+/// them is a new generation.
 pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
     settings
         .backends
         .iter()
         .filter_map(|b| b.key_file.clone())
+        .chain(settings.client_keys.as_ref().map(|k| k.path().to_owned()))
         .collect()
 }
 
@@ -184,6 +191,7 @@ pub async fn serve(
     let drain = first.settings.server.shutdown_timeout;
     let first_max_connections = first.settings.server.max_connections;
     describe_export(&first.settings);
+    crate::client_auth::describe(first.settings.client_keys.as_ref());
     let shared = Shared::new(first, exporter);
 
     // Watch before announcing readiness, so no later edit can be missed; and take
@@ -493,6 +501,27 @@ pub fn init_logging() {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn the_hash_covers_every_secret_file_the_generation_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            "auth: {clientKeys: {file: keys/clients.yaml}}\nbackends:\n  - {name: a, baseUrl: 'http://a', apiKey: {file: key}}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key"), "sk-a\n").unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let clients = dir.path().join("keys/clients.yaml");
+        std::fs::write(&clients, "clients: []\n").unwrap();
+        let g = load_generation(&config, 1).unwrap();
+        let files = key_files(&g.settings);
+        assert_eq!(files, [dir.path().join("key"), clients.clone()]);
+        assert_eq!(g.source_hash, source_hash(&config, &files).unwrap());
+        std::fs::write(&clients, "clients: [] # changed\n").unwrap();
+        assert_ne!(g.source_hash, source_hash(&config, &files).unwrap());
+    }
 
     /// A connected pair: the client's end and the server's.
     async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {

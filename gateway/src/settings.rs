@@ -93,6 +93,12 @@ pub enum SettingsError {
     BadSampler { value: String },
     #[error("{name} is `{value}`: expected grpc or http/protobuf")]
     BadProtocol { name: &'static str, value: String },
+    #[error("auth.clientKeys: {0}")]
+    ClientKeys(#[from] crate::client_auth::ClientKeysError),
+    #[error(
+        "backend `{backend}`: authPassthrough cannot be combined with auth.clientKeys: the client's own key would reach the backend; remove one of them"
+    )]
+    PassthroughWithClientKeys { backend: String },
     #[error("address `{value}` for `{key}` is not HOST:PORT: {reason}")]
     BadAddress {
         key: &'static str,
@@ -284,6 +290,8 @@ pub struct Settings {
     pub export: ExportSettings,
     /// The standard sampler variables, when the config leaves sampling unset.
     pub env_sampler: Option<EnvSampler>,
+    /// `auth.clientKeys`, read: who may use the gateway (`None`: anyone).
+    pub client_keys: Option<crate::client_auth::ClientKeys>,
 }
 
 /// Reads the environment; a function so tests can pass their own.
@@ -332,6 +340,7 @@ impl Settings {
             .unwrap_or_else(|| "127.0.0.1:9901".into());
         check_address("listen", &listen)?;
         check_address("admin", &admin)?;
+        let client_keys = resolve_client_keys(file, &backends, config_dir)?;
         let tracing = file.config.tracing.as_ref();
         let sampling_configured =
             tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some());
@@ -346,6 +355,7 @@ impl Settings {
             } else {
                 env_sampler(env)?
             },
+            client_keys,
         })
     }
 
@@ -378,6 +388,43 @@ impl Settings {
     pub fn route(&self, model: &str) -> Option<&Backend> {
         self.backends.iter().find(|b| b.serves(model))
     }
+}
+
+/// The secret files `file` references (backends' `apiKey` files, then the client
+/// keys file), as [`Settings::resolve`] will read them.
+pub fn secret_files(file: &ConfigFile, config_dir: &std::path::Path) -> Vec<PathBuf> {
+    file.backends
+        .iter()
+        .filter_map(|b| match &b.value.api_key {
+            Some(SecretRef::File(p)) => Some(config_dir.join(p)),
+            _ => None,
+        })
+        .chain(
+            file.auth
+                .client_keys
+                .as_ref()
+                .map(|k| config_dir.join(&k.file)),
+        )
+        .collect()
+}
+
+/// Reads `auth.clientKeys.file`, if configured. A backend that forwards the
+/// client's own key would defeat it, so the combination is refused.
+fn resolve_client_keys(
+    file: &ConfigFile,
+    backends: &[Backend],
+    config_dir: &std::path::Path,
+) -> Result<Option<crate::client_auth::ClientKeys>, SettingsError> {
+    let Some(keys) = &file.auth.client_keys else {
+        return Ok(None);
+    };
+    if let Some(b) = backends.iter().find(|b| b.auth_passthrough) {
+        return Err(SettingsError::PassthroughWithClientKeys {
+            backend: b.name.clone(),
+        });
+    }
+    let path = config_dir.join(&keys.file);
+    Ok(Some(crate::client_auth::ClientKeys::load(&path)?))
 }
 
 /// `OTEL_TRACES_SAMPLER` as the OTel SDK environment spec defines it.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end test of celgate against a real Arize Phoenix, driven by the official
-# `openai` Python SDK and the official `openai` npm package. See README.md here.
+# End-to-end tests of celgate driven by the official `openai` Python SDK and the
+# official `openai` npm package: against a real Arize Phoenix (test_phoenix.py), and
+# with client keys on (test_client_keys.py). See README.md here.
 #
 #   bash tests/e2e/run.sh
 #
@@ -78,5 +79,13 @@ fi
 CELGATE_BIN="$(cd "$(dirname "$CELGATE_BIN")" && pwd)/$(basename "$CELGATE_BIN")"
 export CELGATE_BIN
 
-echo "== running test_phoenix.py"
-exec "$venv/bin/python" -u "$here/test_phoenix.py"
+# Both run whatever the first one says; each prints `e2e: N passed, M failed`
+# (.ci/run sums those lines). The exit status is the first failure's.
+status=0
+for test in test_phoenix.py test_client_keys.py; do
+  echo "== running $test"
+  rc=0
+  "$venv/bin/python" -u "$here/$test" || rc=$?
+  if ((status == 0)); then status=$rc; fi
+done
+exit "$status"
