@@ -239,10 +239,15 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(" llm.response.model=a\\u{2028}b\\u{85}c\\u{200f}d\\u{2066}e\\u{7f}f\\u{1b}[31m "),
+            line.contains(
+                " llm.response.model=a\\u{2028}b\\u{85}c\\u{200f}d\\u{2066}e\\u{7f}f\\u{1b}[31m "
+            ),
             "{line}"
         );
-        assert!(line.contains(" http.path=/v1/chat\\u{202a}/completions "), "{line}");
+        assert!(
+            line.contains(" http.path=/v1/chat\\u{202a}/completions "),
+            "{line}"
+        );
         // Only the format's own tab and newline are left raw.
         let raw: String = line.chars().filter(|c| is_hazard(*c)).collect();
         assert_eq!(raw, "\t\n", "{line:?}");
@@ -254,8 +259,14 @@ mod tests {
         let model = "gpt\u{202e}txt\u{85}\u{2029}\u{2067}x\u{1}";
         e.request_model = Some(model);
         let line = json(&e);
-        assert!(!line.trim_end_matches('\n').chars().any(is_hazard), "{line:?}");
-        assert!(line.contains(r"gpt\u202etxt\u0085\u2029\u2067x\u0001"), "{line}");
+        assert!(
+            !line.trim_end_matches('\n').chars().any(is_hazard),
+            "{line:?}"
+        );
+        assert!(
+            line.contains(r"gpt\u202etxt\u0085\u2029\u2067x\u0001"),
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["llm.request.model"], model);
     }

@@ -434,7 +434,9 @@ mod tests {
     fn client_chosen_label_values_are_cut_and_folded_into_other() {
         let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
         let small = m.render().len();
-        let names: Vec<String> = (0..3000).map(|i| format!("{i:04}-{}", "m".repeat(200))).collect();
+        let names: Vec<String> = (0..3000)
+            .map(|i| format!("{i:04}-{}", "m".repeat(200)))
+            .collect();
         for name in &names {
             m.record_genai(&call(name));
             m.record_request(&format!("/{name}/v1/chat/completions"), "b", 200);
@@ -462,7 +464,10 @@ mod tests {
             )),
             "the rest are counted as `other`"
         );
-        assert!(!text.contains(&names[0]), "values are cut to {MAX_LABEL_LEN} bytes");
+        assert!(
+            !text.contains(&names[0]),
+            "values are cut to {MAX_LABEL_LEN} bytes"
+        );
         assert!(text.contains("route=\"other\""));
     }
 

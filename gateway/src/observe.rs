@@ -393,6 +393,12 @@ impl InFlight {
         );
         if let Some(record) = record {
             let error = ex.error_type.is_some();
+            // Backend and client text (an error message, a model name) can be
+            // megabytes: the span's limits apply to the status message too.
+            let status_message = status_message.map(|mut m| {
+                celgate_engine::attributes::truncate_str(&mut m, plan.max_value_length());
+                m
+            });
             let span = span_data(
                 record,
                 &self.ids,
