@@ -217,7 +217,7 @@ impl<'e> CostWalk<'e> {
 
     fn sources(&self, e: &IdedExpr, vars: &mut Vec<context::Var>, dependent: &mut bool) {
         if let Some((_, root, field)) = qualified(e)
-            && !self.scope.iter().any(|s| *s == root)
+            && !self.scope.contains(&root)
         {
             if let Some(var) = context::lookup(&canonical(root, field)) {
                 vars.push(var);
