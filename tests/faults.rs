@@ -18,7 +18,10 @@
 //!    export fails or hangs, and `/metrics` counts the dropped spans;
 //! 3. a config reload storm under load: 100 Kubernetes-style updates in 10 s, no
 //!    failed request, the last config in service, reload counters that add up, no
-//!    descriptor growth.
+//!    descriptor growth;
+//! 4. hostile sizes (issue 11): thousands of long model names against `/metrics`, a
+//!    5 MiB model name and a batch over the collector's 4 MiB limit against export, a
+//!    quadratic expression on a 6,000-message request against the proxy's latency.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -1520,4 +1523,235 @@ fn a_thousand_idle_http2_connections_cost_a_descriptor_each_and_are_all_closed()
     );
     drop(idle);
     assert_no_panic(&gateway);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Hostile sizes: label values, span strings, export batches, expression cost
+//    (each holds `one_load_at_a_time`: they are the heaviest tests here)
+// ---------------------------------------------------------------------------------------
+
+/// `POST {base}{path}` with a JSON body; fails the test after [`CALL_TIMEOUT`].
+async fn post(base: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> support::Reply {
+    let url = format!("{base}{path}");
+    tokio::time::timeout(CALL_TIMEOUT, support::post_json(&url, body, headers))
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url} within {CALL_TIMEOUT:?}"))
+}
+
+/// [`support::config_yaml`] with extra `fields.add` entries (already indented).
+fn config_with_fields(preset: &str, endpoint: &str, upstream: &Upstream, fields: &str) -> String {
+    let base = support::config_yaml(preset, endpoint, "grpc", &upstream.base_url());
+    base.replacen(
+        "    randomSampling: true\n",
+        &format!("    randomSampling: true\n    fields:\n      add:\n{fields}"),
+        1,
+    )
+}
+
+#[test]
+fn thousands_of_client_chosen_model_names_keep_metrics_small() {
+    let _load = one_load_at_a_time();
+    let upstream = Upstream::start();
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let config = support::config_yaml("jaeger", &endpoint, "grpc", &upstream.base_url())
+        .replace("    apiKey:", "    models: [\"*\"]\n    apiKey:");
+    let gateway = Gateway::start(&config, &[]);
+    let rt = runtime();
+    let names: Vec<String> = (0..2000)
+        .map(|i| format!("m{i:05}-{}", "x".repeat(200)))
+        .collect();
+    let proxy = gateway.base_url();
+    rt.block_on(async {
+        for name in &names {
+            let reply = post(&proxy, "/chat/completions", &chat_body(name, "hi"), &[]).await;
+            assert_eq!(reply.status, 200, "{name}");
+        }
+    });
+    let text = rt
+        .block_on(support::get(&format!("{}/metrics", gateway.admin_url())))
+        .text();
+    assert!(
+        text.len() < 3_000_000,
+        "/metrics is {} bytes for 2,000 model names",
+        text.len()
+    );
+    // The first names keep their own series (cut to 128 bytes), the rest are `other`.
+    let first = &names[0][..128];
+    let own = format!(
+        "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"{first}\""
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&own) && l.ends_with(" 1")),
+        "no series for the first model name"
+    );
+    let other: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("gen_ai_client_operation_duration_seconds_count{")
+                && l.contains("gen_ai_request_model=\"other\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(other, 1900.0, "2,000 calls, 100 with their own series");
+}
+
+#[test]
+fn a_five_mib_model_name_is_cut_and_sinks_no_span_of_its_batch() {
+    let _load = one_load_at_a_time();
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = support::config_yaml("jaeger", &receiver.endpoint(), "grpc", &upstream.base_url());
+    // One batch: the delay is longer than the 101 requests take.
+    let gateway = Gateway::start(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "3000")]);
+    let rt = runtime();
+    let proxy = gateway.base_url();
+    let huge = format!("gpt-{}", "h".repeat(5 * 1024 * 1024));
+    rt.block_on(async {
+        for i in 0..100 {
+            let reply = post(
+                &proxy,
+                "/chat/completions",
+                &chat_body("gpt-4o-mini", &format!("call {i}")),
+                &[],
+            )
+            .await;
+            assert_eq!(reply.status, 200);
+        }
+        let reply = post(&proxy, "/chat/completions", &chat_body(&huge, "big"), &[]).await;
+        assert_eq!(reply.status, 200);
+    });
+    let spans = receiver.wait_for(101, Duration::from_secs(30));
+    assert_eq!(
+        spans.len(),
+        101,
+        "spans lost; exports {:?}\n{}",
+        receiver.exports(),
+        gateway.stderr()
+    );
+    let big = spans
+        .iter()
+        .find(|s| s.name.starts_with("chat gpt-hhh"))
+        .expect("the span of the huge model name");
+    assert_eq!(big.name.len(), 1024, "cut to 1,024 bytes");
+    let model = big
+        .str_attr("gen_ai.request.model")
+        .expect("model attribute");
+    assert_eq!(model.len(), 32 * 1024, "cut to maxValueLength");
+}
+
+#[test]
+fn a_batch_larger_than_the_collector_takes_is_sent_in_parts() {
+    let _load = one_load_at_a_time();
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    // Each span carries ~40 KiB of request body: 150 of them are ~6 MB, over the
+    // 4 MiB a gRPC collector decodes.
+    let config = config_with_fields(
+        "openllmetry",
+        &receiver.endpoint(),
+        &upstream,
+        "        body: llm.requestBody\n",
+    );
+    let gateway = Gateway::start(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "3000")]);
+    let rt = runtime();
+    let proxy = gateway.base_url();
+    let text = "y".repeat(40 * 1024);
+    rt.block_on(async {
+        for i in 0..150 {
+            let reply = post(
+                &proxy,
+                "/chat/completions",
+                &chat_body("gpt-4o-mini", &format!("{i} {text}")),
+                &[],
+            )
+            .await;
+            assert_eq!(reply.status, 200);
+        }
+    });
+    let spans = receiver.wait_for(150, Duration::from_secs(30));
+    assert_eq!(
+        spans.len(),
+        150,
+        "exports {:?}\n{}",
+        receiver.exports(),
+        gateway.stderr()
+    );
+    // Cut to maxValueLength (32 KiB): 150 of them are still 4.8 MiB.
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.str_attr("body").is_some_and(|b| b.len() == 32 * 1024))
+    );
+    assert!(receiver.exports().len() >= 2, "one batch, in parts");
+}
+
+/// `n` short messages.
+fn many_messages(model: &str, n: usize) -> Value {
+    let messages: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"role": "user", "content": format!("m{i}")}))
+        .collect();
+    serde_json::json!({"model": model, "messages": messages})
+}
+
+#[test]
+fn a_quadratic_expression_neither_stalls_its_request_nor_others() {
+    let _load = one_load_at_a_time();
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let config = config_with_fields(
+        "openllmetry",
+        &receiver.endpoint(),
+        &upstream,
+        "        quadratic: 'size(llm.prompt.map(a, llm.prompt.map(b, b)))'\n",
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let rt = runtime();
+    let proxy = gateway.base_url();
+    let heavy = many_messages("gpt-4o-mini", 6_000);
+    let parent = Parent::new();
+    let (heavy_times, small_time) = rt.block_on(async {
+        let timed = |body: Value, headers: Vec<(String, String)>| {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let reply = post(&proxy, "/chat/completions", &body, &h).await;
+                assert_eq!(reply.status, 200);
+                start.elapsed()
+            })
+        };
+        let tp = vec![("traceparent".to_owned(), parent.traceparent(true))];
+        let a = timed(heavy.clone(), tp);
+        let b = timed(heavy.clone(), Vec::new());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let small = timed(chat_body("gpt-4o-mini", "hi"), Vec::new());
+        let small = small.await.unwrap();
+        (vec![a.await.unwrap(), b.await.unwrap()], small)
+    });
+    // Unbounded, each heavy request took seconds (36 M iterations, 1 GB) and
+    // the small one waited behind them.
+    for t in &heavy_times {
+        assert!(*t < Duration::from_secs(8), "a heavy request took {t:?}");
+    }
+    assert!(
+        small_time < Duration::from_secs(4),
+        "the small request took {small_time:?}"
+    );
+    let span = span_of(&receiver, &parent.trace_id, "the heavy request", &gateway);
+    assert_eq!(span.attr("quadratic"), None, "the attribute is dropped");
+    let text = rt
+        .block_on(support::get(&format!("{}/metrics", gateway.admin_url())))
+        .text();
+    assert_eq!(
+        support::metric(
+            &text,
+            "celgate_expression_errors_total{attribute=\"quadratic\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
 }

@@ -66,7 +66,8 @@ impl std::fmt::Display for AttrValue {
     }
 }
 
-fn truncate_str(s: &mut String, max: usize) {
+/// Cut `s` to at most `max` bytes, on a character boundary.
+pub fn truncate_str(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {

@@ -9,6 +9,13 @@
 //! Then every variable the expression reads is checked against the context
 //! (`llm.requestModle` is a load-time error with a suggestion, not a silently
 //! missing attribute), and so is every function it calls.
+//!
+//! Last, a static cost model: comprehensions (`map`, `filter`, `exists`, ...)
+//! nested in one another whose ranges are request data independent of each other
+//! (`llm.prompt.map(a, llm.prompt.map(b, b))`) cost the product of those lists'
+//! sizes, quadratic in the request. Deeper than [`MAX_INDEPENDENT_NESTING`] is
+//! refused at load; the nests that remain are kept in [`Cost`], for the plan to
+//! estimate each request's cost from its list sizes before evaluating.
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Env, Program};
@@ -24,6 +31,10 @@ pub const MAX_EXPR_LEN: usize = 8 * 1024;
 pub const MAX_NESTING: usize = 32;
 /// Deepest accepted syntax tree. Long operator chains (`a + b + c ...`) nest too.
 pub const MAX_AST_DEPTH: usize = 64;
+/// Most comprehensions over independent request data accepted inside one another:
+/// two (quadratic, estimated per request), not three (cubic: 1,000 messages
+/// would be a billion iterations).
+pub const MAX_INDEPENDENT_NESTING: usize = 2;
 
 /// Why an expression was refused. Positions are 1-based within the expression.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +51,10 @@ pub enum ExprError {
         "expression is too deeply structured (syntax tree depth over {MAX_AST_DEPTH}); split it or simplify it"
     )]
     TooDeep,
+    #[error(
+        "expression nests {depth} comprehensions over request data inside one another (its cost grows as the request's size to the power {depth}); the limit is {MAX_INDEPENDENT_NESTING}"
+    )]
+    TooCostly { depth: usize },
     #[error("syntax error: {message}")]
     Syntax {
         message: String,
@@ -77,7 +92,7 @@ impl ExprError {
             | ExprError::Syntax { line, column, .. }
             | ExprError::UnknownVariable { line, column, .. }
             | ExprError::UnknownFunction { line, column, .. } => Some((*line, *column)),
-            ExprError::TooLong { .. } | ExprError::TooDeep => None,
+            ExprError::TooLong { .. } | ExprError::TooDeep | ExprError::TooCostly { .. } => None,
         }
     }
 }
@@ -91,6 +106,174 @@ pub struct Compiled {
     pub reads: BTreeSet<String>,
     /// The expression for the native evaluator, if it has a shape it models.
     pub(crate) fast: Option<crate::fast::Node>,
+    /// Its nested comprehensions over request data.
+    pub(crate) cost: Cost,
+}
+
+/// The comprehensions of an expression that nest over independent request data.
+#[derive(Debug, Default)]
+pub(crate) struct Cost {
+    /// Each nest of two or more comprehensions, outermost first, as the context
+    /// variables each one's range reads: one iteration of the outer runs the inner
+    /// in full, so the work is the product of the ranges' sizes.
+    pub(crate) nests: Vec<Vec<Vec<context::Var>>>,
+}
+
+impl Cost {
+    fn of(e: &IdedExpr) -> (Cost, usize) {
+        let mut walk = CostWalk {
+            scope: Vec::new(),
+            chain: Vec::new(),
+            cost: Cost::default(),
+            depth: 0,
+        };
+        walk.walk(e);
+        (walk.cost, walk.depth)
+    }
+
+    /// The iterations a request costs, by the nests' range sizes (`size` of a
+    /// variable: its length as a list or map). Saturating.
+    pub(crate) fn estimate(&self, size: impl Fn(context::Var) -> usize) -> usize {
+        self.nests
+            .iter()
+            .map(|nest| {
+                nest.iter()
+                    .map(|vars| vars.iter().map(|v| size(*v)).sum::<usize>().max(1))
+                    .fold(1usize, usize::saturating_mul)
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+}
+
+/// Where a comprehension's range comes from.
+enum RangeSource {
+    /// Request data: these context variables.
+    Request(Vec<context::Var>),
+    /// An enclosing comprehension's variable (`m.tool_calls`): the inner loop runs
+    /// over part of the outer's item, so the two together stay linear.
+    Dependent,
+    /// Literals.
+    Constant,
+}
+
+struct CostWalk<'e> {
+    /// Comprehension variables in scope.
+    scope: Vec<&'e str>,
+    /// The enclosing comprehensions over request data.
+    chain: Vec<Vec<context::Var>>,
+    cost: Cost,
+    /// Longest chain seen.
+    depth: usize,
+}
+
+impl<'e> CostWalk<'e> {
+    fn walk(&mut self, e: &'e IdedExpr) {
+        let Expr::Comprehension(c) = &e.expr else {
+            children(e, |child| self.walk(child));
+            return;
+        };
+        // The range is evaluated once per enclosing iteration.
+        self.walk(&c.iter_range);
+        self.walk(&c.accu_init);
+        let pushed = match self.source(&c.iter_range) {
+            RangeSource::Request(vars) => {
+                self.chain.push(vars);
+                self.depth = self.depth.max(self.chain.len());
+                if self.chain.len() >= 2 {
+                    self.cost.nests.push(self.chain.clone());
+                }
+                true
+            }
+            RangeSource::Dependent | RangeSource::Constant => false,
+        };
+        let scoped = self.scope.len();
+        self.scope.push(&c.iter_var);
+        self.scope.push(&c.accu_var);
+        if let Some(v) = &c.iter_var2 {
+            self.scope.push(v);
+        }
+        self.walk(&c.loop_cond);
+        self.walk(&c.loop_step);
+        self.walk(&c.result);
+        self.scope.truncate(scoped);
+        if pushed {
+            self.chain.pop();
+        }
+    }
+
+    /// Where the values a range iterates over come from: follows the data (the
+    /// range of a comprehension, the operand of a selection, the arguments of a
+    /// call), not conditions.
+    fn source(&self, e: &IdedExpr) -> RangeSource {
+        let mut vars = Vec::new();
+        let mut dependent = false;
+        self.sources(e, &mut vars, &mut dependent);
+        match (vars.is_empty(), dependent) {
+            (false, _) => RangeSource::Request(vars),
+            (true, true) => RangeSource::Dependent,
+            (true, false) => RangeSource::Constant,
+        }
+    }
+
+    fn sources(&self, e: &IdedExpr, vars: &mut Vec<context::Var>, dependent: &mut bool) {
+        if let Some((_, root, field)) = qualified(e)
+            && !self.scope.contains(&root)
+        {
+            if let Some(var) = context::lookup(&canonical(root, field)) {
+                vars.push(var);
+            }
+            return;
+        }
+        match &e.expr {
+            Expr::Ident(name) => *dependent |= self.scope.iter().any(|s| s == name),
+            Expr::Comprehension(c) => self.sources(&c.iter_range, vars, dependent),
+            _ => children(e, |child| self.sources(child, vars, dependent)),
+        }
+    }
+}
+
+/// The direct sub-expressions of `e`, but a comprehension's.
+fn children<'e>(e: &'e IdedExpr, mut f: impl FnMut(&'e IdedExpr)) {
+    match &e.expr {
+        Expr::Select(sel) => f(&sel.operand),
+        Expr::Call(call) => {
+            if let Some(t) = &call.target {
+                f(t);
+            }
+            call.args.iter().for_each(f);
+        }
+        Expr::List(list) => list.elements.iter().for_each(f),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                match &entry.expr {
+                    EntryExpr::MapEntry(m) => {
+                        f(&m.key);
+                        f(&m.value);
+                    }
+                    EntryExpr::StructField(s) => f(&s.value),
+                }
+            }
+        }
+        Expr::Struct(s) => {
+            for entry in &s.entries {
+                if let EntryExpr::StructField(field) = &entry.expr {
+                    f(&field.value);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                f(x);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 /// Most expressions [`compile_shared`] keeps. When full, the cache starts over,
@@ -166,11 +349,16 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
         return Err(e);
     }
     let reads = check.reads;
+    let (cost, depth) = Cost::of(program.expression());
+    if depth > MAX_INDEPENDENT_NESTING {
+        return Err(ExprError::TooCostly { depth });
+    }
     let fast = crate::fast::compile(program.expression());
     Ok(Compiled {
         program,
         reads,
         fast,
+        cost,
     })
 }
 

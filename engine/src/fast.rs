@@ -18,9 +18,17 @@
 //! still reported and counted exactly as before, and the native path can only be
 //! faster, never different. `engine/src/fast/tests` (below) and the `expr_eval`
 //! fuzz target compare the two paths.
+//!
+//! One exception: evaluation has a budget of [`MAX_STEPS`] steps per field (a
+//! comprehension iteration, a list item copied, a JSON or flattened element
+//! written, 64 bytes of string copied). A field past it fails with
+//! [`Fail::Budget`] and is not handed to the interpreter: a nested comprehension
+//! over a request's messages (`llm.prompt.map(a, llm.prompt.map(b, b))`) is
+//! quadratic in the request, and must not hold a proxy worker for seconds.
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value as Json;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -474,6 +482,44 @@ pub(crate) enum Fail {
     Error,
     /// Not modelled: the interpreter must decide.
     Bail,
+    /// Over [`MAX_STEPS`]: the field has no value, and the interpreter is not
+    /// asked (it would take longer still).
+    Budget,
+}
+
+/// Steps one field's evaluation may take. A linear pass over a 10 MiB request
+/// (every message, every 64 bytes of text) stays well within it; the quadratic
+/// `llm.prompt.map(a, llm.prompt.map(b, b))` on 6,000 messages (36 M steps) is
+/// stopped after about a 36th of its work.
+pub const MAX_STEPS: u64 = 1_000_000;
+
+/// The steps left to the field being evaluated.
+#[derive(Debug)]
+struct Steps(Cell<u64>);
+
+impl Steps {
+    /// Spends `n` steps, or fails once the budget is spent.
+    #[inline]
+    fn take(&self, n: usize) -> Result<(), Fail> {
+        let left = self.0.get();
+        match left.checked_sub(n as u64) {
+            Some(rest) => {
+                self.0.set(rest);
+                Ok(())
+            }
+            None => Err(Fail::Budget),
+        }
+    }
+
+    /// A string of `s.len()` bytes copied: a step per 64 bytes.
+    #[inline]
+    fn copy(&self, s: &str) -> Result<(), Fail> {
+        self.take(1 + s.len() / 64)
+    }
+
+    fn reset(&self) {
+        self.0.set(MAX_STEPS);
+    }
 }
 
 type R<'a> = Result<V<'a>, Fail>;
@@ -814,6 +860,7 @@ pub(crate) struct Eval<'a> {
     ex: &'a Exchange,
     vis: Visibility,
     locals: Vec<V<'a>>,
+    steps: Steps,
 }
 
 /// Where a field's attributes go.
@@ -921,6 +968,7 @@ impl<'a> Eval<'a> {
             ex,
             vis,
             locals: Vec::new(),
+            steps: Steps(Cell::new(MAX_STEPS)),
         }
     }
 
@@ -928,6 +976,7 @@ impl<'a> Eval<'a> {
     /// was pushed must be discarded by the caller.
     pub(crate) fn field(&mut self, n: &'a Node, key: &str, out: &mut Out) -> Result<(), Fail> {
         self.locals.clear();
+        self.steps.reset();
         self.field_node(n, key, out)
     }
 
@@ -944,7 +993,7 @@ impl<'a> Eval<'a> {
             },
             _ => {
                 let v = self.eval(n)?;
-                push_attr(key, v, out)
+                push_attr(key, v, out, &self.steps)
             }
         }
     }
@@ -953,11 +1002,19 @@ impl<'a> Eval<'a> {
     /// when it is not a scalar.
     pub(crate) fn scalar(&mut self, n: &'a Node) -> Result<Option<AttrValue>, Fail> {
         self.locals.clear();
+        self.steps.reset();
         let v = self.eval(n)?;
         if matches!(v, V::Type(_)) {
             return Err(Fail::Bail);
         }
         Ok(v.into_scalar())
+    }
+
+    /// The length of a context variable that is a list or a map (1 otherwise):
+    /// what the plan's cost estimate multiplies.
+    pub(crate) fn size_of(&self, var: Var) -> usize {
+        let v = self.var(var);
+        v.list_len().or_else(|| v.map_len()).unwrap_or(1)
     }
 
     fn var(&self, var: Var) -> V<'a> {
@@ -1094,7 +1151,7 @@ impl<'a> Eval<'a> {
             Node::And(a, b) | Node::Or(a, b) => {
                 let is_and = matches!(n, Node::And(..));
                 let left = match self.eval(a) {
-                    Err(Fail::Bail) => return Err(Fail::Bail),
+                    Err(e @ (Fail::Bail | Fail::Budget)) => return Err(e),
                     Ok(V::Bool(b)) => Some(b),
                     _ => None,
                 };
@@ -1124,7 +1181,7 @@ impl<'a> Eval<'a> {
             },
             Node::NotStrictlyFalse(x) => match self.eval(x) {
                 Ok(V::Bool(b)) => Ok(V::Bool(b)),
-                Err(Fail::Bail) => Err(Fail::Bail),
+                Err(e @ (Fail::Bail | Fail::Budget)) => Err(e),
                 _ => Ok(V::Bool(true)),
             },
             Node::IsNull(x) => Ok(V::Bool(matches!(self.eval(x)?, V::Null))),
@@ -1139,6 +1196,9 @@ impl<'a> Eval<'a> {
             Node::Add(a, b) => {
                 let l = self.eval(a)?;
                 let r = self.eval(b)?;
+                if let (Some(n), Some(m)) = (l.list_len(), r.list_len()) {
+                    self.steps.take(n + m)?;
+                }
                 add(l, r)
             }
             Node::Sub(a, b) => {
@@ -1197,7 +1257,7 @@ impl<'a> Eval<'a> {
             Node::ToJson(x) => {
                 let v = self.eval(x)?;
                 let mut text = Vec::new();
-                write_json(&v, 0, &mut text)?;
+                write_json(&v, 0, &mut text, &self.steps)?;
                 // serde_json writes valid UTF-8.
                 String::from_utf8(text)
                     .map(V::Owned)
@@ -1213,7 +1273,7 @@ impl<'a> Eval<'a> {
                     maybe_dup: false,
                     max_len: usize::MAX,
                 };
-                flatten_value(v, &mut kb, 0, *levels, &mut out)?;
+                flatten_value(v, &mut kb, 0, *levels, &mut out, &self.steps)?;
                 Ok(V::Flat(Rc::new(attrs)))
             }
             Node::StrTest(x, arg, op) => {
@@ -1271,6 +1331,10 @@ impl<'a> Eval<'a> {
         let mut index = 0;
         let mut result = Ok(());
         for i in 0..len {
+            if let Err(e) = self.steps.take(1) {
+                result = Err(e);
+                break;
+            }
             self.locals.truncate(slot);
             self.locals.push(range.list_get(i));
             if let Some(g) = guard {
@@ -1350,7 +1414,7 @@ impl<'a> Eval<'a> {
             }
         }
         let v = self.eval(n)?;
-        flatten_value(v, kb, depth, levels, out)
+        flatten_value(v, kb, depth, levels, out, &self.steps)
     }
 }
 
@@ -1395,11 +1459,12 @@ fn add<'a>(l: V<'a>, r: V<'a>) -> R<'a> {
 }
 
 /// Push the attributes of a field's value, as [`crate::attributes::push_value`].
-fn push_attr(key: &str, v: V, out: &mut Out) -> Result<(), Fail> {
+fn push_attr(key: &str, v: V, out: &mut Out, steps: &Steps) -> Result<(), Fail> {
     if let V::Flat(entries) = &v {
         if entries.len() > 1 {
             out.maybe_dup = true;
         }
+        steps.take(entries.len())?;
         for (suffix, x) in entries.iter() {
             let full = if suffix.is_empty() {
                 key.to_owned()
@@ -1410,7 +1475,7 @@ fn push_attr(key: &str, v: V, out: &mut Out) -> Result<(), Fail> {
         }
         return Ok(());
     }
-    if let Some(leaf) = leaf(capped(v, out.max_len))? {
+    if let Some(leaf) = leaf(capped(v, out.max_len), steps)? {
         out.attrs.push((key.to_owned(), leaf));
     }
     Ok(())
@@ -1418,7 +1483,7 @@ fn push_attr(key: &str, v: V, out: &mut Out) -> Result<(), Fail> {
 
 /// A value as one attribute (null: none), as `push_value` renders anything but a
 /// flattened value.
-fn leaf(v: V) -> Result<Option<AttrValue>, Fail> {
+fn leaf(v: V, steps: &Steps) -> Result<Option<AttrValue>, Fail> {
     if let V::Owned(s) = v {
         return Ok(Some(AttrValue::String(s)));
     }
@@ -1431,12 +1496,12 @@ fn leaf(v: V) -> Result<Option<AttrValue>, Fail> {
         _ => {}
     }
     if let Some(len) = v.list_len()
-        && let Some(array) = homogeneous_array(&v, len)
+        && let Some(array) = homogeneous_array(&v, len, steps)?
     {
         return Ok(Some(array));
     }
     let mut text = Vec::new();
-    write_json(&v, 0, &mut text)?;
+    write_json(&v, 0, &mut text, steps)?;
     String::from_utf8(text)
         .map(|s| Some(AttrValue::String(s)))
         .map_err(|_| Fail::Bail)
@@ -1444,7 +1509,12 @@ fn leaf(v: V) -> Result<Option<AttrValue>, Fail> {
 
 /// A list of scalars of one type as an OTel array; an empty list is an empty
 /// string array.
-fn homogeneous_array(v: &V, len: usize) -> Option<AttrValue> {
+fn homogeneous_array(v: &V, len: usize, steps: &Steps) -> Result<Option<AttrValue>, Fail> {
+    steps.take(len)?;
+    Ok(homogeneous_items(v, len))
+}
+
+fn homogeneous_items(v: &V, len: usize) -> Option<AttrValue> {
     if len == 0 {
         return Some(AttrValue::StringArray(Vec::new()));
     }
@@ -1478,36 +1548,45 @@ fn flatten_value(
     depth: usize,
     levels: usize,
     out: &mut Out,
+    steps: &Steps,
 ) -> Result<(), Fail> {
     // The common leaves first.
     match v {
         V::Null => return Ok(()),
         V::Str(s) => {
-            out.attrs.push((kb.key(), AttrValue::String(s.to_owned())));
+            // Cut before the copy, as `push_attr` does (the plan cuts again).
+            let Some(s) = capped(V::Str(s), out.max_len).as_str().map(str::to_owned) else {
+                return Err(Fail::Bail);
+            };
+            steps.copy(&s)?;
+            out.attrs.push((kb.key(), AttrValue::String(s)));
             return Ok(());
         }
         _ => {}
     }
     if depth < levels {
         if let Some(len) = v.list_len() {
+            steps.take(len)?;
             for i in 0..len {
                 let saved = kb.push_index(i);
-                let r = flatten_value(v.list_get(i), kb, depth + 1, levels, out);
+                let r = flatten_value(v.list_get(i), kb, depth + 1, levels, out, steps);
                 kb.pop(saved);
                 r?;
             }
             return Ok(());
         }
         if let Some(entries) = v.map_entries() {
+            steps.take(entries.len())?;
             for (k, x) in entries {
                 let saved = kb.push(k, &mut out.maybe_dup);
-                let r = flatten_value(x, kb, depth + 1, levels, out);
+                let r = flatten_value(x, kb, depth + 1, levels, out, steps);
                 kb.pop(saved);
                 r?;
             }
             return Ok(());
         }
         if let V::Flat(entries) = &v {
+            steps.take(entries.len())?;
             for (k, x) in entries.iter() {
                 let saved = kb.push(k, &mut out.maybe_dup);
                 out.attrs.push((kb.key(), x.clone()));
@@ -1516,7 +1595,7 @@ fn flatten_value(
             return Ok(());
         }
     }
-    if let Some(leaf) = leaf(capped(v, out.max_len))? {
+    if let Some(leaf) = leaf(capped(v, out.max_len), steps)? {
         out.attrs.push((kb.key(), leaf));
     }
     Ok(())
@@ -1524,7 +1603,7 @@ fn flatten_value(
 
 /// A value as JSON text, exactly as `attributes::to_json(v).to_string()` renders
 /// it, written directly.
-fn write_json(v: &V, depth: usize, out: &mut Vec<u8>) -> Result<(), Fail> {
+fn write_json(v: &V, depth: usize, out: &mut Vec<u8>, steps: &Steps) -> Result<(), Fail> {
     let io = |_: serde_json::Error| Fail::Bail;
     if depth > MAX_VALUE_DEPTH {
         return serde_json::to_writer(&mut *out, "…").map_err(io);
@@ -1540,23 +1619,31 @@ fn write_json(v: &V, depth: usize, out: &mut Vec<u8>) -> Result<(), Fail> {
         },
         // Non-finite doubles are `null`, as `Json::from(f64)` makes them.
         V::Double(d) => serde_json::to_writer(&mut *out, d).map_err(io)?,
-        V::Str(s) => serde_json::to_writer(&mut *out, s).map_err(io)?,
-        V::Owned(s) => serde_json::to_writer(&mut *out, s).map_err(io)?,
+        V::Str(s) => {
+            steps.copy(s)?;
+            serde_json::to_writer(&mut *out, s).map_err(io)?
+        }
+        V::Owned(s) => {
+            steps.copy(s)?;
+            serde_json::to_writer(&mut *out, s).map_err(io)?
+        }
         V::Type(_) => return Err(Fail::Bail),
         // Flattened keys need not be sorted or distinct: build the object.
-        V::Flat(_) => serde_json::to_writer(&mut *out, &to_json(v, depth)?).map_err(io)?,
+        V::Flat(_) => serde_json::to_writer(&mut *out, &to_json(v, depth, steps)?).map_err(io)?,
         _ => {
             if let Some(len) = v.list_len() {
+                steps.take(len)?;
                 out.push(b'[');
                 for i in 0..len {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_json(&v.list_get(i), depth + 1, out)?;
+                    write_json(&v.list_get(i), depth + 1, out, steps)?;
                 }
                 out.push(b']');
             } else if let Some(entries) = v.map_entries() {
                 // Sorted and distinct, as in a `serde_json::Map`.
+                steps.take(entries.len())?;
                 out.push(b'{');
                 for (i, (k, x)) in entries.iter().enumerate() {
                     if i > 0 {
@@ -1564,7 +1651,7 @@ fn write_json(v: &V, depth: usize, out: &mut Vec<u8>) -> Result<(), Fail> {
                     }
                     serde_json::to_writer(&mut *out, k).map_err(io)?;
                     out.push(b':');
-                    write_json(x, depth + 1, out)?;
+                    write_json(x, depth + 1, out, steps)?;
                 }
                 out.push(b'}');
             } else {
@@ -1576,11 +1663,12 @@ fn write_json(v: &V, depth: usize, out: &mut Vec<u8>) -> Result<(), Fail> {
 }
 
 /// A value as JSON, as [`crate::attributes::to_json`].
-fn to_json(v: &V, depth: usize) -> Result<Json, Fail> {
+fn to_json(v: &V, depth: usize, steps: &Steps) -> Result<Json, Fail> {
     if depth > MAX_VALUE_DEPTH {
         return Ok(Json::from("…"));
     }
     if let V::Flat(entries) = v {
+        steps.take(entries.len())?;
         return Ok(Json::Object(
             entries
                 .iter()
@@ -1597,16 +1685,18 @@ fn to_json(v: &V, depth: usize) -> Result<Json, Fail> {
         _ => {}
     }
     if let Some(len) = v.list_len() {
+        steps.take(len)?;
         let mut items = Vec::with_capacity(len);
         for i in 0..len {
-            items.push(to_json(&v.list_get(i), depth + 1)?);
+            items.push(to_json(&v.list_get(i), depth + 1, steps)?);
         }
         return Ok(Json::Array(items));
     }
     if let Some(entries) = v.map_entries() {
+        steps.take(entries.len())?;
         let mut obj = serde_json::Map::new();
         for (k, x) in entries {
-            obj.insert(k.to_owned(), to_json(&x, depth + 1)?);
+            obj.insert(k.to_owned(), to_json(&x, depth + 1, steps)?);
         }
         return Ok(Json::Object(obj));
     }

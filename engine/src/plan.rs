@@ -23,6 +23,11 @@ use crate::{functions, presets};
 pub const DEFAULT_MAX_ATTRIBUTES: usize = 128;
 /// Default cap on one string value, in bytes.
 pub const DEFAULT_MAX_VALUE_LENGTH: usize = 32 * 1024;
+/// Cap on a span name and on an attribute key, in bytes. Both can carry client
+/// text (the default name is `{operation} {model}`; `flatten` makes keys of a
+/// request's JSON keys) and a megabyte-long one would make the span too large
+/// for a collector to take.
+pub const MAX_NAME_LENGTH: usize = 1024;
 /// Stack a thread needs to evaluate any accepted expression, with a wide margin.
 /// Evaluation recurses on the syntax tree: measured ~2 KiB per level in release
 /// builds and ~40 KiB in debug builds, and trees are capped at
@@ -555,6 +560,15 @@ impl TracingPlan {
         {
             let sampler = match (spec.as_ref(), compiled) {
                 (None, _) => Sampler::Always,
+                (Some(s), Some(Ok(c))) if !c.cost.nests.is_empty() => {
+                    // Sampling runs on the interpreter alone, before the request
+                    // is sent: no per-request estimate, so no nest at all.
+                    diagnostics.push(Diagnostic::new(
+                        s.referenced.into(),
+                        format!("{name}: the expression nests comprehensions over request data inside one another; a sampling rule may not"),
+                    ));
+                    Sampler::Always
+                }
                 (Some(_), Some(Ok(c))) => {
                     reads.extend(c.reads);
                     Sampler::Expression(Box::new(c.program))
@@ -598,6 +612,11 @@ impl TracingPlan {
             max_attributes,
             max_value_length,
         } = user.limits;
+        let max_value_length = max_value_length.unwrap_or(DEFAULT_MAX_VALUE_LENGTH);
+        for (key, value) in &mut resource_values {
+            attributes::truncate_str(key, MAX_NAME_LENGTH);
+            value.truncate(max_value_length);
+        }
         let visibility = Visibility {
             hide_inputs: hidden(
                 user.privacy.hide_inputs,
@@ -619,7 +638,7 @@ impl TracingPlan {
             fields: out_fields,
             remove,
             max_attributes: max_attributes.unwrap_or(DEFAULT_MAX_ATTRIBUTES),
-            max_value_length: max_value_length.unwrap_or(DEFAULT_MAX_VALUE_LENGTH),
+            max_value_length,
             visibility,
             reads,
             preset: preset.map(|(n, _)| n),
@@ -673,9 +692,21 @@ impl TracingPlan {
         let mut name = None;
         for (i, f) in self.fields.iter().enumerate() {
             let node = f.compiled.fast.as_ref().filter(|_| use_native);
+            if let Err(why) = self.affordable(f, &native) {
+                self.fail(i, &mut rec, why);
+                continue;
+            }
             match f.key.as_str() {
                 key @ ("span.name" | "span.kind" | "span.status") => {
-                    let value = match node.and_then(|n| native.scalar(n).ok()) {
+                    let native_value = match node.map(|n| native.scalar(n)) {
+                        Some(Err(fast::Fail::Budget)) => {
+                            self.fail(i, &mut rec, over_budget());
+                            continue;
+                        }
+                        Some(v) => v.ok(),
+                        None => None,
+                    };
+                    let value = match native_value {
                         Some(v) => v,
                         None => match Value::resolve_val(f.compiled.program.expression(), ctx()) {
                             Ok(v) => attributes::scalar(v.as_ref()),
@@ -732,12 +763,19 @@ impl TracingPlan {
                             maybe_dup: false,
                             max_len: self.max_value_length,
                         };
-                        if native.field(n, key, &mut out).is_ok() {
-                            maybe_dup |= out.maybe_dup;
-                            continue;
+                        match native.field(n, key, &mut out) {
+                            Ok(()) => {
+                                maybe_dup |= out.maybe_dup;
+                                continue;
+                            }
+                            Err(fast::Fail::Budget) => {
+                                rec.attributes.truncate(start);
+                                self.fail(i, &mut rec, over_budget());
+                                continue;
+                            }
+                            // Not modelled, or an error: the interpreter decides.
+                            Err(_) => rec.attributes.truncate(start),
                         }
-                        // Not modelled, or an error: the interpreter decides.
-                        rec.attributes.truncate(start);
                     }
                     match Value::resolve_val(f.compiled.program.expression(), ctx()) {
                         Ok(v) => {
@@ -757,6 +795,7 @@ impl TracingPlan {
             }
         }
         rec.name = name.unwrap_or_else(|| default_span_name(ex));
+        attributes::truncate_str(&mut rec.name, MAX_NAME_LENGTH);
         // Capped: one huge span must not make every later one reserve as much.
         let seen = rec.attributes.len().min(MAX_ATTRIBUTES_HINT);
         if seen > self.attributes_hint.load(Ordering::Relaxed) {
@@ -766,10 +805,43 @@ impl TracingPlan {
         rec
     }
 
+    /// Whether field `f` may run on this exchange: a field with nested
+    /// comprehensions over request data ([`compile::Cost`]) is estimated from the
+    /// lists' sizes first, and skipped when the estimate is over the budget (the
+    /// interpreter, which has no budget of its own, never starts it).
+    fn affordable(&self, f: &CompiledField, native: &fast::Eval<'_>) -> Result<(), String> {
+        let cost = &f.compiled.cost;
+        if cost.nests.is_empty() {
+            return Ok(());
+        }
+        let estimate = cost.estimate(|var| native.size_of(var));
+        if estimate > fast::MAX_STEPS as usize {
+            return Err(format!(
+                "not evaluated: its nested comprehensions would take about {estimate} iterations on this request, over the budget of {} per expression",
+                fast::MAX_STEPS
+            ));
+        }
+        Ok(())
+    }
+
+    /// Field `i` failed on this exchange: no attribute, and counted.
+    fn fail(&self, i: usize, rec: &mut SpanRecord, why: String) {
+        self.errors_by_field[i].fetch_add(1, Ordering::Relaxed);
+        rec.errors.push((self.fields[i].key.clone(), why));
+    }
+
     /// Removal, de-duplication (the last value of a key wins, at its first
     /// position) and limits, applied last. `dedup` is false when no two
     /// attributes can share a key.
     fn finish(&self, rec: &mut SpanRecord, dedup: bool) {
+        // Keys first: two keys cut to the same prefix are then de-duplicated.
+        let mut dedup = dedup;
+        for (key, _) in rec.attributes.iter_mut() {
+            if key.len() > MAX_NAME_LENGTH {
+                attributes::truncate_str(key, MAX_NAME_LENGTH);
+                dedup = true;
+            }
+        }
         if !self.remove.is_empty() {
             rec.attributes.retain(|(k, _)| !self.removed(k));
         }
@@ -813,6 +885,12 @@ impl TracingPlan {
     pub fn reads(&self, name: &str) -> bool {
         let root = name.split('.').next().unwrap_or(name);
         self.reads.contains(name) || self.reads.contains(root)
+    }
+
+    /// `limits.maxValueLength`: what any string of a span may take, in bytes (the
+    /// gateway cuts the status message to it).
+    pub fn max_value_length(&self) -> usize {
+        self.max_value_length
     }
 
     /// Run-time errors so far, per attribute key (keys with none left out).
@@ -887,11 +965,25 @@ pub(crate) fn related_keys<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
     })
 }
 
-/// OTel GenAI's default: `{operation} {model}`.
+/// The message of a field stopped by the native evaluator's step budget.
+fn over_budget() -> String {
+    format!(
+        "evaluation stopped after {} steps, the budget per expression (nested comprehensions over request data?)",
+        fast::MAX_STEPS
+    )
+}
+
+/// OTel GenAI's default: `{operation} {model}`, the model cut so that the name
+/// stays within [`MAX_NAME_LENGTH`] (a client can send a megabyte-long model).
 fn default_span_name(ex: &Exchange) -> String {
     let op = ex.operation.as_str();
     match ex.request_model.as_deref() {
         Some(m) if !m.is_empty() => {
+            let mut end = m.len().min(MAX_NAME_LENGTH);
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            let m = &m[..end];
             let mut name = String::with_capacity(op.len() + 1 + m.len());
             name.push_str(op);
             name.push(' ');
@@ -988,5 +1080,166 @@ impl TracingPlan {
                 (f.key.clone(), ok)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use crate::exchange::Message;
+
+    fn plan(fields: &str) -> Result<TracingPlan, ConfigError> {
+        let yaml = format!("config:\n  tracing:\n    fields:\n      add:\n{fields}");
+        load(&yaml, &LoadOptions::default()).map(|l| l.plan)
+    }
+
+    fn messages(n: usize) -> Exchange {
+        Exchange {
+            request_model: Some("gpt-4o".into()),
+            prompt: (0..n)
+                .map(|i| Message {
+                    role: "user".into(),
+                    content: Some(format!("message {i}")),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn attr<'r>(rec: &'r SpanRecord, key: &str) -> Option<&'r AttrValue> {
+        rec.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    const QUADRATIC: &str = "size(llm.prompt.map(a, llm.prompt.map(b, b)))";
+
+    #[test]
+    fn a_quadratic_expression_on_a_large_request_is_dropped_and_counted() {
+        let plan = plan(&format!(
+            "        quadratic: '{QUADRATIC}'\n        count: size(llm.prompt)\n"
+        ))
+        .unwrap();
+        let ex = messages(6_000);
+        for rec in [plan.evaluate(&ex), plan.evaluate_interpreted(&ex)] {
+            assert_eq!(attr(&rec, "quadratic"), None);
+            assert_eq!(attr(&rec, "count"), Some(&AttrValue::Int(6_000)));
+            assert_eq!(rec.errors.len(), 1, "{:?}", rec.errors);
+            assert_eq!(rec.errors[0].0, "quadratic");
+            assert!(
+                rec.errors[0].1.contains("36000000 iterations"),
+                "{:?}",
+                rec.errors
+            );
+        }
+        assert_eq!(plan.error_counts(), vec![("quadratic", 2)]);
+        // On a small request the same expression is cheap, and evaluated.
+        let rec = plan.evaluate(&messages(10));
+        assert_eq!(attr(&rec, "quadratic"), Some(&AttrValue::Int(10)));
+        assert!(rec.errors.is_empty());
+    }
+
+    #[test]
+    fn linear_work_of_quadratic_size_is_stopped_by_the_step_budget() {
+        // No nested comprehension (nothing to estimate at load), but the JSON
+        // is 6,000 copies of 6,000 messages.
+        let plan = plan("        big: 'toJson(llm.prompt.map(a, llm.prompt))'\n").unwrap();
+        let rec = plan.evaluate(&messages(6_000));
+        assert_eq!(attr(&rec, "big"), None);
+        assert!(
+            rec.errors
+                .iter()
+                .any(|(k, e)| k == "big" && e.contains("budget per expression")),
+            "{:?}",
+            rec.errors
+        );
+        // The same on a small request is in budget and matches the interpreter.
+        let small = messages(3);
+        assert_eq!(plan.evaluate(&small), plan.evaluate_interpreted(&small));
+        assert!(plan.evaluate(&small).errors.is_empty());
+    }
+
+    #[test]
+    fn the_budget_does_not_cut_linear_passes_over_large_requests() {
+        let plan = plan(
+            "        contents: 'llm.prompt.map(m, m.content)'\n        json: 'toJson(llm.prompt)'\n        flat: 'flattenRecursive(llm.prompt.map(m, {\"role\": m.role, \"content\": m.content}))'\n",
+        )
+        .unwrap();
+        let rec = plan.evaluate(&messages(50_000));
+        assert!(rec.errors.is_empty(), "{:?}", rec.errors);
+        assert!(attr(&rec, "contents").is_some() && attr(&rec, "json").is_some());
+    }
+
+    #[test]
+    fn nests_over_dependent_ranges_are_linear_and_free() {
+        let c =
+            compile::compile(&cel_env(), "llm.prompt.map(m, m.tool_calls.map(t, t.name))").unwrap();
+        assert!(c.cost.nests.is_empty());
+        let c = compile::compile(&cel_env(), "llm.prompt.map(m, [1, 2].map(x, x))").unwrap();
+        assert!(c.cost.nests.is_empty());
+        let c = compile::compile(
+            &cel_env(),
+            "llm.prompt.exists(m, llm.tools.exists(t, t.name == m.name))",
+        )
+        .unwrap();
+        assert_eq!(c.cost.nests.len(), 1);
+        let ex = Exchange {
+            tools: vec![serde_json::json!({}); 7],
+            ..messages(5)
+        };
+        let native = fast::Eval::new(&ex, Visibility::default());
+        assert_eq!(c.cost.estimate(|v| native.size_of(v)), 35);
+    }
+
+    #[test]
+    fn a_cubic_expression_is_refused_at_load() {
+        let err =
+            plan("        cubic: 'llm.prompt.map(a, llm.prompt.map(b, llm.prompt.map(c, c)))'\n")
+                .unwrap_err();
+        let text = err.render("test.yaml");
+        assert!(
+            text.contains("nests 3 comprehensions over request data"),
+            "{text}"
+        );
+        assert!(plan(&format!("        q: '{QUADRATIC}'\n")).is_ok());
+    }
+
+    #[test]
+    fn a_sampling_rule_with_a_nest_is_refused_at_load() {
+        let yaml = format!(
+            "config:\n  tracing:\n    randomSampling: '{QUADRATIC} > 0'\n    fields:\n      add:\n        a: llm.requestModel\n"
+        );
+        let err = load(&yaml, &LoadOptions::default()).unwrap_err();
+        assert!(err.render("t.yaml").contains("a sampling rule may not"));
+    }
+
+    #[test]
+    fn span_names_keys_and_resources_are_bounded() {
+        let model = "m".repeat(5 * 1024 * 1024);
+        let ex = Exchange {
+            request_model: Some(model.clone()),
+            operation: crate::exchange::Operation::Chat,
+            params: vec![("x".repeat(3000), serde_json::json!(1))],
+            ..Default::default()
+        };
+        let yaml = "config:\n  tracing:\n    resources:\n      service.name: '\"abcdefgh\"'\n    limits: {maxValueLength: 4}\n    fields:\n      add:\n        p: flatten(llm.params)\n        model: llm.requestModel\n";
+        let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
+        assert_eq!(
+            plan.resources,
+            vec![("service.name".to_owned(), AttrValue::String("abcd".into()))]
+        );
+        for rec in [plan.evaluate(&ex), plan.evaluate_interpreted(&ex)] {
+            assert_eq!(rec.name.len(), MAX_NAME_LENGTH);
+            assert!(rec.name.starts_with("chat mmm"));
+            let (key, _) = rec
+                .attributes
+                .iter()
+                .find(|(k, _)| k.starts_with("p."))
+                .expect("the flattened param");
+            assert_eq!(key.len(), MAX_NAME_LENGTH);
+            assert_eq!(attr(&rec, "model"), Some(&AttrValue::String("mmmm".into())));
+        }
     }
 }

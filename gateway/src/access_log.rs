@@ -101,19 +101,58 @@ fn num(n: Option<i64>) -> String {
     n.map(|n| n.to_string()).unwrap_or_default()
 }
 
-/// Client-controlled text in a text line: no spaces or control characters that
-/// could forge another field or line.
+/// Client-controlled text in a text line: no spaces that could forge another
+/// field, and no control, line-separator or bidi-override character that could
+/// forge another line or make a terminal show the line other than it is (U+202E
+/// reverses what follows). Those are written escaped, `\u{202e}`.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .take(256)
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len().min(256));
+    for c in s.chars().take(256) {
+        if is_hazard(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else if c.is_whitespace() {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters a log line must not carry raw: C0 and C1 controls (and DEL), the
+/// line and paragraph separators, and the invisible marks and bidi controls
+/// (LRM/RLM, ALM, the embeddings and overrides U+202A-E, the isolates
+/// U+2066-9, zero-width characters and the BOM).
+fn is_hazard(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// A JSON line with the [`is_hazard`] characters serde leaves raw (C1, the
+/// separators, bidi controls; it escapes C0 itself) written as `\uXXXX`
+/// escapes: the same JSON value, but safe to show. They can only occur inside
+/// strings, so the whole text is rewritten.
+fn escape_json_hazards(text: String) -> String {
+    if !text.chars().any(is_hazard) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hazard(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn json(e: &Entry<'_>) -> String {
@@ -142,7 +181,7 @@ fn json(e: &Entry<'_>) -> String {
         "duration_ms": (e.duration_ms * 1000.0).round() / 1000.0,
         "error": e.error,
     });
-    let mut s = v.to_string();
+    let mut s = escape_json_hazards(v.to_string());
     s.push('\n');
     s
 }
@@ -207,7 +246,52 @@ mod tests {
         e.request_model = Some("x llm.response.tokens=1\ninfo\tfake");
         let line = text(&e);
         assert_eq!(line.lines().count(), 1);
-        assert!(line.contains("llm.request.model=x_llm.response.tokens=1_info_fake "));
+        assert!(line.contains("llm.request.model=x_llm.response.tokens=1\\u{a}info\\u{9}fake "));
+    }
+
+    #[test]
+    fn bidi_and_control_characters_are_escaped_in_text_lines() {
+        let mut e = entry();
+        // "gpt" + RLO + "txt.exe": a terminal would show it reversed.
+        e.request_model = Some("gpt\u{202e}txt.exe");
+        e.response_model = Some("a\u{2028}b\u{85}c\u{200f}d\u{2066}e\u{7f}f\u{1b}[31m");
+        e.path = "/v1/chat\u{202a}/completions";
+        let line = text(&e);
+        assert!(
+            line.contains(" llm.request.model=gpt\\u{202e}txt.exe "),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                " llm.response.model=a\\u{2028}b\\u{85}c\\u{200f}d\\u{2066}e\\u{7f}f\\u{1b}[31m "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(" http.path=/v1/chat\\u{202a}/completions "),
+            "{line}"
+        );
+        // Only the format's own tab and newline are left raw.
+        let raw: String = line.chars().filter(|c| is_hazard(*c)).collect();
+        assert_eq!(raw, "\t\n", "{line:?}");
+    }
+
+    #[test]
+    fn bidi_and_c1_characters_are_escaped_in_json_lines_and_still_decode() {
+        let mut e = entry();
+        let model = "gpt\u{202e}txt\u{85}\u{2029}\u{2067}x\u{1}";
+        e.request_model = Some(model);
+        let line = json(&e);
+        assert!(
+            !line.trim_end_matches('\n').chars().any(is_hazard),
+            "{line:?}"
+        );
+        assert!(
+            line.contains(r"gpt\u202etxt\u0085\u2029\u2067x\u0001"),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["llm.request.model"], model);
     }
 
     #[test]

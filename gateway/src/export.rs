@@ -7,6 +7,12 @@
 //! (gRPC or HTTP protobuf) on its own small runtime, so export work never competes
 //! with the proxy's runtime. A reload that changes the endpoint swaps the exporter
 //! on that thread between two batches: spans already queued are not lost.
+//!
+//! A batch is sent in parts of at most [`MAX_EXPORT_BYTES`] encoded (an upper
+//! bound computed from the spans' strings, see [`encoded_bound`]), below the 4 MiB
+//! a gRPC collector accepts by default: one large span cannot make the collector
+//! refuse the batch and lose the spans beside it. A span too large to fit alone
+//! has its longest strings cut until it does.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use celgate_engine::AttrValue;
 use celgate_engine::config::OtlpProtocol;
+use celgate_engine::plan::{DEFAULT_MAX_VALUE_LENGTH, MAX_NAME_LENGTH};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -391,6 +398,11 @@ fn drain(
     }
 }
 
+/// Most bytes one export request carries, by [`encoded_bound`]: under the 4 MiB
+/// default message limit of gRPC collectors (and of OTLP/HTTP ones, which allow
+/// more), with room for the resource, the scope and framing.
+pub const MAX_EXPORT_BYTES: usize = 3 * 1024 * 1024;
+
 fn export(
     rt: &tokio::runtime::Runtime,
     sink: &Sink,
@@ -402,7 +414,163 @@ fn export(
     if batch.is_empty() {
         return;
     }
-    let spans = std::mem::take(batch);
+    let budget = MAX_EXPORT_BYTES.saturating_sub(resource_bound(settings));
+    for part in split_by_size(std::mem::take(batch), budget.max(64 * 1024)) {
+        send(rt, sink, settings, part, stats, failing);
+    }
+}
+
+/// `spans` in order, in parts whose [`encoded_bound`]s add up to at most
+/// `budget`; a span over `budget` alone is cut to fit ([`fit`]).
+fn split_by_size(spans: Vec<SpanData>, budget: usize) -> Vec<Vec<SpanData>> {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut size = 0;
+    for mut span in spans {
+        let mut n = encoded_bound(&span);
+        if n > budget {
+            fit(&mut span, budget);
+            n = encoded_bound(&span);
+        }
+        if size + n > budget && !part.is_empty() {
+            parts.push(std::mem::take(&mut part));
+            size = 0;
+        }
+        size += n;
+        part.push(span);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
+}
+
+/// Protobuf framing of one length-delimited field: a tag and a length varint.
+const FIELD: usize = 6;
+/// Every fixed-size field of a span (ids, times, kind, flags, counts), framed.
+const SPAN_FIXED: usize = 128;
+
+/// At least the bytes `span` takes in an OTLP `ExportTraceServiceRequest`: its
+/// strings plus generous framing for each (lengths and tags of at most 6 bytes,
+/// scalars of at most 11).
+pub fn encoded_bound(span: &SpanData) -> usize {
+    let status = match &span.status {
+        opentelemetry::trace::Status::Error { description } => description.len(),
+        _ => 0,
+    };
+    let attributes: usize = span.attributes.iter().map(key_value_bound).sum();
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| {
+            3 * FIELD + 24 + e.name.len() + e.attributes.iter().map(key_value_bound).sum::<usize>()
+        })
+        .sum();
+    let links: usize = span
+        .links
+        .iter()
+        .map(|l| 4 * FIELD + 40 + l.attributes.iter().map(key_value_bound).sum::<usize>())
+        .sum();
+    SPAN_FIXED
+        + 4 * FIELD
+        + span.name.len()
+        + status
+        + span.span_context.trace_state().header().len()
+        + attributes
+        + events
+        + links
+}
+
+/// A `KeyValue` (key, `AnyValue`) framed.
+fn key_value_bound(kv: &KeyValue) -> usize {
+    3 * FIELD + kv.key.as_str().len() + value_bound(&kv.value)
+}
+
+fn value_bound(v: &Value) -> usize {
+    match v {
+        Value::String(s) => FIELD + s.as_str().len(),
+        Value::Array(Array::String(a)) => {
+            FIELD
+                + a.iter()
+                    .map(|s| 2 * FIELD + s.as_str().len())
+                    .sum::<usize>()
+        }
+        Value::Array(Array::I64(a)) => FIELD + a.len() * (FIELD + 11),
+        Value::Array(Array::F64(a)) => FIELD + a.len() * (FIELD + 9),
+        Value::Array(Array::Bool(a)) => FIELD + a.len() * (FIELD + 2),
+        _ => 11,
+    }
+}
+
+/// The resource as sent once per request, framed.
+fn resource_bound(settings: &ExportSettings) -> usize {
+    1024 + settings
+        .resource
+        .iter()
+        .map(|(k, v)| 3 * FIELD + k.len() + value_bound(&otel_value(v.clone())))
+        .sum::<usize>()
+}
+
+/// Cuts the strings of a span over `budget` (attribute values, then its name and
+/// status message) to an equal share each, until it fits.
+fn fit(span: &mut SpanData, budget: usize) {
+    let strings = span.attributes.len() + 2;
+    let share = (budget / 2 / strings).max(16);
+    for kv in &mut span.attributes {
+        cut_value(&mut kv.value, share);
+    }
+    if span.name.len() > share {
+        span.name = cut_str(&span.name, share).to_owned().into();
+    }
+    if let opentelemetry::trace::Status::Error { description } = &mut span.status
+        && description.len() > share
+    {
+        *description = cut_str(description, share).to_owned().into();
+    }
+    // Keys and numbers are not cut: a span that still does not fit has that
+    // many attributes (the plan caps them at `limits.maxAttributes`), so drop
+    // the last ones.
+    while encoded_bound(span) > budget && span.attributes.pop().is_some() {
+        span.dropped_attributes_count += 1;
+    }
+}
+
+fn cut_value(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) if s.as_str().len() > max => {
+            *s = StringValue::from(cut_str(s.as_str(), max).to_owned());
+        }
+        Value::Array(Array::String(a)) => {
+            let each = (max / a.len().max(1)).max(16);
+            for s in a.iter_mut().filter(|s| s.as_str().len() > each) {
+                *s = StringValue::from(cut_str(s.as_str(), each).to_owned());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Sends one part of a batch and counts the outcome.
+fn send(
+    rt: &tokio::runtime::Runtime,
+    sink: &Sink,
+    settings: &ExportSettings,
+    spans: Vec<SpanData>,
+    stats: &ExportStats,
+    failing: &mut bool,
+) {
     let n = spans.len() as u64;
     let result = match sink {
         Sink::Disabled => Ok(()),
@@ -458,15 +626,18 @@ fn shutdown_sink(rt: &tokio::runtime::Runtime, sink: Sink) {
     }
 }
 
-/// The resource every exported span carries.
+/// The resource every exported span carries. Entries from the environment
+/// (`OTEL_RESOURCE_ATTRIBUTES`) are bounded like the config's: keys to
+/// [`MAX_NAME_LENGTH`], values to the default `limits.maxValueLength`.
 pub fn resource(settings: &ExportSettings) -> Resource {
     Resource::builder_empty()
-        .with_attributes(
-            settings
-                .resource
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), otel_value(v.clone()))),
-        )
+        .with_attributes(settings.resource.iter().map(|(k, v)| {
+            let mut key = k.clone();
+            celgate_engine::attributes::truncate_str(&mut key, MAX_NAME_LENGTH);
+            let mut value = v.clone();
+            value.truncate(DEFAULT_MAX_VALUE_LENGTH);
+            KeyValue::new(key, otel_value(value))
+        }))
         .build()
 }
 
@@ -691,6 +862,78 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    fn big_span(attrs: usize, each: usize) -> SpanData {
+        let mut s = span();
+        s.attributes = (0..attrs)
+            .map(|i| KeyValue::new(format!("a{i}"), "x".repeat(each)))
+            .collect();
+        s
+    }
+
+    #[test]
+    fn a_batch_is_split_into_parts_under_the_budget_in_order() {
+        // 150 spans of ~64 KiB: 9.4 MiB in all.
+        let spans: Vec<SpanData> = (0..150)
+            .map(|i| {
+                let mut s = big_span(2, 32 * 1024);
+                s.name = format!("s{i}").into();
+                s
+            })
+            .collect();
+        let parts = split_by_size(spans, MAX_EXPORT_BYTES);
+        assert!(parts.len() >= 4, "{} parts", parts.len());
+        let names: Vec<String> = parts.iter().flatten().map(|s| s.name.to_string()).collect();
+        let expected: Vec<String> = (0..150).map(|i| format!("s{i}")).collect();
+        assert_eq!(names, expected, "nothing lost, nothing reordered");
+        for part in &parts {
+            let size: usize = part.iter().map(encoded_bound).sum();
+            assert!(size <= MAX_EXPORT_BYTES, "{size}");
+        }
+    }
+
+    #[test]
+    fn the_bound_is_above_the_real_encoded_size() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let mut s = big_span(3, 1000);
+        s.attributes.push(KeyValue::new("n", 7i64));
+        s.attributes.push(KeyValue::new(
+            "arr",
+            Value::Array(Array::String(vec!["ab".into(), "cd".into()])),
+        ));
+        s.name = "n".repeat(300).into();
+        s.status = Status::error("e".repeat(200));
+        s.span_context = SpanContext::new(
+            TraceId::from_bytes([1; 16]),
+            SpanId::from_bytes([2; 8]),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::from_key_value([("k", "v")]).unwrap(),
+        );
+        s.parent_span_id = SpanId::from_bytes([3; 8]);
+        let bound = encoded_bound(&s);
+        // What the span really takes in an export request: the `Span` message
+        // plus its field tag and length in `ScopeSpans`.
+        use prost::Message as _;
+        let real = opentelemetry_proto::tonic::trace::v1::Span::from(s).encoded_len();
+        let real = real + 1 + prost::length_delimiter_len(real);
+        assert!(bound >= real, "bound {bound} < encoded {real}");
+        assert!(bound < real + 600, "not wildly above: {bound} vs {real}");
+    }
+
+    #[test]
+    fn a_span_too_large_alone_is_cut_to_fit() {
+        let mut s = big_span(8, 1024 * 1024);
+        s.name = "n".repeat(2 * 1024 * 1024).into();
+        s.status = Status::error("e".repeat(2 * 1024 * 1024));
+        let parts = split_by_size(vec![span(), s, span()], MAX_EXPORT_BYTES);
+        let all: Vec<&SpanData> = parts.iter().flatten().collect();
+        assert_eq!(all.len(), 3);
+        let cut = all[1];
+        assert!(encoded_bound(cut) <= MAX_EXPORT_BYTES);
+        assert_eq!(cut.attributes.len(), 8, "values are cut, attributes kept");
+        assert!(cut.name.len() < 1024 * 1024);
     }
 
     #[test]

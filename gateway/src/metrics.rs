@@ -3,12 +3,22 @@
 //! Besides celgate's own counters (requests, reloads, spans, expression errors)
 //! this records the OTel GenAI client metrics `gen_ai.client.token.usage` and
 //! `gen_ai.client.operation.duration` with the bucket boundaries the semantic
-//! conventions advise. Label values that a client controls (the requested model)
-//! are only used once a backend accepted them, so a client cannot blow up the
-//! number of series.
+//! conventions advise.
+//!
+//! Label values a client or a backend chooses (the requested and answered model,
+//! the path, the error type) are bounded as Prometheus advises, or one client could
+//! make `/metrics` hundreds of megabytes (with `models: ["*"]` a backend accepts any
+//! name): each value is cut to [`MAX_LABEL_LEN`] bytes, and each label of each
+//! family keeps the first [`MAX_LABEL_VALUES`] distinct values it saw; later new
+//! values are counted under [`OTHER`]. As labels combine (a request model with
+//! each response model), a GenAI family also keeps at most [`MAX_SERIES`]
+//! combinations of them; calls with a new one past that are counted with all
+//! those labels `other`. Recording goes through [`Metrics`]' methods, which apply
+//! the bounds.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -31,6 +41,129 @@ pub const TOKEN_BUCKETS: [f64; 14] = [
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
+
+/// Longest label value, in bytes; longer values are cut at a character boundary.
+pub const MAX_LABEL_LEN: usize = 128;
+/// Distinct values one label of one family takes; new values past these are
+/// counted as [`OTHER`].
+pub const MAX_LABEL_VALUES: usize = 100;
+/// Distinct combinations of the bounded labels one GenAI family keeps.
+pub const MAX_SERIES: usize = 500;
+/// The label value standing for every value past [`MAX_LABEL_VALUES`].
+pub const OTHER: &str = "other";
+
+/// The values one label of one family has taken so far.
+#[derive(Debug, Default)]
+struct LabelValues {
+    seen: RwLock<HashSet<Box<str>>>,
+}
+
+impl LabelValues {
+    /// `value` as this label may carry it: cut to [`MAX_LABEL_LEN`], and
+    /// [`OTHER`] once the label has [`MAX_LABEL_VALUES`] other values.
+    fn bound(&self, value: &str) -> String {
+        self.bound_to(cut(value, MAX_LABEL_LEN), MAX_LABEL_VALUES)
+    }
+
+    /// `value`, or [`OTHER`] once `max` other values were seen.
+    fn bound_to(&self, value: &str, max: usize) -> String {
+        let known = self
+            .seen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(value);
+        if known {
+            return value.to_owned();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() < max || seen.contains(value) {
+            seen.insert(value.into());
+            value.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The bounded labels of the two GenAI families.
+#[derive(Debug, Default)]
+struct GenAiBounds {
+    provider: LabelValues,
+    request_model: LabelValues,
+    response_model: LabelValues,
+    server_address: LabelValues,
+    error_type: LabelValues,
+    /// Combinations of the five above.
+    series: LabelValues,
+}
+
+/// The bounded labels of one GenAI call, in [`GenAiLabels`] order.
+struct Bounded {
+    provider: String,
+    request_model: String,
+    response_model: String,
+    server_address: String,
+    error_type: String,
+}
+
+impl GenAiBounds {
+    fn bound(&self, call: &GenAiCall<'_>) -> Bounded {
+        let mut b = Bounded {
+            provider: self.provider.bound(call.provider),
+            request_model: self.request_model.bound(call.request_model),
+            response_model: self.response_model.bound(call.response_model),
+            server_address: self.server_address.bound(call.server_address),
+            error_type: self.error_type.bound(call.error_type),
+        };
+        let combination = [
+            &b.provider,
+            &b.request_model,
+            &b.response_model,
+            &b.server_address,
+            &b.error_type,
+        ]
+        .map(String::as_str)
+        .join("\0");
+        if self.series.bound_to(&combination, MAX_SERIES) == OTHER {
+            for label in [
+                &mut b.provider,
+                &mut b.request_model,
+                &mut b.response_model,
+                &mut b.server_address,
+                &mut b.error_type,
+            ] {
+                *label = OTHER.to_owned();
+            }
+        }
+        b
+    }
+}
+
+/// One GenAI call as [`Metrics::record_genai`] records it; values unbounded.
+#[derive(Debug)]
+pub struct GenAiCall<'a> {
+    pub operation: &'static str,
+    pub provider: &'a str,
+    pub request_model: &'a str,
+    pub response_model: &'a str,
+    pub server_address: &'a str,
+    pub error_type: &'a str,
+    pub seconds: f64,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -80,6 +213,10 @@ pub struct Metrics {
     pub expression_errors: Family<ExpressionLabels, Counter>,
     pub token_usage: Family<TokenLabels, Histogram>,
     pub duration: Family<GenAiLabels, Histogram>,
+    request_bounds: [LabelValues; 2],
+    expression_bounds: LabelValues,
+    token_bounds: GenAiBounds,
+    duration_bounds: GenAiBounds,
 }
 
 impl Metrics {
@@ -134,6 +271,66 @@ impl Metrics {
             expression_errors,
             token_usage,
             duration,
+            request_bounds: Default::default(),
+            expression_bounds: LabelValues::default(),
+            token_bounds: GenAiBounds::default(),
+            duration_bounds: GenAiBounds::default(),
+        }
+    }
+
+    /// Counts one proxied request.
+    /// `client` needs no bound of its own: names come from the keys file.
+    pub fn record_request(&self, route: &str, backend: &str, status: u16, client: &str) {
+        let [routes, backends] = &self.request_bounds;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: routes.bound(route),
+                backend: backends.bound(backend),
+                status,
+                client: client.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one run-time failure of the expression of attribute `key`.
+    pub fn record_expression_error(&self, key: &str) {
+        self.expression_errors
+            .get_or_create(&ExpressionLabels {
+                attribute: self.expression_bounds.bound(key),
+            })
+            .inc();
+    }
+
+    /// Records a GenAI call's duration and token counts.
+    pub fn record_genai(&self, call: &GenAiCall<'_>) {
+        let b = self.duration_bounds.bound(call);
+        self.duration
+            .get_or_create(&GenAiLabels {
+                gen_ai_operation_name: call.operation.to_owned(),
+                gen_ai_provider_name: b.provider,
+                gen_ai_request_model: b.request_model,
+                gen_ai_response_model: b.response_model,
+                server_address: b.server_address,
+                error_type: b.error_type,
+            })
+            .observe(call.seconds);
+        if call.input_tokens.is_none() && call.output_tokens.is_none() {
+            return;
+        }
+        let b = self.token_bounds.bound(call);
+        for (kind, n) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+            if let Some(n) = n {
+                self.token_usage
+                    .get_or_create(&TokenLabels {
+                        gen_ai_operation_name: call.operation.to_owned(),
+                        gen_ai_provider_name: b.provider.clone(),
+                        gen_ai_request_model: b.request_model.clone(),
+                        gen_ai_response_model: b.response_model.clone(),
+                        server_address: b.server_address.clone(),
+                        gen_ai_token_type: kind,
+                    })
+                    .observe(n as f64);
+            }
         }
     }
 
@@ -222,5 +419,98 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gen_ai_token_type=\"input\""), "{text}");
+    }
+
+    fn call(model: &str) -> GenAiCall<'_> {
+        GenAiCall {
+            operation: "chat",
+            provider: "openai",
+            request_model: model,
+            response_model: model,
+            server_address: "api.openai.com",
+            error_type: "",
+            seconds: 0.1,
+            input_tokens: Some(3),
+            output_tokens: Some(4),
+        }
+    }
+
+    #[test]
+    fn client_chosen_label_values_are_cut_and_folded_into_other() {
+        let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
+        let small = m.render().len();
+        let names: Vec<String> = (0..3000)
+            .map(|i| format!("{i:04}-{}", "m".repeat(200)))
+            .collect();
+        for name in &names {
+            m.record_genai(&call(name));
+            m.record_request(&format!("/{name}/v1/chat/completions"), "b", 200, "");
+        }
+        let text = m.render();
+        // 100 values per label, each at most 128 bytes, in three families of
+        // histograms: about 100 series per family (the request and response
+        // model are the same here), not 3,000.
+        assert!(
+            text.len() - small < 3_000_000,
+            "/metrics grew by {} bytes",
+            text.len() - small
+        );
+        let first = cut(&names[0], MAX_LABEL_LEN);
+        assert!(
+            text.contains(&format!(
+                "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"{first}\",gen_ai_response_model=\"{first}\",server_address=\"api.openai.com\",error_type=\"\"}} 1"
+            )),
+            "the first names keep their own series"
+        );
+        assert!(
+            text.contains(&format!(
+                "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"other\",gen_ai_response_model=\"other\",server_address=\"api.openai.com\",error_type=\"\"}} {}",
+                3000 - MAX_LABEL_VALUES
+            )),
+            "the rest are counted as `other`"
+        );
+        assert!(
+            !text.contains(&names[0]),
+            "values are cut to {MAX_LABEL_LEN} bytes"
+        );
+        assert!(text.contains("route=\"other\""));
+    }
+
+    #[test]
+    fn combinations_of_bounded_labels_are_capped_too() {
+        let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
+        // 100 request models × 100 response models: each label within its bound,
+        // 10,000 combinations.
+        for i in 0..MAX_LABEL_VALUES {
+            for j in 0..MAX_LABEL_VALUES {
+                let (req, resp) = (format!("req-{i}"), format!("resp-{j}"));
+                m.record_genai(&GenAiCall {
+                    request_model: &req,
+                    response_model: &resp,
+                    ..call("")
+                });
+            }
+        }
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("gen_ai_client_operation_duration_seconds_count{"))
+            .count();
+        assert_eq!(series, MAX_SERIES + 1, "the first {MAX_SERIES} and `other`");
+        assert!(text.contains(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"other\",gen_ai_request_model=\"other\",gen_ai_response_model=\"other\",server_address=\"other\",error_type=\"other\"}} {}",
+            MAX_LABEL_VALUES * MAX_LABEL_VALUES - MAX_SERIES
+        )));
+    }
+
+    #[test]
+    fn label_values_are_cut_on_a_character_boundary() {
+        let values = LabelValues::default();
+        let long = "é".repeat(100);
+        let bounded = values.bound(&long);
+        assert_eq!(bounded.len(), MAX_LABEL_LEN);
+        assert!(long.starts_with(&bounded));
+        // A value already seen (here: cut to the same prefix) keeps its series.
+        assert_eq!(values.bound(&format!("{bounded}x")), bounded);
     }
 }

@@ -394,6 +394,12 @@ impl InFlight {
         );
         if let Some(record) = record {
             let error = ex.error_type.is_some();
+            // Backend and client text (an error message, a model name) can be
+            // megabytes: the span's limits apply to the status message too.
+            let status_message = status_message.map(|mut m| {
+                celgate_engine::attributes::truncate_str(&mut m, plan.max_value_length());
+                m
+            });
             let span = span_data(
                 record,
                 &self.ids,
@@ -407,7 +413,8 @@ impl InFlight {
 }
 
 /// Request counters, expression errors, and the GenAI client metrics for calls a
-/// backend accepted.
+/// backend accepted. Label values are bounded by [`crate::metrics::Metrics`]: a
+/// backend that accepts any model name (`models: ["*"]`) lets clients choose them.
 fn record_metrics(
     metrics: &crate::metrics::Metrics,
     route: &str,
@@ -416,60 +423,31 @@ fn record_metrics(
     record: Option<&SpanRecord>,
     elapsed: Duration,
 ) {
-    use crate::metrics::{ExpressionLabels, GenAiLabels, RequestLabels, TokenLabels};
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.to_owned(),
-            backend: backend.unwrap_or("").to_owned(),
-            status: ex.response.status.unwrap_or_default(),
-            client: ex
-                .client
-                .as_deref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-        })
-        .inc();
+    let client = ex.client.as_deref().map_or("", |c| c.name.as_str());
+    metrics.record_request(
+        route,
+        backend.unwrap_or(""),
+        ex.response.status.unwrap_or_default(),
+        client,
+    );
     for (key, _) in record.map(|r| r.errors.as_slice()).unwrap_or_default() {
-        metrics
-            .expression_errors
-            .get_or_create(&ExpressionLabels {
-                attribute: key.clone(),
-            })
-            .inc();
+        metrics.record_expression_error(key);
     }
-    // Only routed calls: their model names were accepted by a backend's list, so
-    // clients cannot mint new label values.
+    // Only routed calls of a known operation.
     if backend.is_none() || ex.operation == Operation::Other {
         return;
     }
-    let base = GenAiLabels {
-        gen_ai_operation_name: ex.operation.as_str().to_owned(),
-        gen_ai_provider_name: ex.provider.clone(),
-        gen_ai_request_model: ex.request_model.clone().unwrap_or_default(),
-        gen_ai_response_model: ex.response_model.clone().unwrap_or_default(),
-        server_address: ex.backend_host.clone().unwrap_or_default(),
-        error_type: ex.error_type.clone().unwrap_or_default(),
-    };
-    metrics
-        .duration
-        .get_or_create(&base)
-        .observe(elapsed.as_secs_f64());
-    for (kind, n) in [("input", ex.input_tokens), ("output", ex.output_tokens)] {
-        if let Some(n) = n {
-            metrics
-                .token_usage
-                .get_or_create(&TokenLabels {
-                    gen_ai_operation_name: base.gen_ai_operation_name.clone(),
-                    gen_ai_provider_name: base.gen_ai_provider_name.clone(),
-                    gen_ai_request_model: base.gen_ai_request_model.clone(),
-                    gen_ai_response_model: base.gen_ai_response_model.clone(),
-                    server_address: base.server_address.clone(),
-                    gen_ai_token_type: kind,
-                })
-                .observe(n as f64);
-        }
-    }
+    metrics.record_genai(&crate::metrics::GenAiCall {
+        operation: ex.operation.as_str(),
+        provider: &ex.provider,
+        request_model: ex.request_model.as_deref().unwrap_or_default(),
+        response_model: ex.response_model.as_deref().unwrap_or_default(),
+        server_address: ex.backend_host.as_deref().unwrap_or_default(),
+        error_type: ex.error_type.as_deref().unwrap_or_default(),
+        seconds: elapsed.as_secs_f64(),
+        input_tokens: ex.input_tokens,
+        output_tokens: ex.output_tokens,
+    });
 }
 
 fn version_str(v: http::Version) -> &'static str {
