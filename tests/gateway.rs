@@ -1929,3 +1929,67 @@ fn a_client_that_hangs_up_before_the_answer_still_gets_a_span_and_a_log_line() {
     ));
     assert_eq!(reply.status, 200);
 }
+
+/// Sends a streamed chat request for `model` over a raw connection, reads until
+/// `stop_at` is in what arrived, then drops the connection.
+async fn stream_and_hang_up(addr: SocketAddr, model: &str, parent: &Parent, stop_at: &[u8]) {
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    let body = streamed(chat_body(model, "Say it and go")).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ntraceparent: {}\r\n\r\n",
+        body.len(),
+        parent.traceparent(true)
+    );
+    socket
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("send the request");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.windows(stop_at.len()).any(|w| w == stop_at) {
+        let n = tokio::time::timeout(CALL_TIMEOUT, socket.read(&mut buf))
+            .await
+            .expect("the stream stalled")
+            .expect("read the stream");
+        assert!(
+            n > 0,
+            "the stream ended before {:?}",
+            String::from_utf8_lossy(stop_at)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+}
+
+/// The official SDKs stop reading at `data: [DONE]` and close the connection, often
+/// before the backend's end of body arrives: such a call is complete. A client that
+/// leaves before `[DONE]` is still one that went away.
+#[test]
+fn a_client_that_hangs_up_after_done_completed_the_call_one_that_leaves_before_did_not() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let gateway = Gateway::start(
+        &support::config_yaml("jaeger", &receiver.endpoint(), "grpc", &upstream.base_url()),
+        &[],
+    );
+    let rt = runtime();
+    let (done, early) = (Parent::new(), Parent::new());
+    rt.block_on(async {
+        // The upstream holds the body open for 3 s after `[DONE]`.
+        stream_and_hang_up(
+            gateway.addr(),
+            "done-pause-3000",
+            &done,
+            b"data: [DONE]\n\n",
+        )
+        .await;
+        // One event of a stream that sends one every 500 ms, then gone.
+        stream_and_hang_up(gateway.addr(), "drip-500", &early, b"data: {").await;
+    });
+    let span = span_of(&receiver, &done.trace_id, "hung up after [DONE]", &gateway);
+    assert_ok_span(&span);
+    let span = span_of(&receiver, &early.trace_id, "left before [DONE]", &gateway);
+    assert_error_span(&span, "client_disconnected");
+}

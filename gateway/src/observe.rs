@@ -115,8 +115,9 @@ impl Gunzip {
     }
 
     /// The end of the body: the rest of the decompressed data; returns the inner
-    /// capture and, when the body was not valid gzip, why.
-    fn finish(mut self) -> (Capture, Option<String>) {
+    /// capture, when the body was not valid gzip why, and whether it decompressed to
+    /// more than the limit (then the capture has nothing).
+    fn finish(mut self) -> (Capture, Option<String>, bool) {
         if self.stopped.is_none() {
             match self.decoder.try_finish() {
                 Ok(()) => {
@@ -127,17 +128,21 @@ impl Gunzip {
                 ))),
             }
         }
-        let corrupt = match self.stopped {
-            Some(GunzipStop::Corrupt(why)) => Some(why),
-            Some(GunzipStop::TooLarge) | None => None,
+        let (corrupt, too_large) = match self.stopped {
+            Some(GunzipStop::Corrupt(why)) => (Some(why), false),
+            Some(GunzipStop::TooLarge) => (None, true),
+            None => (None, false),
         };
-        (self.inner, corrupt)
+        (self.inner, corrupt, too_large)
     }
 }
 
 /// What reading a finished response found, beyond what went into the exchange.
 #[derive(Debug, Default)]
 struct Findings {
+    /// The protocol's final event (`data: [DONE]` for OpenAI streams) went by: the
+    /// client has the whole answer, so a client that hangs up now is done, not gone.
+    answered: bool,
     /// A stream ended without `[DONE]` and with a choice left unfinished.
     unfinished: bool,
     /// The body is not what an OpenAI-compatible backend sends (not JSON, data
@@ -208,8 +213,10 @@ impl Capture {
         match self {
             Capture::Nothing => {}
             Capture::Gzip(gunzip) => {
-                let (inner, corrupt) = gunzip.finish();
+                let (inner, corrupt, too_large) = gunzip.finish();
                 findings = inner.finish(ex);
+                // Decompressed past the limit: the span has none of the answer.
+                ex.response_truncated |= too_large;
                 // A body that does not even decompress is not an answer either (the
                 // client got the same bytes).
                 if let Some(why) = corrupt {
@@ -218,8 +225,9 @@ impl Capture {
             }
             Capture::Sse(acc) => {
                 let summary = acc.finish(ex);
+                findings.answered = summary.saw_final;
                 findings.unfinished =
-                    !summary.saw_done && ex.choices.iter().any(|c| c.finish_reason.is_none());
+                    !summary.saw_final && ex.choices.iter().any(|c| c.finish_reason.is_none());
                 findings.stream_error = summary.error;
                 if summary.malformed_events > 0 {
                     findings.invalid = Some(format!(
@@ -229,6 +237,8 @@ impl Capture {
                 }
             }
             Capture::Json { buf, overflow, .. } => {
+                // Longer than the capture limit: the span has none of the body.
+                ex.response_truncated |= overflow;
                 if !overflow
                     && !buf.is_empty()
                     && let Err(e) = openai::parse_response_owned(ex.operation, buf, ex)
@@ -578,6 +588,14 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         let capture = std::mem::replace(&mut self.capture, Capture::Nothing);
         let ex = &mut flight.exchange;
         let findings = capture.finish(ex);
+        // A client that hangs up once the final event went by has the whole answer:
+        // the official SDKs stop reading at `[DONE]` and close, often before the
+        // backend's end of body arrives.
+        if let Outcome::ClientGone = outcome
+            && findings.answered
+        {
+            outcome = Outcome::Complete;
+        }
         // A body that ended normally can still be a failed answer. An HTTP error
         // status already names the failure and keeps its `error.type`.
         if let Outcome::Complete = outcome
