@@ -1365,8 +1365,9 @@ fn flood(ids: &Ids<'_>, mib: usize) -> Response<ScriptedBody> {
     response
 }
 
-/// A `choices-<n>` answer: one JSON body with `n` short choices, written as text (a
-/// `Value` of a million choices would cost the upstream a gigabyte).
+/// A `choices-<n>` answer: one JSON body with `n` short choices (~90 bytes each, so
+/// 300k fit under the gateway's 32 MiB capture limit), written as text (a `Value` of
+/// a million choices would cost the upstream a gigabyte).
 fn many_choices(ids: &Ids<'_>, n: usize) -> Response<ScriptedBody> {
     use std::fmt::Write as _;
     let mut body = format!(
@@ -1380,7 +1381,7 @@ fn many_choices(ids: &Ids<'_>, n: usize) -> Response<ScriptedBody> {
         }
         let _ = write!(
             body,
-            r#"{{"index":{i},"message":{{"role":"assistant","content":"choice {i:07} of many"}},"logprobs":null,"finish_reason":"stop"}}"#
+            r#"{{"index":{i},"message":{{"role":"assistant","content":"c{i:07}"}},"finish_reason":"stop"}}"#
         );
     }
     let _ = write!(
@@ -2370,10 +2371,7 @@ mod tests {
         let reply = post(&up, "/v1/chat/completions", &request).await;
         let json = reply.json();
         assert_eq!(json["choices"].as_array().map(Vec::len), Some(3000));
-        assert_eq!(
-            json["choices"][2999]["message"]["content"],
-            "choice 0002999 of many"
-        );
+        assert_eq!(json["choices"][2999]["message"]["content"], "c0002999");
     }
 
     #[tokio::test]
