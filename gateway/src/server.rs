@@ -2,7 +2,9 @@
 //! listeners, and shut down gracefully on SIGTERM/SIGINT.
 //!
 //! Shutdown order: stop accepting, let in-flight requests (streams included)
-//! finish up to `server.shutdownTimeout`, then flush queued spans.
+//! finish up to `server.shutdownTimeout`, end the ones still running (their spans
+//! say `shutdown`) and wait briefly until their spans are queued, then flush queued
+//! spans.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -254,7 +256,7 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests still running after {drain:?}; closing them");
+        cut_open_bodies(&shared, drain).await;
     }
     reload_task.abort();
     admin_task.abort();
@@ -268,6 +270,26 @@ pub async fn serve(
         stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(0)
+}
+
+/// Most time the bodies cut at the end of the drain get to queue their spans.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The drain is over: ends the responses still streaming (each records its span as
+/// `shutdown`) and waits, at most [`CUT_GRACE`], until their spans are queued, so the
+/// exporter's final flush carries them.
+async fn cut_open_bodies(shared: &Shared, drain: Duration) {
+    let open = shared.cutoff.open();
+    tracing::warn!(
+        "in-flight requests still running after {drain:?}; ending {open} responses as `shutdown`"
+    );
+    shared.cutoff.cut();
+    let left = shared.cutoff.wait_closed(CUT_GRACE).await;
+    if left > 0 {
+        tracing::warn!(
+            "{left} responses did not end within {CUT_GRACE:?} of the cut (their clients are not reading); their spans are lost"
+        );
+    }
 }
 
 /// Waits (up to `within`) until the client has sent enough for hyper to tell HTTP/1
