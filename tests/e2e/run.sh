@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of celgate against a real Arize Phoenix, driven by the official
-# `openai` Python SDK and the official `openai` npm package. See README.md here.
+# `openai` Python SDK and the official `openai` npm package, and of streams the SDK
+# closes right after `[DONE]` (test_sdk_stream_close.py). See README.md here.
 #
 #   bash tests/e2e/run.sh
 #
@@ -78,5 +79,13 @@ fi
 CELGATE_BIN="$(cd "$(dirname "$CELGATE_BIN")" && pwd)/$(basename "$CELGATE_BIN")"
 export CELGATE_BIN
 
-echo "== running test_phoenix.py"
-exec "$venv/bin/python" -u "$here/test_phoenix.py"
+# Each script prints its own `e2e: N passed, M failed` line (.ci/run sums them); the
+# exit status is the worst of theirs.
+status=0
+for script in test_phoenix.py test_sdk_stream_close.py; do
+  echo "== running $script"
+  rc=0
+  "$venv/bin/python" -u "$here/$script" || rc=$?
+  if ((rc > status)); then status=$rc; fi
+done
+exit "$status"
