@@ -616,6 +616,97 @@ fn a_ten_mib_answer_costs_a_bounded_amount_of_gateway_memory() {
     eprintln!("{}", report.join("; "));
 }
 
+/// Sends `body` and counts the answer's bytes without keeping them; the status and
+/// the byte count.
+async fn count_answer(base: &str, body: &Value, parent: &Parent) -> (u16, u64) {
+    let request = http::Request::post(format!("{base}/chat/completions"))
+        .header("content-type", "application/json")
+        .header("traceparent", parent.traceparent(true))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("build the request");
+    let response = tokio::time::timeout(CALL_TIMEOUT, support::client().request(request))
+        .await
+        .expect("the answer's head in time")
+        .expect("the answer's head");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    while let Some(frame) = tokio::time::timeout(CALL_TIMEOUT, body.frame())
+        .await
+        .expect("the answer stalled")
+    {
+        let frame = frame.expect("the answer arrives whole");
+        bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    (status, bytes)
+}
+
+/// A hostile backend's huge answers cost the gateway a bounded amount of memory: a
+/// 200 MiB stream and a JSON answer of 300k choices. The client gets every byte; the
+/// span keeps a capped part and says so (`celgate.response.truncated`). Measured
+/// before the caps: +601 MiB and +542 MiB of peak memory.
+#[test]
+fn hostile_answers_cost_the_gateway_a_bounded_amount_of_memory() {
+    const BOUND: u64 = 150 << 20;
+    let receiver = Receiver::grpc();
+    let upstream = Upstream::start();
+    let rt = runtime();
+    let mut report = Vec::new();
+    for (name, body, size) in [
+        (
+            "200 MiB stream",
+            streamed(chat_body("flood-200", "Flood")),
+            200_u64 << 20,
+        ),
+        (
+            "300k choices",
+            chat_body("choices-300000", "Choices"),
+            25 << 20,
+        ),
+    ] {
+        let gateway = Gateway::start(
+            &support::config_yaml(
+                "phoenix",
+                &receiver.endpoint(),
+                "grpc",
+                &upstream.base_url(),
+            ),
+            &[],
+        );
+        let warm = Parent::new();
+        rt.block_on(call(
+            &gateway.base_url(),
+            &chat_body("gpt-4o-mini", "warm"),
+            &warm,
+        ));
+        span_of(&receiver, &warm.trace_id, "warm-up", &gateway);
+        let before = peak_rss(&gateway);
+        let parent = Parent::new();
+        let (status, bytes) = rt.block_on(count_answer(&gateway.base_url(), &body, &parent));
+        assert_eq!(status, 200, "{name}");
+        assert!(bytes >= size, "{name}: the client got {bytes} bytes");
+        let span = span_of(&receiver, &parent.trace_id, name, &gateway);
+        assert_ok_span(&span);
+        assert_eq!(
+            span.attr("celgate.response.truncated"),
+            Some(&Value::Bool(true)),
+            "{name}: {span:#?}"
+        );
+        let grew = peak_rss(&gateway).saturating_sub(before);
+        report.push(format!(
+            "{name}: {:.0} MiB answered, gateway peak memory +{:.1} MiB",
+            bytes as f64 / 1048576.0,
+            grew as f64 / 1048576.0
+        ));
+        assert!(
+            grew < BOUND,
+            "{name}: the gateway's peak memory grew by {grew} bytes"
+        );
+        assert_no_panic(&gateway);
+    }
+    eprintln!("{}", report.join("; "));
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Collector faults under load
 // ---------------------------------------------------------------------------------------

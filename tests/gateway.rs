@@ -1688,6 +1688,86 @@ fn sigterm_lets_an_in_flight_stream_finish_exports_its_span_and_exits_zero() {
     );
 }
 
+/// Streams still running when `server.shutdownTimeout` passes are cut, and each one's
+/// span still leaves before the gateway exits: `error.type` `shutdown`, counted in
+/// the exit log. They used to be dropped with the runtime, after the final flush.
+#[test]
+fn streams_cut_at_the_shutdown_deadline_still_export_their_spans() {
+    const STREAMS: usize = 5;
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let config = format!(
+        "{}server:\n  shutdownTimeout: 1s\n",
+        support::config_yaml("jaeger", &receiver.endpoint(), "grpc", &upstream.base_url())
+    );
+    let mut gateway = Gateway::start(&config, &[]);
+    let rt = runtime();
+    let addr = gateway.addr();
+    // About 40 events 500 ms apart: 20 s, far past the 1 s drain.
+    let words = vec!["word"; 40].join(" ");
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let body = streamed(chat_body("drip-500", &words)).to_string();
+            let started = std::sync::Arc::clone(&started);
+            rt.spawn(async move {
+                let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let head = format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                socket.write_all(format!("{head}{body}").as_bytes()).await.expect("send");
+                let mut received = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut counted = false;
+                loop {
+                    match tokio::time::timeout(CALL_TIMEOUT, socket.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buf[..n]),
+                        Ok(_) => break,
+                        Err(_) => panic!("the stream was neither finished nor cut"),
+                    }
+                    if !counted && received.windows(7).any(|w| w == b"data: {") {
+                        counted = true;
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                String::from_utf8_lossy(&received).into_owned()
+            })
+        })
+        .collect();
+    assert!(
+        support::wait_until(CALL_TIMEOUT, || started
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == STREAMS),
+        "the streams did not start"
+    );
+    gateway.send_signal(support::Signal::Term);
+    for client in clients {
+        let received = rt.block_on(client).expect("client task");
+        assert!(
+            !received.contains("[DONE]"),
+            "a stream finished: {received}"
+        );
+    }
+    let status = gateway.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        gateway.stderr()
+    );
+    let spans = receiver.wait_for(STREAMS, SPAN_TIMEOUT);
+    assert_eq!(spans.len(), STREAMS, "{}", gateway.stderr());
+    for span in &spans {
+        assert_error_span(span, "shutdown");
+        assert!(span.status_message.contains("shut down"), "{span:#?}");
+    }
+    let stderr = gateway.stderr();
+    assert!(
+        stderr.contains(&format!("spans exported {STREAMS}, dropped 0")),
+        "{stderr}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 10. The access log names the exported span
 // ---------------------------------------------------------------------------------------
@@ -1966,4 +2046,68 @@ fn a_key_with_a_trailing_newline_is_sent_without_it() {
         .collect();
     let want = Some("Bearer sk-x".to_owned());
     assert_eq!(auth, [want.clone(), want]);
+}
+
+/// Sends a streamed chat request for `model` over a raw connection, reads until
+/// `stop_at` is in what arrived, then drops the connection.
+async fn stream_and_hang_up(addr: SocketAddr, model: &str, parent: &Parent, stop_at: &[u8]) {
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    let body = streamed(chat_body(model, "Say it and go")).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ntraceparent: {}\r\n\r\n",
+        body.len(),
+        parent.traceparent(true)
+    );
+    socket
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("send the request");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.windows(stop_at.len()).any(|w| w == stop_at) {
+        let n = tokio::time::timeout(CALL_TIMEOUT, socket.read(&mut buf))
+            .await
+            .expect("the stream stalled")
+            .expect("read the stream");
+        assert!(
+            n > 0,
+            "the stream ended before {:?}",
+            String::from_utf8_lossy(stop_at)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+}
+
+/// The official SDKs stop reading at `data: [DONE]` and close the connection, often
+/// before the backend's end of body arrives: such a call is complete. A client that
+/// leaves before `[DONE]` is still one that went away.
+#[test]
+fn a_client_that_hangs_up_after_done_completed_the_call_one_that_leaves_before_did_not() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let gateway = Gateway::start(
+        &support::config_yaml("jaeger", &receiver.endpoint(), "grpc", &upstream.base_url()),
+        &[],
+    );
+    let rt = runtime();
+    let (done, early) = (Parent::new(), Parent::new());
+    rt.block_on(async {
+        // The upstream holds the body open for 3 s after `[DONE]`.
+        stream_and_hang_up(
+            gateway.addr(),
+            "done-pause-3000",
+            &done,
+            b"data: [DONE]\n\n",
+        )
+        .await;
+        // One event of a stream that sends one every 500 ms, then gone.
+        stream_and_hang_up(gateway.addr(), "drip-500", &early, b"data: {").await;
+    });
+    let span = span_of(&receiver, &done.trace_id, "hung up after [DONE]", &gateway);
+    assert_ok_span(&span);
+    let span = span_of(&receiver, &early.trace_id, "left before [DONE]", &gateway);
+    assert_error_span(&span, "client_disconnected");
 }

@@ -128,6 +128,7 @@ fn exchange() -> Exchange {
         token_details: Default::default(),
         request_body: Some(request_body),
         response_body: Some(response_body),
+        response_truncated: false,
         error_type: None,
         request: HttpRequest {
             method: "POST".into(),

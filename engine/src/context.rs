@@ -62,6 +62,7 @@ pub(crate) enum Var {
     FinishReasons,
     RequestBody,
     ResponseBody,
+    ResponseTruncated,
     ReqMethod,
     ReqPath,
     ReqHeaders,
@@ -262,6 +263,13 @@ pub const VARIABLES: &[VarSpec] = &[
         ResponseBody,
         "The raw response body (for streams: the accumulated response as one JSON document). `__REDACTED__` when outputs are hidden."
     ),
+    var!(
+        "llm.responseTruncated",
+        Some("llm.response_truncated"),
+        "bool",
+        ResponseTruncated,
+        "Part of the response was left out of the span: the gateway keeps at most 8 MiB of streamed text, 1024 choices and tool calls, 256 bytes per id, name or finish reason, and 32 MiB of a JSON body. The client got every byte."
+    ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
         "request.path",
@@ -401,6 +409,7 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.finishReasons" | "llm.finish_reasons" => Var::FinishReasons,
         "llm.requestBody" | "llm.request_body" => Var::RequestBody,
         "llm.responseBody" | "llm.response_body" => Var::ResponseBody,
+        "llm.responseTruncated" | "llm.response_truncated" => Var::ResponseTruncated,
         "request.method" => Var::ReqMethod,
         "request.path" => Var::ReqPath,
         "request.headers" => Var::ReqHeaders,
@@ -526,6 +535,7 @@ impl<'a> ExchangeResolver<'a> {
             ),
             Var::RequestBody => redactable(ex.request_body.as_deref(), hide_in),
             Var::ResponseBody => redactable(ex.response_body.as_deref(), hide_out),
+            Var::ResponseTruncated => Box::new(CelBool::from(ex.response_truncated)),
             Var::ReqMethod => string(&ex.request.method),
             Var::ReqPath => string(&ex.request.path),
             Var::ReqHeaders => headers(&ex.request.headers),

@@ -144,6 +144,9 @@ pub struct Exchange {
     /// The raw response body; for streams, the accumulated response rendered as the
     /// equivalent non-streaming JSON.
     pub response_body: Option<String>,
+    /// Part of the response was left out of this exchange (the gateway's caps on what
+    /// it keeps for a span: text, choices, body size); the client got all of it.
+    pub response_truncated: bool,
     /// Why the call failed, in OTel `error.type` form (`timeout`, `500`, ...).
     pub error_type: Option<String>,
     pub request: HttpRequest,

@@ -1045,6 +1045,7 @@ impl<'a> Eval<'a> {
             Var::FinishReasons => V::FinishReasons(&ex.choices),
             Var::RequestBody => redactable(ex.request_body.as_deref(), hide_in),
             Var::ResponseBody => redactable(ex.response_body.as_deref(), hide_out),
+            Var::ResponseTruncated => V::Bool(ex.response_truncated),
             Var::ReqMethod => V::Str(&ex.request.method),
             Var::ReqPath => V::Str(&ex.request.path),
             Var::ReqHeaders => V::Headers(&ex.request.headers),

@@ -102,6 +102,7 @@ fn rich() -> Exchange {
         },
         request_body: Some("{\"model\":\"gpt-4o\"}".into()),
         response_body: Some("{\"id\":\"chatcmpl-1\"}".into()),
+        response_truncated: true,
         error_type: Some("timeout".into()),
         request: HttpRequest {
             method: "POST".into(),

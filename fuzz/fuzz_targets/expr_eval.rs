@@ -88,6 +88,7 @@ static EXCHANGE: LazyLock<Exchange> = LazyLock::new(|| {
         total_tokens: Some(52),
         request_body: Some(r#"{"model":"gpt-4o","messages":[],"stream":true}"#.into()),
         response_body: Some(r#"{"id":"chatcmpl-1","choices":[]}"#.into()),
+        response_truncated: false,
         error_type: None,
         request: HttpRequest {
             method: "POST".into(),

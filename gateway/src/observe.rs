@@ -5,10 +5,13 @@
 //! side, to a [`Capture`] that rebuilds what the span needs (the SSE accumulator
 //! for streams, a bounded copy for JSON). When the body ends, fails, stalls, or is
 //! dropped because the client went away, [`InFlight::finish`] evaluates the
-//! config generation the request started with and queues the span.
+//! config generation the request started with and queues the span. At shutdown,
+//! bodies still open when the drain deadline passes are ended through the
+//! [`Cutoff`], so their spans are queued before the exporter stops.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +22,8 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 use crate::access_log;
 use crate::openai;
@@ -115,8 +120,9 @@ impl Gunzip {
     }
 
     /// The end of the body: the rest of the decompressed data; returns the inner
-    /// capture and, when the body was not valid gzip, why.
-    fn finish(mut self) -> (Capture, Option<String>) {
+    /// capture, when the body was not valid gzip why, and whether it decompressed to
+    /// more than the limit (then the capture has nothing).
+    fn finish(mut self) -> (Capture, Option<String>, bool) {
         if self.stopped.is_none() {
             match self.decoder.try_finish() {
                 Ok(()) => {
@@ -127,17 +133,21 @@ impl Gunzip {
                 ))),
             }
         }
-        let corrupt = match self.stopped {
-            Some(GunzipStop::Corrupt(why)) => Some(why),
-            Some(GunzipStop::TooLarge) | None => None,
+        let (corrupt, too_large) = match self.stopped {
+            Some(GunzipStop::Corrupt(why)) => (Some(why), false),
+            Some(GunzipStop::TooLarge) => (None, true),
+            None => (None, false),
         };
-        (self.inner, corrupt)
+        (self.inner, corrupt, too_large)
     }
 }
 
 /// What reading a finished response found, beyond what went into the exchange.
 #[derive(Debug, Default)]
 struct Findings {
+    /// The protocol's final event (`data: [DONE]` for OpenAI streams) went by: the
+    /// client has the whole answer, so a client that hangs up now is done, not gone.
+    answered: bool,
     /// A stream ended without `[DONE]` and with a choice left unfinished.
     unfinished: bool,
     /// The body is not what an OpenAI-compatible backend sends (not JSON, data
@@ -208,8 +218,10 @@ impl Capture {
         match self {
             Capture::Nothing => {}
             Capture::Gzip(gunzip) => {
-                let (inner, corrupt) = gunzip.finish();
+                let (inner, corrupt, too_large) = gunzip.finish();
                 findings = inner.finish(ex);
+                // Decompressed past the limit: the span has none of the answer.
+                ex.response_truncated |= too_large;
                 // A body that does not even decompress is not an answer either (the
                 // client got the same bytes).
                 if let Some(why) = corrupt {
@@ -218,8 +230,9 @@ impl Capture {
             }
             Capture::Sse(acc) => {
                 let summary = acc.finish(ex);
+                findings.answered = summary.saw_final;
                 findings.unfinished =
-                    !summary.saw_done && ex.choices.iter().any(|c| c.finish_reason.is_none());
+                    !summary.saw_final && ex.choices.iter().any(|c| c.finish_reason.is_none());
                 findings.stream_error = summary.error;
                 if summary.malformed_events > 0 {
                     findings.invalid = Some(format!(
@@ -229,6 +242,8 @@ impl Capture {
                 }
             }
             Capture::Json { buf, overflow, .. } => {
+                // Longer than the capture limit: the span has none of the body.
+                ex.response_truncated |= overflow;
                 if !overflow
                     && !buf.is_empty()
                     && let Err(e) = openai::parse_response_owned(ex.operation, buf, ex)
@@ -265,6 +280,56 @@ pub enum Outcome {
     Stalled(Duration),
     /// The client went away before the body ended.
     ClientGone,
+    /// The gateway shut down before the body ended (`server.shutdownTimeout`
+    /// passed).
+    Shutdown,
+}
+
+/// The end of the shutdown drain, for the bodies still open then.
+///
+/// When `server.shutdownTimeout` passes, [`serve`](crate::server::serve) calls
+/// [`cut`](Cutoff::cut): every [`ObservedBody`] still streaming ends at its next poll
+/// (it waits on the signal, so a silent backend does not hold it) with
+/// [`Outcome::Shutdown`], which queues its span. The server then waits, briefly, until
+/// [`open`](Cutoff::open) is zero before it stops the exporter.
+#[derive(Debug, Default)]
+pub struct Cutoff {
+    cut: AtomicBool,
+    signal: Arc<Notify>,
+    /// Bodies whose span is not queued yet.
+    open: AtomicUsize,
+}
+
+impl Cutoff {
+    /// Ends every open body now, and any body opened from now on at its first poll.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.signal.notify_waiters();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    /// Bodies whose span is not queued yet.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no body is open, at most `within`; returns how many still are.
+    pub async fn wait_closed(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.open()
+    }
+
+    /// The signal a body waits on; it completes on [`cut`](Cutoff::cut) even when
+    /// it was created (not yet polled) before.
+    fn signal(&self) -> Pin<Box<OwnedNotified>> {
+        Box::pin(Arc::clone(&self.signal).notified_owned())
+    }
 }
 
 /// A request on its way: everything the span and the access-log line need.
@@ -290,7 +355,12 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.finished {
-            self.complete(Outcome::ClientGone);
+            let outcome = if self.shared.cutoff.is_cut() {
+                Outcome::Shutdown
+            } else {
+                Outcome::ClientGone
+            };
+            self.complete(outcome);
         }
     }
 }
@@ -345,6 +415,15 @@ impl InFlight {
                 // Nothing was answered: nginx's "client closed request".
                 ex.response.status.get_or_insert(499);
                 Some("the client went away before the response ended".into())
+            }
+            Outcome::Shutdown => {
+                ex.error_type = Some("shutdown".into());
+                // Nothing was answered: the gateway is going away.
+                ex.response.status.get_or_insert(503);
+                Some(
+                    "the gateway shut down before the response ended (server.shutdownTimeout passed)"
+                        .into(),
+                )
             }
         };
         let end_time = SystemTime::now();
@@ -540,28 +619,75 @@ pub struct ObservedBody<B: Body<Data = Bytes> + Unpin> {
     inner: B,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Completes when the shutdown drain is over ([`Cutoff::cut`]).
+    cutoff: Pin<Box<OwnedNotified>>,
+    /// The waker `cutoff` was last polled with: polling it takes a lock shared by
+    /// all bodies, so it is polled again only for another waker.
+    cutoff_waker: Option<std::task::Waker>,
     capture: Capture,
     flight: Option<InFlight>,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
     pub fn new(inner: B, idle: Duration, capture: Capture, flight: InFlight) -> Self {
+        let cutoff = &flight.shared.cutoff;
+        cutoff.open.fetch_add(1, Ordering::SeqCst);
         ObservedBody {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            cutoff: cutoff.signal(),
+            cutoff_waker: None,
             capture,
             flight: Some(flight),
         }
     }
 
-    fn finish(&mut self, mut outcome: Outcome) {
-        let Some(mut flight) = self.flight.take() else {
+    /// Ends the body as [`Outcome::Shutdown`] once the drain is over: the span is
+    /// queued, and the client sees the body fail. `waiting`: the backend has nothing
+    /// for now, so the body must be woken by the cutoff itself.
+    fn poll_cutoff(&mut self, cx: &mut Context<'_>, waiting: bool) -> Option<BoxError> {
+        let shared = &self.flight.as_ref()?.shared;
+        let mut cut = shared.cutoff.is_cut();
+        if !cut
+            && waiting
+            && !self
+                .cutoff_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            cut = self.cutoff.as_mut().poll(cx).is_ready();
+            self.cutoff_waker = Some(cx.waker().clone());
+        }
+        if !cut {
+            return None;
+        }
+        self.finish(Outcome::Shutdown);
+        Some("the gateway is shutting down".into())
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        let Some(flight) = self.flight.take() else {
             return;
         };
+        let shared = Arc::clone(&flight.shared);
+        self.conclude(flight, outcome);
+        // Counted closed once the span is queued.
+        shared.cutoff.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn conclude(&mut self, mut flight: InFlight, mut outcome: Outcome) {
         let capture = std::mem::replace(&mut self.capture, Capture::Nothing);
         let ex = &mut flight.exchange;
         let findings = capture.finish(ex);
+        // A client that hangs up once the final event went by has the whole answer:
+        // the official SDKs stop reading at `[DONE]` and close, often before the
+        // backend's end of body arrives. Likewise for a shutdown that comes then.
+        if let Outcome::ClientGone | Outcome::Shutdown = outcome
+            && findings.answered
+        {
+            outcome = Outcome::Complete;
+        }
         // A body that ended normally can still be a failed answer. An HTTP error
         // status already names the failure and keeps its `error.type`.
         if let Outcome::Complete = outcome
@@ -594,6 +720,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.poll_cutoff(cx, false) {
+            return Poll::Ready(Some(Err(e)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -616,6 +745,9 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                if let Some(e) = this.poll_cutoff(cx, true) {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 if this.flight.is_some() && this.timer.as_mut().poll(cx).is_ready() {
                     let idle = this.idle;
                     this.finish(Outcome::Stalled(idle));
@@ -642,8 +774,14 @@ impl<B: Body<Data = Bytes> + Unpin> Drop for ObservedBody<B> {
         if self.flight.is_some() {
             // A body known to be over (empty, or its length fully sent) may be
             // dropped without a final poll: that is not a client going away.
+            let cut = self
+                .flight
+                .as_ref()
+                .is_some_and(|f| f.shared.cutoff.is_cut());
             let outcome = if self.inner.is_end_stream() {
                 Outcome::Complete
+            } else if cut {
+                Outcome::Shutdown
             } else {
                 Outcome::ClientGone
             };

@@ -18,6 +18,8 @@ use celgate_engine::exchange::{Choice, Exchange, Message, Operation, TokenDetail
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::sse::MAX_TRACKED;
+
 /// Which body a [`ParseError`] is about; part of the client-facing message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyKind {
@@ -92,7 +94,7 @@ pub fn parse_request(
     ex.operation = operation;
     ex.request_body = Some(String::from_utf8_lossy(body).into_owned());
 
-    let entries = parse_top_level(BodyKind::Request, body, |_| true)?;
+    let entries = parse_top_level(BodyKind::Request, body, KeepEntries { keep: |_| true })?;
     let duplicate_keys = {
         let mut seen = HashSet::with_capacity(entries.len());
         !entries.iter().all(|(k, _)| seen.insert(k.as_str()))
@@ -222,41 +224,159 @@ pub fn parse_response_owned(
 }
 
 /// Everything [`parse_response`] sets but `response_body`.
+///
+/// Read in one pass without building the body as a [`Value`]: `choices` are turned
+/// into [`Choice`]s one at a time, and past [`MAX_TRACKED`] of them the rest are
+/// skipped and `response_truncated` is set (a hostile body of 300k choices once cost
+/// half a gigabyte).
 fn parse_response_fields(
     operation: Operation,
     body: &[u8],
     ex: &mut Exchange,
 ) -> Result<(), ParseError> {
-    let embeddings = operation == Operation::Embeddings;
-    let keep: fn(&str) -> bool = if embeddings {
-        |k| matches!(k, "id" | "model" | "usage")
-    } else {
-        |k| matches!(k, "id" | "model" | "usage" | "choices")
+    let reader = ResponseReader {
+        choices: operation != Operation::Embeddings,
     };
-    // A duplicated key means what it means to the client's JSON parser: the last one.
-    let entries = dedup_last_wins(parse_top_level(BodyKind::Response, body, keep)?);
-
-    let mut choices = Vec::new();
-    for (key, value) in entries {
-        match (key.as_str(), value) {
-            ("id", Value::String(s)) => ex.response_id = Some(s),
-            ("model", Value::String(s)) => ex.response_model = Some(s),
-            ("usage", Value::Object(usage)) => apply_usage_object(ex, &usage),
-            ("choices", Value::Array(items)) => {
-                choices = items
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(pos, item)| match item {
-                        Value::Object(map) => Some(response_choice(pos, map)),
-                        _ => None,
-                    })
-                    .collect();
-            }
-            _ => {}
-        }
+    let fields = parse_top_level(BodyKind::Response, body, reader)?;
+    if let Some(id) = fields.id {
+        ex.response_id = Some(id);
     }
-    ex.choices = choices;
+    if let Some(model) = fields.model {
+        ex.response_model = Some(model);
+    }
+    if let Some(usage) = fields.usage {
+        apply_usage_object(ex, &usage);
+    }
+    ex.choices = fields.choices;
+    ex.response_truncated |= fields.choices_truncated;
     Ok(())
+}
+
+/// What a response body's top level says, of the keys the span reads. Of a key
+/// given twice the last one counts (as for the client's JSON parser), even when its
+/// value is not of the expected type.
+#[derive(Debug, Default)]
+struct ResponseFields {
+    id: Option<String>,
+    model: Option<String>,
+    usage: Option<Map<String, Value>>,
+    choices: Vec<Choice>,
+    /// `choices` had more than [`MAX_TRACKED`] entries; the rest were skipped.
+    choices_truncated: bool,
+}
+
+/// Reads a response's top-level object into [`ResponseFields`].
+struct ResponseReader {
+    /// Read `choices` (not for embeddings).
+    choices: bool,
+}
+
+impl ObjectReader for ResponseReader {
+    type Out = ResponseFields;
+
+    fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<ResponseFields, A::Error> {
+        let mut fields = ResponseFields::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "id" => fields.id = string_value(map.next_value::<Value>()?),
+                "model" => fields.model = string_value(map.next_value::<Value>()?),
+                "usage" => {
+                    fields.usage = match map.next_value::<Value>()? {
+                        Value::Object(usage) => Some(usage),
+                        _ => None,
+                    };
+                }
+                "choices" if self.choices => {
+                    let (choices, truncated) = map.next_value_seed(ChoicesSeed)?;
+                    fields.choices = choices;
+                    fields.choices_truncated = truncated;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+fn string_value(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A response's `choices`: each object element becomes a [`Choice`] as it is read,
+/// up to [`MAX_TRACKED`]; any other value yields none. Returns the choices and
+/// whether some were skipped.
+struct ChoicesSeed;
+
+impl<'de> DeserializeSeed<'de> for ChoicesSeed {
+    type Value = (Vec<Choice>, bool);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ChoicesSeed {
+    type Value = (Vec<Choice>, bool);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of choices")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut choices = Vec::new();
+        let mut truncated = false;
+        let mut pos = 0;
+        loop {
+            if choices.len() >= MAX_TRACKED {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                truncated = true;
+                continue;
+            }
+            match seq.next_element::<Value>()? {
+                None => break,
+                Some(Value::Object(map)) => choices.push(response_choice(pos, map)),
+                Some(_) => {}
+            }
+            pos += 1;
+        }
+        Ok((choices, truncated))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok((Vec::new(), false))
+    }
 }
 
 /// Token counts as an upstream reports them.
@@ -284,8 +404,8 @@ fn apply_usage_object(ex: &mut Exchange, usage: &Map<String, Value>) {
     let get = |primary: &str, fallback: &str| {
         usage
             .get(primary)
-            .and_then(json_i64)
-            .or_else(|| usage.get(fallback).and_then(json_i64))
+            .and_then(json_count)
+            .or_else(|| usage.get(fallback).and_then(json_count))
     };
     let details =
         |primary: &str, fallback: &str| usage.get(primary).or_else(|| usage.get(fallback));
@@ -294,7 +414,7 @@ fn apply_usage_object(ex: &mut Exchange, usage: &Map<String, Value>) {
         Usage {
             input: get("prompt_tokens", "input_tokens"),
             output: get("completion_tokens", "output_tokens"),
-            total: usage.get("total_tokens").and_then(json_i64),
+            total: usage.get("total_tokens").and_then(json_count),
             details: token_details(
                 details("prompt_tokens_details", "input_tokens_details"),
                 details("completion_tokens_details", "output_tokens_details"),
@@ -306,7 +426,7 @@ fn apply_usage_object(ex: &mut Exchange, usage: &Map<String, Value>) {
 /// The token breakdowns from a usage object's `prompt_tokens_details` and
 /// `completion_tokens_details` (anything not an object reads as no details).
 pub(crate) fn token_details(prompt: Option<&Value>, completion: Option<&Value>) -> TokenDetails {
-    let count = |details: Option<&Value>, key: &str| details?.get(key).and_then(json_i64);
+    let count = |details: Option<&Value>, key: &str| details?.get(key).and_then(json_count);
     TokenDetails {
         cache_read: count(prompt, "cached_tokens"),
         cache_write: count(prompt, "cache_write_tokens"),
@@ -323,6 +443,12 @@ fn json_i64(v: &Value) -> Option<i64> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral_f64)),
         _ => None,
     }
+}
+
+/// A token count: an integer that is not negative (a negative count from a backend
+/// is no count at all, so it cannot reach a span or a histogram).
+fn json_count(v: &Value) -> Option<i64> {
+    json_i64(v).filter(|n| *n >= 0)
 }
 
 /// An integral float as an `i64` (`12.0` → 12); `None` for fractions, NaN and values
@@ -614,15 +740,15 @@ fn dedup_last_wins(entries: Vec<(String, Value)>) -> Vec<(String, Value)> {
 /// Parses a whole body whose top level must be an object, keeping its entries in
 /// document order (this crate's serde_json has no `preserve_order`). Values of keys
 /// for which `keep` is false are skipped without being built.
-fn parse_top_level(
+fn parse_top_level<R: ObjectReader>(
     body_kind: BodyKind,
     body: &[u8],
-    keep: fn(&str) -> bool,
-) -> Result<Vec<(String, Value)>, ParseError> {
+    reader: R,
+) -> Result<R::Out, ParseError> {
     // A UTF-8 byte-order mark is not JSON, but some clients send one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let top = TopLevelSeed { keep }
+    let top = TopLevelSeed { reader }
         .deserialize(&mut de)
         .and_then(|top| de.end().map(|()| top))
         .map_err(|source| ParseError::InvalidJson {
@@ -638,33 +764,28 @@ fn parse_top_level(
     }
 }
 
-/// A top-level JSON document: an object's entries in order, or the type it was instead.
-enum TopLevel {
-    Object(Vec<(String, Value)>),
+/// A top-level JSON document: what an [`ObjectReader`] made of an object, or the type
+/// it was instead.
+enum TopLevel<T> {
+    Object(T),
     Other(&'static str),
 }
 
-/// Deserializes a [`TopLevel`], building only the values whose key passes `keep`.
-struct TopLevelSeed {
+/// Reads a top-level JSON object's entries, skipping what it does not need.
+trait ObjectReader {
+    type Out;
+    fn read<'de, A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
+}
+
+/// The object's entries in order, building only the values whose key passes `keep`.
+struct KeepEntries {
     keep: fn(&str) -> bool,
 }
 
-impl<'de> DeserializeSeed<'de> for TopLevelSeed {
-    type Value = TopLevel;
+impl ObjectReader for KeepEntries {
+    type Out = Vec<(String, Value)>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<TopLevel, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopLevelSeed {
-    type Value = TopLevel;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+    fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
         while let Some(key) = map.next_key::<String>()? {
             if (self.keep)(&key) {
@@ -674,35 +795,60 @@ impl<'de> Visitor<'de> for TopLevelSeed {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(TopLevel::Object(entries))
+        Ok(entries)
+    }
+}
+
+/// Deserializes a [`TopLevel`] with `reader`.
+struct TopLevelSeed<R> {
+    reader: R,
+}
+
+impl<'de, R: ObjectReader> DeserializeSeed<'de> for TopLevelSeed<R> {
+    type Value = TopLevel<R::Out>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, R: ObjectReader> Visitor<'de> for TopLevelSeed<R> {
+    type Value = TopLevel<R::Out>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.reader.read(map).map(TopLevel::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(TopLevel::Other("an array"))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<TopLevel, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("a boolean"))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<TopLevel, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("a number"))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<TopLevel, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("a number"))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<TopLevel, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("a number"))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<TopLevel, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("a string"))
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<TopLevel, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(TopLevel::Other("null"))
     }
 }
@@ -1055,6 +1201,54 @@ mod tests {
             (ex.input_tokens, ex.output_tokens, ex.total_tokens),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn negative_token_counts_are_no_counts() {
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"prompt_tokens":-1,"completion_tokens":4,"total_tokens":-9,
+                "prompt_tokens_details":{"cached_tokens":-3}}}"#,
+        );
+        assert_eq!(
+            (ex.input_tokens, ex.output_tokens, ex.total_tokens),
+            (None, Some(4), None)
+        );
+        assert_eq!(ex.token_details.cache_read, None);
+        // A negative total with good parts: the total is computed from them.
+        let ex = response(
+            Operation::Chat,
+            br#"{"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":-1}}"#,
+        );
+        assert_eq!(ex.total_tokens, Some(6));
+    }
+
+    #[test]
+    fn choices_past_the_cap_are_skipped_and_the_exchange_says_so() {
+        let n = MAX_TRACKED + 500;
+        let choices: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"index":{i},"message":{{"content":"c{i}"}},"finish_reason":"stop"}}"#)
+            })
+            .collect();
+        let body = format!(
+            r#"{{"id":"x","choices":[{}],"model":"m"}}"#,
+            choices.join(",")
+        );
+        let ex = response(Operation::Chat, body.as_bytes());
+        assert_eq!(ex.choices.len(), MAX_TRACKED);
+        assert_eq!(
+            ex.choices[MAX_TRACKED - 1].content.as_deref(),
+            Some("c1023")
+        );
+        assert!(ex.response_truncated);
+        assert_eq!(
+            ex.response_model.as_deref(),
+            Some("m"),
+            "keys after choices are read"
+        );
+        let ex = response(Operation::Chat, fixture!("chat_response.json"));
+        assert!(!ex.response_truncated);
     }
 
     #[test]

@@ -77,12 +77,15 @@
 //! | `invalid-json` | 200 `application/json` whose body is the first half of the normal answer (well framed: `content-length` matches, but it is not JSON) |
 //! | `gzip` | the normal answer (plain or streamed, as `stream` says), gzip-compressed with `content-encoding: gzip`; a stream is flushed after every event so each arrives whole |
 //! | `big-<MB>` (e.g. `big-10`, 1 to 64) | a chat answer whose content is that many MiB of ASCII text (as `stream` says: one JSON body, or one 1 KiB delta per event) |
+//! | `done-pause-<ms>` (e.g. `done-pause-500`) | a streamed answer (whatever `stream` says) that pauses that long after `data: [DONE]` before ending the body, as a real network often delivers the end of the body a few ms after the last event |
+//! | `flood-<MB>` (e.g. `flood-200`, 1 to 1024) | a streamed chat answer (whatever `stream` says) of that many MiB of content, one identical 1 KiB delta per event, then `[DONE]`; cheap to send (the events share one buffer) |
+//! | `choices-<n>` (e.g. `choices-300000`, 1 to 1000000) | a chat answer (one JSON body, whatever `stream` says) with `n` choices of a short text each |
 //!
 //! The two error answers carry `x-should-retry: false` (a real OpenAI header the
 //! official SDKs honour) so a client SDK does not silently retry them. The streaming
-//! scripts do not apply to embeddings, which are never streamed; `big-*` applies to chat
-//! only. Any other model name (including a malformed script such as `slow-abc` or
-//! `big-1000`) is answered normally.
+//! scripts do not apply to embeddings, which are never streamed; `big-*`, `flood-*`
+//! and `choices-*` apply to chat only. Any other model name (including a malformed
+//! script such as `slow-abc` or `big-1000`) is answered normally.
 //!
 //! Every answer is recorded as sent ([`ScriptedUpstream::responses`]: status, headers,
 //! the body bytes that left, and how the body ended), and
@@ -144,6 +147,12 @@ const MAX_BIG_MB: usize = 64;
 
 /// Bytes of content per event of a streamed `big-<MB>` answer.
 const BIG_PIECE_BYTES: usize = 1024;
+
+/// Largest `flood-<MB>` answer.
+const MAX_FLOOD_MB: usize = 1024;
+
+/// Most choices a `choices-<n>` answer has.
+const MAX_CHOICES: usize = 1_000_000;
 
 /// Models listed by `GET /v1/models`.
 const LISTED_MODELS: [&str; 5] = [
@@ -667,6 +676,18 @@ async fn answer(
         }
         Script::Gzip => pace.shape = Shape::Gzip,
         Script::Big(mib) => pace.big = Some(mib),
+        Script::DonePause(pause) if streams => {
+            pace.force_stream = true;
+            pace.linger = Some(pause);
+        }
+        Script::DonePause(_) => {}
+        Script::Flood(mib) if endpoint == Endpoint::Chat => {
+            return (seq, flood(&Ids { seq, model }, mib));
+        }
+        Script::Choices(n) if endpoint == Endpoint::Chat => {
+            return (seq, many_choices(&Ids { seq, model }, n));
+        }
+        Script::Flood(_) | Script::Choices(_) => {}
     }
 
     let ids = Ids { seq, model };
@@ -703,6 +724,12 @@ enum Script {
     Gzip,
     /// MiB of content.
     Big(usize),
+    /// Pause after `[DONE]` before the body ends.
+    DonePause(Duration),
+    /// MiB of streamed content in identical events.
+    Flood(usize),
+    /// Choices of one JSON answer.
+    Choices(usize),
 }
 
 impl Script {
@@ -728,6 +755,20 @@ impl Script {
                     Script::CutAfter(n)
                 } else if let Some(n) = model.strip_prefix("reset-after-").and_then(count) {
                     Script::ResetAfter(n)
+                } else if let Some(pause) = model.strip_prefix("done-pause-").and_then(millis) {
+                    Script::DonePause(pause)
+                } else if let Some(mib) = model
+                    .strip_prefix("flood-")
+                    .and_then(count)
+                    .filter(|mib| (1..=MAX_FLOOD_MB).contains(mib))
+                {
+                    Script::Flood(mib)
+                } else if let Some(n) = model
+                    .strip_prefix("choices-")
+                    .and_then(count)
+                    .filter(|n| (1..=MAX_CHOICES).contains(n))
+                {
+                    Script::Choices(n)
                 } else if let Some(mib) = model
                     .strip_prefix("big-")
                     .and_then(count)
@@ -764,6 +805,8 @@ struct Pace {
     shape: Shape,
     /// `big-<MB>`: the chat content is this many MiB.
     big: Option<usize>,
+    /// Wait this long after the last event before ending the body.
+    linger: Option<Duration>,
 }
 
 /// How a body ends after its last event.
@@ -1287,6 +1330,75 @@ fn big_pieces(mib: usize) -> Vec<String> {
         .collect()
 }
 
+/// A `flood-<MB>` answer: `mib` MiB of content in identical 1 KiB deltas. The events
+/// share one buffer, so the upstream sends hundreds of MiB without holding them.
+fn flood(ids: &Ids<'_>, mib: usize) -> Response<ScriptedBody> {
+    let id = format!("chatcmpl-scripted{}", ids.seq);
+    let chunk = |delta: Value, finish_reason: Value| {
+        let chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": ids.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
+    };
+    let piece = "x".repeat(BIG_PIECE_BYTES);
+    let content = chunk(json!({"content": piece}), Value::Null);
+    let count = mib * (1 << 20) / BIG_PIECE_BYTES;
+    let mut events = VecDeque::with_capacity(count + 3);
+    events.push_back(chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    ));
+    events.extend(std::iter::repeat_n(content, count));
+    events.push_back(chunk(json!({}), json!("stop")));
+    events.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    let mut response = Response::new(ScriptedBody::new(events, None));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    insert_request_id(headers, ids.seq);
+    response
+}
+
+/// A `choices-<n>` answer: one JSON body with `n` short choices (~90 bytes each, so
+/// 300k fit under the gateway's 32 MiB capture limit), written as text (a `Value` of
+/// a million choices would cost the upstream a gigabyte).
+fn many_choices(ids: &Ids<'_>, n: usize) -> Response<ScriptedBody> {
+    use std::fmt::Write as _;
+    let mut body = format!(
+        r#"{{"id":"chatcmpl-scripted{}","object":"chat.completion","created":{CREATED},"model":{},"choices":["#,
+        ids.seq,
+        json!(ids.model)
+    );
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(
+            body,
+            r#"{{"index":{i},"message":{{"role":"assistant","content":"c{i:07}"}},"finish_reason":"stop"}}"#
+        );
+    }
+    let _ = write!(
+        body,
+        r#"],"usage":{{"prompt_tokens":1,"completion_tokens":{n},"total_tokens":{}}}}}"#,
+        n + 1
+    );
+    let mut response = Response::new(ScriptedBody::full(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    insert_request_id(headers, ids.seq);
+    response
+}
+
 fn wants_usage(request: &Map<String, Value>) -> bool {
     request
         .get("stream_options")
@@ -1370,6 +1482,7 @@ fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Response<ScriptedB
     body.delay = pace.delay;
     body.stall = pace.stall;
     body.end = pace.end;
+    body.linger = pace.linger;
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -1444,6 +1557,8 @@ struct ScriptedBody {
     delay: Duration,
     /// Before event `.0` (0-based), wait `.1` instead of `delay`.
     stall: Option<(usize, Duration)>,
+    /// After the last event, wait this long before ending (`End::Finish` only).
+    linger: Option<Duration>,
     /// Events sent so far.
     sent: usize,
     /// What happens after the last event.
@@ -1477,6 +1592,7 @@ impl ScriptedBody {
             events,
             delay: Duration::ZERO,
             stall: None,
+            linger: None,
             sent: 0,
             end: End::Finish,
             timer: None,
@@ -1539,6 +1655,17 @@ impl Body for ScriptedBody {
             }
         } else {
             match this.end {
+                End::Finish if this.linger.is_some() => {
+                    let pause = this.linger.unwrap_or_default();
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+                    ready!(timer.as_mut().poll(cx));
+                    this.timer = None;
+                    this.linger = None;
+                    this.ended(ResponseEnd::Complete);
+                    return Poll::Ready(None);
+                }
                 End::Finish => {
                     this.ended(ResponseEnd::Complete);
                     return Poll::Ready(None);
@@ -1586,7 +1713,7 @@ impl Body for ScriptedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.events.is_empty() && self.end == End::Finish
+        self.events.is_empty() && self.end == End::Finish && self.linger.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -1870,7 +1997,7 @@ mod tests {
         }
         let mut from_stream = Exchange::default();
         let summary = accumulator.finish(&mut from_stream);
-        assert!(summary.saw_done);
+        assert!(summary.saw_final);
         assert_eq!(summary.malformed_events, 0);
         assert_eq!(summary.error, None);
         (from_plain, from_stream)
@@ -2185,7 +2312,7 @@ mod tests {
         }
         let mut ex = Exchange::default();
         let summary = accumulator.finish(&mut ex);
-        assert!(!summary.saw_done);
+        assert!(!summary.saw_final);
         assert_eq!(summary.malformed_events, 1);
         assert_eq!(
             ex.choices[0].content.as_deref(),
@@ -2205,6 +2332,46 @@ mod tests {
         let summary = accumulator.finish(&mut Exchange::default());
         assert_eq!(summary.events, 3);
         assert!(summary.error.unwrap().contains("sse-error"));
+    }
+
+    #[tokio::test]
+    async fn done_pause_ends_the_body_that_long_after_done() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("done-pause-300"));
+        let started = Instant::now();
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        let took = started.elapsed();
+        assert_eq!(reply.error, None);
+        assert_eq!(reply.events().last().map(String::as_str), Some("[DONE]"));
+        // `[DONE]` arrived, then the body stayed open for the pause.
+        let done_at = reply.frames.last().map(|(at, _)| *at).unwrap();
+        let open_after_done = (started + took).duration_since(done_at);
+        assert!(
+            open_after_done >= Duration::from_millis(250),
+            "{open_after_done:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn flood_and_choices_answers_are_that_large() {
+        let up = upstream().await;
+        let request = with(chat_request(), "model", json!("flood-2"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        let mut ex = Exchange::default();
+        let mut acc = SseAccumulator::new(Operation::Chat);
+        acc.feed(&reply.body());
+        assert!(acc.finish(&mut ex).saw_final);
+        assert_eq!(
+            ex.choices[0].content.as_deref().map(str::len),
+            Some(2 << 20)
+        );
+        assert_eq!(ex.choices[0].finish_reason.as_deref(), Some("stop"));
+
+        let request = with(chat_request(), "model", json!("choices-3000"));
+        let reply = post(&up, "/v1/chat/completions", &request).await;
+        let json = reply.json();
+        assert_eq!(json["choices"].as_array().map(Vec::len), Some(3000));
+        assert_eq!(json["choices"][2999]["message"]["content"], "c0002999");
     }
 
     #[tokio::test]
@@ -2579,6 +2746,17 @@ mod tests {
         assert_eq!(Script::for_model("big-10"), Script::Big(10));
         assert_eq!(Script::for_model("big-0"), Script::Normal);
         assert_eq!(Script::for_model("big-1000"), Script::Normal);
+        assert_eq!(
+            Script::for_model("done-pause-500"),
+            Script::DonePause(Duration::from_millis(500))
+        );
+        assert_eq!(Script::for_model("flood-200"), Script::Flood(200));
+        assert_eq!(Script::for_model("flood-2000"), Script::Normal);
+        assert_eq!(
+            Script::for_model("choices-300000"),
+            Script::Choices(300_000)
+        );
+        assert_eq!(Script::for_model("choices-0"), Script::Normal);
         assert_eq!(
             Script::for_model("error-429"),
             Script::Error(StatusCode::TOO_MANY_REQUESTS)

@@ -2,8 +2,9 @@
 //! listeners, and shut down gracefully on SIGTERM/SIGINT.
 //!
 //! Shutdown order: stop accepting, let in-flight requests (streams included)
-//! finish up to `server.shutdownTimeout`, then flush queued spans. SIGHUP reloads
-//! the config at once.
+//! finish up to `server.shutdownTimeout`, end the ones still running (their spans
+//! say `shutdown`) and wait briefly until their spans are queued, then flush queued
+//! spans. SIGHUP reloads the config at once.
 //!
 //! Each accepted connection is bounded by [`connection`]: at most
 //! `server.maxConnections` open, and closed once idle for `server.requestTimeout`.
@@ -274,7 +275,7 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests still running after {drain:?}; closing them");
+        cut_open_bodies(&shared, drain).await;
     }
     reload_task.abort();
     admin_task.abort();
@@ -391,6 +392,26 @@ fn reload_on_sighup(config: &Path, reload_now: Arc<tokio::sync::Notify>) {
     }
     #[cfg(not(unix))]
     let _ = (config, reload_now);
+}
+
+/// Most time the bodies cut at the end of the drain get to queue their spans.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The drain is over: ends the responses still streaming (each records its span as
+/// `shutdown`) and waits, at most [`CUT_GRACE`], until their spans are queued, so the
+/// exporter's final flush carries them.
+async fn cut_open_bodies(shared: &Shared, drain: Duration) {
+    let open = shared.cutoff.open();
+    tracing::warn!(
+        "in-flight requests still running after {drain:?}; ending {open} responses as `shutdown`"
+    );
+    shared.cutoff.cut();
+    let left = shared.cutoff.wait_closed(CUT_GRACE).await;
+    if left > 0 {
+        tracing::warn!(
+            "{left} responses did not end within {CUT_GRACE:?} of the cut (their clients are not reading); their spans are lost"
+        );
+    }
 }
 
 /// Waits (up to `within`) until the client has sent enough for hyper to tell HTTP/1

@@ -9,7 +9,10 @@
 //!   may be split); complete lines are parsed straight out of the caller's chunk and
 //!   only an incomplete trailing line is copied (capped at [`MAX_LINE_BYTES`]);
 //! - the raw stream is never kept: memory grows with the accumulated text and tool-call
-//!   arguments, not with the bytes received;
+//!   arguments, not with the bytes received, and those are capped
+//!   ([`MAX_TEXT_BYTES`] in all, [`MAX_LABEL_BYTES`] per id, name, role or finish
+//!   reason, [`MAX_TRACKED`] choices and tool calls): past a cap the span keeps what it
+//!   has and says so ([`StreamSummary::truncated`]), the client still gets every byte;
 //! - each event's JSON is parsed once into small borrowing structs.
 //!
 //! Parsing follows the WHATWG event-stream rules (`data:` with or without the space,
@@ -42,18 +45,51 @@ const RETAINED_CAPACITY: usize = 64 * 1024;
 /// Longest error message kept in [`StreamSummary::error`], in bytes.
 const MAX_ERROR_BYTES: usize = 4096;
 
-/// At most this many distinct choices (and tool calls per choice) are tracked; more is
+/// At most this many distinct choices (and tool calls in all) are tracked; more is
 /// not a real response and would make the per-delta lookups quadratic.
-const MAX_TRACKED: usize = 1024;
+pub const MAX_TRACKED: usize = 1024;
+
+/// Most bytes of text (content and tool-call arguments, all choices together) a
+/// stream's span keeps; the rest is dropped and the summary says it was truncated.
+pub const MAX_TEXT_BYTES: usize = 8 << 20;
+
+/// Longest id, name, role or finish reason kept (real ones are a few dozen bytes).
+pub const MAX_LABEL_BYTES: usize = 256;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// How a streaming protocol says its answer is over. Once this event has been
+/// forwarded the client has the whole answer, so a client that hangs up after it (the
+/// official SDKs stop reading there) has completed the call, not abandoned it. A new
+/// protocol only names its final event here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalEvent {
+    /// An event whose data is exactly this: `[DONE]` for OpenAI chat and legacy
+    /// completions.
+    Data(&'static str),
+    /// An event of this name, whatever its data: e.g. `message_stop` (Anthropic
+    /// Messages) or `response.completed` (OpenAI Responses).
+    Named(&'static str),
+}
+
+impl FinalEvent {
+    /// The final event of `operation`'s streams.
+    pub fn of(operation: Operation) -> FinalEvent {
+        match operation {
+            Operation::Chat
+            | Operation::TextCompletion
+            | Operation::Embeddings
+            | Operation::Other => FinalEvent::Data("[DONE]"),
+        }
+    }
+}
 
 /// How a stream went, beyond what is written into the [`Exchange`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamSummary {
-    /// The terminating `data: [DONE]` was received; `false` means the stream was cut
-    /// (or the backend does not send it).
-    pub saw_done: bool,
+    /// The protocol's final event ([`FinalEvent`], `data: [DONE]` for OpenAI) was
+    /// received; `false` means the stream was cut (or the backend does not send it).
+    pub saw_final: bool,
     /// Events that carried data, `[DONE]` and malformed ones included.
     pub events: u64,
     /// Events whose data was not JSON (or was too large to buffer).
@@ -61,6 +97,9 @@ pub struct StreamSummary {
     /// The message of the first error the stream reported (an `event: error`, or a
     /// payload with an `error` member), truncated to a few KiB.
     pub error: Option<String>,
+    /// Something the stream carried was left out of the span (a cap was reached:
+    /// text, a label, choices or tool calls).
+    pub truncated: bool,
 }
 
 /// Accumulates an OpenAI-compatible SSE stream fed in arbitrary chunks.
@@ -74,12 +113,14 @@ pub struct StreamSummary {
 /// acc.feed(b"lo\"}}]}\n\ndata: [DONE]\n\n");
 /// let mut ex = Exchange::default();
 /// let summary = acc.finish(&mut ex);
-/// assert!(summary.saw_done);
+/// assert!(summary.saw_final);
 /// assert_eq!(ex.choices[0].content.as_deref(), Some("Hello"));
 /// ```
 #[derive(Debug)]
 pub struct SseAccumulator {
     operation: Operation,
+    /// How this protocol's stream ends.
+    final_event: FinalEvent,
     /// The incomplete trailing line of the last chunk.
     line: Vec<u8>,
     /// The current line outgrew [`MAX_LINE_BYTES`]: drop bytes until its end.
@@ -94,6 +135,8 @@ pub struct SseAccumulator {
     has_data: bool,
     /// The pending event is named `error`.
     event_is_error: bool,
+    /// The pending event is named as the protocol's [`FinalEvent::Named`].
+    event_is_final: bool,
     /// The pending event outgrew [`MAX_LINE_BYTES`]; it is dropped as malformed.
     event_overflow: bool,
     summary: StreamSummary,
@@ -118,6 +161,60 @@ struct Accumulated {
     usage: Option<(Usage, Option<Value>, Option<Value>)>,
     /// The data of the first error event, when it was JSON.
     error_body: Option<String>,
+    /// What may still be kept.
+    budget: Budget,
+}
+
+/// What of a stream's text may still be kept, and whether anything was left out.
+#[derive(Debug)]
+struct Budget {
+    /// Bytes of content and arguments still allowed.
+    text_left: usize,
+    /// Tool calls (all choices together) that may still be tracked.
+    calls_left: usize,
+    /// Something was left out.
+    truncated: bool,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            text_left: MAX_TEXT_BYTES,
+            calls_left: MAX_TRACKED,
+            truncated: false,
+        }
+    }
+}
+
+impl Budget {
+    /// The part of a text fragment that still fits, cut on a character boundary.
+    fn text<'s>(&mut self, fragment: &'s str) -> &'s str {
+        let kept = prefix(fragment, self.text_left);
+        self.text_left -= kept.len();
+        self.truncated |= kept.len() < fragment.len();
+        kept
+    }
+
+    /// A label (id, name, role, finish reason) cut to [`MAX_LABEL_BYTES`].
+    fn label(&mut self, label: Cow<'_, str>) -> String {
+        let kept = prefix(&label, MAX_LABEL_BYTES);
+        if kept.len() < label.len() {
+            self.truncated = true;
+            kept.to_owned()
+        } else {
+            label.into_owned()
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[derive(Debug)]
@@ -144,6 +241,7 @@ impl SseAccumulator {
     pub fn new(operation: Operation) -> Self {
         SseAccumulator {
             operation,
+            final_event: FinalEvent::of(operation),
             line: Vec::new(),
             discarding_line: false,
             skip_lf: false,
@@ -151,11 +249,18 @@ impl SseAccumulator {
             data: Vec::new(),
             has_data: false,
             event_is_error: false,
+            event_is_final: false,
             event_overflow: false,
             summary: StreamSummary::default(),
             acc: Accumulated::default(),
             render_body: true,
         }
+    }
+
+    /// Ends the stream at `final_event` instead of the operation's own.
+    pub fn with_final_event(mut self, final_event: FinalEvent) -> Self {
+        self.final_event = final_event;
+        self
     }
 
     /// Leaves `response_body` unset at the end, for configs that never read it.
@@ -208,6 +313,7 @@ impl SseAccumulator {
         self.dispatch();
 
         let acc = self.acc;
+        self.summary.truncated = acc.budget.truncated;
         let mut choices: Vec<Choice> = acc
             .choices
             .into_iter()
@@ -238,6 +344,7 @@ impl SseAccumulator {
             set_usage(ex, usage);
         }
         ex.choices = choices;
+        ex.response_truncated |= self.summary.truncated;
         self.summary
     }
 
@@ -306,7 +413,11 @@ impl SseAccumulator {
         let value = value.strip_prefix(b" ").unwrap_or(value);
         match field {
             b"data" => self.push_data(value),
-            b"event" => self.event_is_error = value == b"error",
+            b"event" => {
+                self.event_is_error = value == b"error";
+                self.event_is_final =
+                    matches!(self.final_event, FinalEvent::Named(name) if name.as_bytes() == value);
+            }
             _ => {} // `id`, `retry` and unknown fields carry nothing we record
         }
     }
@@ -331,14 +442,16 @@ impl SseAccumulator {
     /// A blank line (or the end of the stream): handle the pending event, if any.
     fn dispatch(&mut self) {
         let is_error = std::mem::take(&mut self.event_is_error);
+        let is_final = std::mem::take(&mut self.event_is_final);
         if std::mem::take(&mut self.event_overflow) {
             self.summary.events += 1;
             self.summary.malformed_events += 1;
         } else if self.has_data {
             self.summary.events += 1;
             let data = self.data.trim_ascii();
-            if data == b"[DONE]" {
-                self.summary.saw_done = true;
+            self.summary.saw_final |= is_final;
+            if matches!(self.final_event, FinalEvent::Data(end) if end.as_bytes() == data) {
+                self.summary.saw_final = true;
             } else {
                 match serde_json::from_slice::<RawChunk<'_>>(data) {
                     Ok(chunk) if !is_error && chunk.error.is_none() => self.acc.apply(chunk),
@@ -412,34 +525,40 @@ impl Accumulated {
             );
             self.usage = Some((
                 Usage {
-                    input: usage.prompt_tokens.0,
-                    output: usage.completion_tokens.0,
-                    total: usage.total_tokens.0,
+                    input: usage.prompt_tokens.count(),
+                    output: usage.completion_tokens.count(),
+                    total: usage.total_tokens.count(),
                     details,
                 },
                 usage.prompt_tokens_details.filter(|v| !v.is_null()),
                 usage.completion_tokens_details.filter(|v| !v.is_null()),
             ));
         }
+        let budget = &mut self.budget;
         for raw in chunk.choices.unwrap_or_default() {
-            let Some(choice) = choice_mut(&mut self.choices, raw.index.as_u32().unwrap_or(0))
-            else {
+            let index = raw.index.as_u32().unwrap_or(0);
+            let Some(choice) = choice_mut(&mut self.choices, index) else {
+                budget.truncated = true;
                 continue;
             };
             if let Some(delta) = raw.delta {
-                set_once(&mut choice.role, delta.role.0);
-                append(&mut choice.content, delta.content.0);
+                if choice.role.is_none()
+                    && let Some(role) = delta.role.0.filter(|r| !r.is_empty())
+                {
+                    choice.role = Some(budget.label(role));
+                }
+                append(&mut choice.content, delta.content.0, budget);
                 for call in delta.tool_calls.unwrap_or_default() {
-                    apply_tool_call(&mut choice.tool_calls, call);
+                    apply_tool_call(&mut choice.tool_calls, call, budget);
                 }
                 if let Some(f) = delta.function_call {
                     let call = choice.function_call.get_or_insert_with(ToolCall::default);
-                    apply_function(call, f);
+                    apply_function(call, f, budget);
                 }
             }
-            append(&mut choice.content, raw.text.0);
+            append(&mut choice.content, raw.text.0, budget);
             if let Some(reason) = raw.finish_reason.0.filter(|r| !r.is_empty()) {
-                choice.finish_reason = Some(reason.into_owned());
+                choice.finish_reason = Some(budget.label(reason));
             }
         }
     }
@@ -455,11 +574,13 @@ fn set_once(slot: &mut Option<String>, value: Option<Cow<'_, str>>) {
     }
 }
 
-fn append(slot: &mut Option<String>, fragment: Option<Cow<'_, str>>) {
+/// Appends what of `fragment` the budget still allows.
+fn append(slot: &mut Option<String>, fragment: Option<Cow<'_, str>>, budget: &mut Budget) {
     if let Some(fragment) = fragment {
+        let kept = budget.text(&fragment);
         match slot {
-            Some(s) => s.push_str(&fragment),
-            None => *slot = Some(fragment.into_owned()),
+            Some(s) => s.push_str(kept),
+            None => *slot = Some(kept.to_owned()),
         }
     }
 }
@@ -485,7 +606,7 @@ fn choice_mut(choices: &mut Vec<ChoiceState>, index: u32) -> Option<&mut ChoiceS
 
 /// Applies one `tool_calls[]` delta: the first delta of a call carries its id and
 /// name, later ones (same `index`) carry argument fragments to append.
-fn apply_tool_call(calls: &mut Vec<ToolCallState>, raw: RawToolCall<'_>) {
+fn apply_tool_call(calls: &mut Vec<ToolCallState>, raw: RawToolCall<'_>, budget: &mut Budget) {
     let id = raw.id.0.filter(|id| !id.is_empty());
     let index = match raw.index.as_u32() {
         Some(index) => index,
@@ -505,14 +626,18 @@ fn apply_tool_call(calls: &mut Vec<ToolCallState>, raw: RawToolCall<'_>) {
     };
     let pos = match calls.iter().position(|c| c.index == index) {
         Some(pos) => pos,
-        None if calls.len() < MAX_TRACKED => {
+        None if budget.calls_left > 0 => {
+            budget.calls_left -= 1;
             calls.push(ToolCallState {
                 index,
                 call: ToolCall::default(),
             });
             calls.len() - 1
         }
-        None => return,
+        None => {
+            budget.truncated = true;
+            return;
+        }
     };
     let Some(state) = calls.get_mut(pos) else {
         return;
@@ -520,21 +645,21 @@ fn apply_tool_call(calls: &mut Vec<ToolCallState>, raw: RawToolCall<'_>) {
     if let Some(id) = id
         && state.call.id.is_empty()
     {
-        state.call.id = id.into_owned();
+        state.call.id = budget.label(id);
     }
     if let Some(f) = raw.function {
-        apply_function(&mut state.call, f);
+        apply_function(&mut state.call, f, budget);
     }
 }
 
-fn apply_function(call: &mut ToolCall, f: RawFunction<'_>) {
+fn apply_function(call: &mut ToolCall, f: RawFunction<'_>, budget: &mut Budget) {
     if call.name.is_empty()
         && let Some(name) = f.name.0
     {
-        call.name = name.into_owned();
+        call.name = budget.label(name);
     }
     if let Some(args) = f.arguments.0 {
-        call.arguments.push_str(&args);
+        call.arguments.push_str(budget.text(&args));
     }
 }
 
@@ -788,6 +913,11 @@ impl Int {
     fn as_u32(&self) -> Option<u32> {
         self.0.and_then(|i| u32::try_from(i).ok())
     }
+
+    /// A token count: a negative one is no count at all.
+    fn count(&self) -> Option<i64> {
+        self.0.filter(|n| *n >= 0)
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -966,10 +1096,11 @@ mod tests {
         assert_eq!(
             summary,
             StreamSummary {
-                saw_done: true,
+                saw_final: true,
                 events: 23,
                 malformed_events: 0,
                 error: None,
+                truncated: false,
             }
         );
         assert_eq!(
@@ -1044,7 +1175,7 @@ mod tests {
     #[test]
     fn tools_stream_fixture() {
         let (ex, summary) = run_all_chunkings(Operation::Chat, TOOLS_STREAM);
-        assert!(summary.saw_done);
+        assert!(summary.saw_final);
         assert_eq!(summary.malformed_events, 0);
         assert_eq!(summary.error, None);
         assert_eq!(summary.events, 17);
@@ -1161,10 +1292,11 @@ mod tests {
         assert_eq!(
             summary,
             StreamSummary {
-                saw_done: true,
+                saw_final: true,
                 events: 4,
                 malformed_events: 0,
                 error: None,
+                truncated: false,
             }
         );
         // Multi-line data is joined with "\n" (inside JSON that is whitespace); a bare
@@ -1180,12 +1312,12 @@ mod tests {
             let stream =
                 format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"hi\"}}}}]}}\n\n{tail}");
             let (ex, summary) = run_all_chunkings(Operation::Chat, stream.as_bytes());
-            assert!(summary.saw_done, "{tail:?}");
+            assert!(summary.saw_final, "{tail:?}");
             assert_eq!(summary.events, 2);
             assert_eq!(ex.choices[0].content.as_deref(), Some("hi"));
         }
         let (ex, summary) = run_str("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}");
-        assert!(!summary.saw_done);
+        assert!(!summary.saw_final);
         assert_eq!(ex.choices[0].content.as_deref(), Some("x"));
     }
 
@@ -1201,7 +1333,7 @@ mod tests {
         let (ex, summary) = run_all_chunkings(Operation::Chat, stream.as_bytes());
         assert_eq!(summary.events, 5);
         assert_eq!(summary.malformed_events, 2);
-        assert!(summary.saw_done);
+        assert!(summary.saw_final);
         assert_eq!(ex.choices[0].content.as_deref(), Some("one two"));
     }
 
@@ -1210,7 +1342,7 @@ mod tests {
         // Cut in the middle of the usage chunk's JSON.
         let cut = CHAT_STREAM.len() - 200;
         let (ex, summary) = run_all_chunkings(Operation::Chat, &CHAT_STREAM[..cut]);
-        assert!(!summary.saw_done);
+        assert!(!summary.saw_final);
         assert_eq!(summary.malformed_events, 1, "the truncated last event");
         assert_eq!(summary.events, 22);
         assert_eq!(ex.choices[0].content.as_deref(), Some(CHAT_TEXT));
@@ -1229,7 +1361,7 @@ mod tests {
             .position(|w| w == b" weather\"")
             .unwrap_or_default();
         let (ex, summary) = run(Operation::Chat, &CHAT_STREAM[..at]);
-        assert!(!summary.saw_done);
+        assert!(!summary.saw_final);
         assert_eq!(
             ex.choices[0].content.as_deref(),
             Some("May or September: Lisbon’s")
@@ -1249,7 +1381,7 @@ mod tests {
             summary.error.as_deref(),
             Some("The server had an error while processing your request.")
         );
-        assert!(!summary.saw_done);
+        assert!(!summary.saw_final);
         assert_eq!(summary.malformed_events, 0);
         assert_eq!(ex.choices[0].content.as_deref(), Some("par"));
 
@@ -1277,7 +1409,7 @@ mod tests {
             "data: [DONE]\n\n",
         );
         let (ex, summary) = run_all_chunkings(Operation::TextCompletion, stream.as_bytes());
-        assert!(summary.saw_done);
+        assert!(summary.saw_final);
         assert_eq!(ex.choices[0].content.as_deref(), Some("\n\nScoops of joy"));
         assert_eq!(ex.choices[0].finish_reason.as_deref(), Some("length"));
         let body = ex.response_body.clone().unwrap_or_default();
@@ -1383,7 +1515,7 @@ mod tests {
         let summary = acc.finish(&mut ex);
         assert_eq!(summary.events, 4);
         assert_eq!(summary.malformed_events, 1);
-        assert!(summary.saw_done);
+        assert!(summary.saw_final);
         assert_eq!(ex.choices[0].content.as_deref(), Some("ab"));
 
         // The same when the huge line arrives in one chunk (it is never copied whole),
@@ -1395,7 +1527,7 @@ mod tests {
         big.extend_from_slice(b"\ndata: [DONE]\n\n");
         let (_, summary) = run(Operation::Chat, &big);
         assert_eq!(
-            (summary.events, summary.malformed_events, summary.saw_done),
+            (summary.events, summary.malformed_events, summary.saw_final),
             (3, 2, true)
         );
     }
@@ -1418,10 +1550,11 @@ mod tests {
         assert_eq!(
             whole.1,
             StreamSummary {
-                saw_done: true,
+                saw_final: true,
                 events: 3,
                 malformed_events: 2,
                 error: None,
+                truncated: false,
             }
         );
         assert!(whole.0.choices.is_empty());
@@ -1438,6 +1571,86 @@ mod tests {
         let whole = run(Operation::Chat, &line);
         assert_eq!(whole.0.choices[0].content.as_deref(), Some("a"));
         assert_eq!(run_chunks(Operation::Chat, line.chunks(4096)), whole);
+    }
+
+    #[test]
+    fn what_the_span_keeps_is_capped_and_the_summary_says_so() {
+        // Text: 9 MiB of content in 1 KiB deltas keeps 8 MiB, cut on a character.
+        let mut acc = SseAccumulator::new(Operation::Chat);
+        let piece = "é".repeat(512);
+        let event =
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{piece}\"}}}}]}}\n\n");
+        for _ in 0..(9 << 10) {
+            acc.feed(event.as_bytes());
+        }
+        acc.feed(b"data: [DONE]\n\n");
+        let mut ex = Exchange::default();
+        let summary = acc.finish(&mut ex);
+        assert!(summary.truncated && summary.saw_final);
+        assert!(ex.response_truncated);
+        let content = ex.choices[0].content.as_deref().unwrap_or_default();
+        assert_eq!(content.len(), MAX_TEXT_BYTES);
+
+        // Labels, choices and tool calls.
+        let long = "n".repeat(MAX_LABEL_BYTES + 10);
+        let (ex, summary) = run_str(&format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":\"{long}\",\"function\":{{\"name\":\"f\"}}}}]}},\"finish_reason\":\"{long}\"}}]}}\n\n"
+        ));
+        assert!(summary.truncated);
+        assert_eq!(ex.choices[0].tool_calls[0].id.len(), MAX_LABEL_BYTES);
+        assert_eq!(
+            ex.choices[0].finish_reason.as_deref().map(str::len),
+            Some(MAX_LABEL_BYTES)
+        );
+        let many: String = (0..MAX_TRACKED + 5)
+            .map(|i| format!("data: {{\"choices\":[{{\"index\":{i},\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":\"c{i}\"}}]}}}}]}}\n\n"))
+            .collect();
+        let (ex, summary) = run_str(&many);
+        assert!(summary.truncated);
+        assert_eq!(ex.choices.len(), MAX_TRACKED);
+        let calls: usize = ex.choices.iter().map(|c| c.tool_calls.len()).sum();
+        assert_eq!(calls, MAX_TRACKED);
+
+        // An ordinary stream is not truncated.
+        let (ex, summary) = run(Operation::Chat, CHAT_STREAM);
+        assert!(!summary.truncated && !ex.response_truncated);
+    }
+
+    #[test]
+    fn a_named_final_event_ends_the_stream_like_done() {
+        let stream = concat!(
+            "event: content_block_delta\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "event: message_stop\n",
+            "data: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut acc = SseAccumulator::new(Operation::Chat)
+            .with_final_event(FinalEvent::Named("message_stop"));
+        acc.feed(stream.as_bytes());
+        let mut ex = Exchange::default();
+        assert!(acc.finish(&mut ex).saw_final);
+        // Under OpenAI's rules the same stream never finished.
+        let (_, summary) = run_str(stream);
+        assert!(!summary.saw_final);
+    }
+
+    #[test]
+    fn negative_token_counts_are_no_counts() {
+        let (ex, _) = run_str(concat!(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":3,",
+            "\"total_tokens\":-2,\"completion_tokens_details\":{\"reasoning_tokens\":-1}}}\n\n"
+        ));
+        assert_eq!(
+            (ex.input_tokens, ex.output_tokens, ex.total_tokens),
+            (None, Some(3), None)
+        );
+        assert_eq!(ex.token_details.reasoning, None);
+        let body: Value =
+            serde_json::from_str(ex.response_body.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(
+            body["usage"],
+            json!({"completion_tokens": 3, "completion_tokens_details": {"reasoning_tokens": -1}})
+        );
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Shared {
     pub last_reload_error: Mutex<Option<ReloadFailure>>,
     /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Ends the bodies still open when the shutdown drain is over.
+    pub cutoff: crate::observe::Cutoff,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl Shared {
             metrics,
             last_reload_error: Mutex::new(None),
             draining: std::sync::atomic::AtomicBool::new(false),
+            cutoff: crate::observe::Cutoff::default(),
         })
     }
 

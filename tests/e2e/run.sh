@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of celgate driven by the official `openai` Python SDK and the
-# official `openai` npm package: against a real Arize Phoenix (test_phoenix.py), and
-# with client keys on (test_client_keys.py). See README.md here.
+# official `openai` npm package: against a real Arize Phoenix (test_phoenix.py), with
+# client keys on (test_client_keys.py), and streams the SDK closes right after `[DONE]`
+# (test_sdk_stream_close.py). See README.md here.
 #
 #   bash tests/e2e/run.sh
 #
@@ -79,13 +80,13 @@ fi
 CELGATE_BIN="$(cd "$(dirname "$CELGATE_BIN")" && pwd)/$(basename "$CELGATE_BIN")"
 export CELGATE_BIN
 
-# Both run whatever the first one says; each prints `e2e: N passed, M failed`
-# (.ci/run sums those lines). The exit status is the first failure's.
+# Each script runs whatever the others say and prints its own `e2e: N passed, M
+# failed` line (.ci/run sums them); the exit status is the worst of theirs.
 status=0
-for test in test_phoenix.py test_client_keys.py; do
-  echo "== running $test"
+for script in test_phoenix.py test_client_keys.py test_sdk_stream_close.py; do
+  echo "== running $script"
   rc=0
-  "$venv/bin/python" -u "$here/$test" || rc=$?
-  if ((status == 0)); then status=$rc; fi
+  "$venv/bin/python" -u "$here/$script" || rc=$?
+  if ((rc > status)); then status=$rc; fi
 done
 exit "$status"
