@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 
 use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
 use crate::openai;
+use crate::redact::{RedactedBody, Redactor, StreamRedactor, Tally};
 use crate::settings::Backend;
 use crate::state::{BoxError, Generation, Shared, UpstreamBody, whole_body};
 use crate::trace_context::{self, SpanIds};
@@ -325,6 +326,13 @@ pub async fn handle(
     let (mut resp_parts, resp_body) = response.into_parts();
     let status = resp_parts.status;
     flight.exchange.response.status = Some(status.as_u16());
+    // Before anything reads them: neither the client nor the span sees a key.
+    let redactor = &generation.settings.redactor;
+    let masked = redactor.mask_headers(&mut resp_parts.headers);
+    if masked > 0 {
+        let metric = &shared.metrics.secrets_redacted;
+        Tally::new(metric, &backend.name, "in a response header").add(masked);
+    }
     if generation.needs.response_headers {
         flight.exchange.response.headers = visible_headers(&resp_parts.headers);
     }
@@ -356,14 +364,40 @@ pub async fn handle(
             Capture::json(MAX_CAPTURE_BYTES, expected.filter(|_| !gzip))
         };
         if gzip {
-            Capture::gzip(read, MAX_CAPTURE_BYTES)
+            Capture::gzip(read, MAX_CAPTURE_BYTES).redact_decoded(redact(
+                &shared,
+                redactor,
+                backend,
+                "in a gzip body (masked for the span; the client got the compressed bytes as sent)",
+            ))
         } else {
             read
         }
     };
+    // Compressed bytes cannot be masked without re-encoding: they pass as sent.
+    let resp_body = RedactedBody::new(
+        resp_body,
+        (encoding == ContentEncoding::Identity)
+            .then(|| redact(&shared, redactor, backend, "in a response body"))
+            .flatten(),
+    );
     let idle = backend.idle_timeout;
     let body = ObservedBody::new(resp_body, idle, capture, flight);
     Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// A masker for one response body of `backend`, counted by its name; `None` when
+/// the generation has no key to mask.
+fn redact(
+    shared: &Shared,
+    redactor: &Arc<Redactor>,
+    backend: &Backend,
+    place: &'static str,
+) -> Option<(StreamRedactor, Tally)> {
+    (!redactor.is_empty()).then(|| {
+        let tally = Tally::new(&shared.metrics.secrets_redacted, &backend.name, place);
+        (redactor.stream(), tally)
+    })
 }
 
 /// A response's `content-encoding`, as far as the span is concerned.

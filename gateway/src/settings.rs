@@ -188,6 +188,8 @@ pub struct Settings {
     pub export: ExportSettings,
     /// The standard sampler variables, when the config leaves sampling unset.
     pub env_sampler: Option<EnvSampler>,
+    /// Masks every backend key of this generation in responses.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 /// Reads the environment; a function so tests can pass their own.
@@ -234,9 +236,15 @@ impl Settings {
         let tracing = file.config.tracing.as_ref();
         let sampling_configured =
             tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some());
+        let redactor = crate::redact::Redactor::new(
+            backends
+                .iter()
+                .filter_map(|b| b.api_key.as_ref().map(Secret::expose)),
+        );
         Ok(Settings {
             listen,
             admin,
+            redactor: std::sync::Arc::new(redactor),
             backends,
             server,
             export: resolve_export(plan, env)?,
