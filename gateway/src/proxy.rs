@@ -769,6 +769,13 @@ fn refuse(
     message: String,
 ) -> Response<ClientBody> {
     Shared::count(&flight.shared.stats.errors);
+    // A cause quoted from below (a TLS or connection error) must not carry a key either.
+    let (message, found) = flight.generation.settings.redactor.mask_str(message);
+    if found > 0 {
+        let metric = &flight.shared.metrics.secrets_redacted;
+        let backend = flight.backend.as_deref().unwrap_or_default();
+        Tally::new(metric, backend, "in an error message").add(found);
+    }
     let body = error_body(&message, kind, code);
     flight.exchange.response.status = Some(status.as_u16());
     flight.exchange.error_type = Some(code.to_owned());

@@ -17,8 +17,9 @@
 //! SSE chunk ends in `\n\n`, no key's prefix, so a normal stream is not delayed by a
 //! byte), and the held tail is flushed at the end of the body. Compressed bodies are
 //! not rewritten (see [`crate::observe::Capture::redact_decoded`] for the span's side).
-//! Matching is Aho-Corasick with its SIMD prefilter, so a response that holds no key
-//! costs one fast scan.
+//! A chunk is first asked whether it holds any key at all (memchr's SIMD substring
+//! search, one per key); only one that does is handed to Aho-Corasick for the
+//! positions. A response that holds no key costs a few nanoseconds per chunk.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
+use memchr::memmem::Finder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -40,16 +42,26 @@ pub const MIN_SECRET_BYTES: usize = 8;
 /// What every byte of a key becomes.
 pub const MASK: u8 = b'*';
 
+/// Up to this many keys, whether a text holds any is asked of one SIMD substring
+/// search per key (~10 ns for a 250-byte SSE chunk each), far quicker on JSON text
+/// than Aho-Corasick's own prefilter, which stops at every `s` of `sk-`; above it,
+/// the automaton answers alone.
+const FINDER_KEYS: usize = 32;
+
 /// The keys of one config generation and the automata that find them.
 pub struct Redactor {
     /// Each distinct key, for the held-tail check.
     keys: Vec<Box<[u8]>>,
-    /// Finds keys in bodies and header values (case matters); `None` without keys.
+    /// Where keys are, overlapping ones too (case matters); `None` without keys.
     exact: Option<AhoCorasick>,
-    /// Finds keys in header names, which HTTP lower-cases.
-    caseless: Option<AhoCorasick>,
+    /// One substring search per key: whether a text holds any (the prefilter).
+    finders: Vec<Finder<'static>>,
+    /// The keys lower-cased, for header names (which HTTP lower-cases).
+    lower: Vec<Finder<'static>>,
     /// Whether some key starts with this byte.
     first: [bool; 256],
+    /// Whether some key holds this byte.
+    in_key: [bool; 256],
     /// Length of the longest key.
     longest: usize,
 }
@@ -70,28 +82,53 @@ impl Redactor {
                 distinct.push(key.into());
             }
         }
-        let build = |caseless: bool| {
-            AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(caseless)
-                .build(&distinct)
-                .ok()
-        };
-        let (exact, caseless) = if distinct.is_empty() {
-            (None, None)
+        let exact = (!distinct.is_empty())
+            .then(|| {
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .build(&distinct)
+                    .ok()
+            })
+            .flatten();
+        let finders = if distinct.len() <= FINDER_KEYS {
+            distinct
+                .iter()
+                .map(|k| Finder::new(k).into_owned())
+                .collect()
         } else {
-            (build(false), build(true))
+            Vec::new()
         };
+        let lower = distinct
+            .iter()
+            .map(|k| Finder::new(&k.to_ascii_lowercase()).into_owned())
+            .collect();
         let mut first = [false; 256];
+        let mut in_key = [false; 256];
         for key in &distinct {
             first[usize::from(key[0])] = true;
+            for b in key.iter() {
+                in_key[usize::from(*b)] = true;
+            }
         }
         Redactor {
             longest: distinct.iter().map(|k| k.len()).max().unwrap_or(0),
             keys: distinct,
             exact,
-            caseless,
+            finders,
+            lower,
             first,
+            in_key,
+        }
+    }
+
+    /// Whether `text` holds some key.
+    fn any(&self, text: &[u8]) -> bool {
+        match &self.exact {
+            None => false,
+            Some(_) if !self.finders.is_empty() => {
+                self.finders.iter().any(|f| f.find(text).is_some())
+            }
+            Some(ac) => ac.is_match(text),
         }
     }
 
@@ -114,6 +151,7 @@ impl Redactor {
     fn matches<'t>(&'t self, text: &'t [u8]) -> impl Iterator<Item = (usize, usize)> + 't {
         self.exact
             .iter()
+            .filter(move |_| self.any(text))
             .flat_map(move |ac| ac.find_overlapping_iter(text))
             .map(|m| (m.start(), m.end()))
     }
@@ -122,7 +160,13 @@ impl Redactor {
     /// (`text.len()` when there is none): what must wait for the next chunk.
     fn hold_from(&self, text: &[u8]) -> usize {
         let window = text.len().saturating_sub(self.longest.saturating_sub(1));
-        (window..text.len())
+        // A held tail is key bytes only: it starts after the last byte no key holds
+        // (an SSE chunk's final `\n`, a JSON body's `}`: nothing to check).
+        let start = text[window..]
+            .iter()
+            .rposition(|b| !self.in_key[usize::from(*b)])
+            .map_or(window, |i| window + i + 1);
+        (start..text.len())
             .find(|&at| {
                 let tail = &text[at..];
                 self.first[usize::from(tail[0])]
@@ -145,7 +189,7 @@ impl Redactor {
 
     /// `text` with every key masked, and how many were found.
     pub fn mask_str(&self, text: String) -> (String, u64) {
-        if self.matches(text.as_bytes()).next().is_none() {
+        if !self.any(text.as_bytes()) {
             return (text, 0);
         }
         let mut bytes = text.into_bytes();
@@ -157,13 +201,17 @@ impl Redactor {
     /// Masks keys in header values and drops headers whose name holds one (a name of
     /// `*`s would mean nothing); returns how many were found.
     pub fn mask_headers(&self, headers: &mut HeaderMap) -> u64 {
-        let Some(caseless) = &self.caseless else {
+        if self.is_empty() {
             return 0;
-        };
+        }
         let mut found = 0;
         let named: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| caseless.is_match(n.as_str()))
+            .filter(|n| {
+                self.lower
+                    .iter()
+                    .any(|f| f.find(n.as_str().as_bytes()).is_some())
+            })
             .cloned()
             .collect();
         for name in named {
@@ -171,7 +219,7 @@ impl Redactor {
             headers.remove(&name);
         }
         for value in headers.values_mut() {
-            if self.matches(value.as_bytes()).next().is_none() {
+            if !self.any(value.as_bytes()) {
                 continue;
             }
             let mut bytes = value.as_bytes().to_vec();
@@ -606,6 +654,19 @@ mod tests {
         assert!(!text.contains(KEY) && text.contains(&"*".repeat(KEY.len())));
         let (same, found) = r.mask_str("nothing here".into());
         assert_eq!((same.as_str(), found), ("nothing here", 0));
+    }
+
+    #[test]
+    fn many_keys_are_found_by_the_automaton_alone() {
+        let keys: Vec<String> = (0..FINDER_KEYS + 8)
+            .map(|i| format!("sk-many-{i:04}"))
+            .collect();
+        let r = Arc::new(Redactor::new(keys.iter().map(String::as_str)));
+        assert!(r.finders.is_empty());
+        let text = format!("a {} b {} c", keys[0], keys[FINDER_KEYS + 7]);
+        let (chunks, found) = through(&r, text.as_bytes(), &[5, 17]);
+        assert_eq!(joined(&chunks), b"a ************ b ************ c");
+        assert_eq!(found, 2);
     }
 
     #[test]
