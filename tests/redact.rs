@@ -51,14 +51,24 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// Sends one chat request for `model` through a fresh gateway (Phoenix preset, so the
 /// span carries the response body as `output.value`; logs at `debug`).
 fn echo(model: &str) -> Echoed {
+    echo_with(model, false, &[])
+}
+
+/// [`echo`], the backend forwarding the client's own `Authorization` when
+/// `passthrough`, the request carrying `headers`.
+fn echo_with(model: &str, passthrough: bool, headers: &[(&str, &str)]) -> Echoed {
     let receiver = Receiver::grpc();
     let upstream = Upstream::start();
-    let config = config_yaml(
+    let mut config = config_yaml(
         "phoenix",
         &receiver.endpoint(),
         "grpc",
         &upstream.base_url(),
     );
+    if passthrough {
+        // config_yaml's one backend is the file's last entry.
+        config.push_str("    authPassthrough: true\n");
+    }
     let gateway = Gateway::start(&config, &[("RUST_LOG", "debug")]);
     let parent = Parent::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,6 +77,8 @@ fn echo(model: &str) -> Echoed {
         .expect("build the test runtime");
     let url = format!("{}/chat/completions", gateway.base_url());
     let traceparent = parent.traceparent(true);
+    let mut headers = headers.to_vec();
+    headers.push(("traceparent", traceparent.as_str()));
     let reply = runtime.block_on(async {
         tokio::time::timeout(
             CALL_TIMEOUT,
@@ -74,7 +86,7 @@ fn echo(model: &str) -> Echoed {
                 Method::POST,
                 &url,
                 chat_body(model, "hi").to_string(),
-                &[("traceparent", traceparent.as_str())],
+                &headers,
             ),
         )
         .await
@@ -95,15 +107,20 @@ fn echo(model: &str) -> Echoed {
     }
 }
 
-/// The upstream sent the key, and it reached no one: not the client (raw header names,
-/// values and body), not the span, not the access log or the logs.
+/// The upstream sent the backend key, and it reached no one: not the client (raw
+/// header names, values and body), not the span, not the access log or the logs.
 fn assert_key_kept_in(e: &Echoed, what: &str) {
+    assert_kept_in(e, BACKEND_KEY, what);
+}
+
+/// [`assert_key_kept_in`] for any `key`.
+fn assert_kept_in(e: &Echoed, key: &str, what: &str) {
     let sent = e
         .upstream
         .headers
         .iter()
-        .any(|(n, v)| n.contains(BACKEND_KEY) || v.contains(BACKEND_KEY))
-        || contains(&e.upstream.body, BACKEND_KEY);
+        .any(|(n, v)| n.contains(key) || v.contains(key))
+        || contains(&e.upstream.body, key);
     assert!(
         sent || e
             .upstream
@@ -114,8 +131,7 @@ fn assert_key_kept_in(e: &Echoed, what: &str) {
     );
     for (name, value) in &e.reply.headers {
         assert!(
-            !contains(name.as_str().as_bytes(), BACKEND_KEY)
-                && !contains(value.as_bytes(), BACKEND_KEY),
+            !contains(name.as_str().as_bytes(), key) && !contains(value.as_bytes(), key),
             "{what}: the client got the key in a header: {name}: {value:?}"
         );
     }
@@ -123,20 +139,20 @@ fn assert_key_kept_in(e: &Echoed, what: &str) {
     let compressed = e.reply.headers.contains_key("content-encoding");
     if !compressed {
         assert!(
-            !contains(&body, BACKEND_KEY),
+            !contains(&body, key),
             "{what}: the client got the key in the body: {}",
             String::from_utf8_lossy(&body)
         );
     }
     let span = format!("{:?}", e.span);
     assert!(
-        !span.contains(BACKEND_KEY),
+        !span.contains(key),
         "{what}: the span holds the key: {span}"
     );
     let stdout = e.gateway.stdout();
     let stderr = e.gateway.stderr();
-    assert!(!stdout.contains(BACKEND_KEY), "{what}: stdout: {stdout}");
-    assert!(!stderr.contains(BACKEND_KEY), "{what}: stderr: {stderr}");
+    assert!(!stdout.contains(key), "{what}: stdout: {stdout}");
+    assert!(!stderr.contains(key), "{what}: stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
 }
 
@@ -256,4 +272,22 @@ fn a_normal_answer_is_not_touched() {
     let e = echo("gpt-4o");
     assert_eq!(e.reply.body(), e.upstream.body);
     assert_eq!(e.redacted, 0.0);
+}
+
+#[test]
+fn with_auth_passthrough_the_clients_own_key_is_masked_too() {
+    let own = "sk-client-own-key-0042";
+    let authorization = format!("Bearer {own}");
+    let e = echo_with(
+        "echo-key-401",
+        true,
+        &[("authorization", authorization.as_str())],
+    );
+    assert!(
+        contains(&e.upstream.body, own),
+        "the upstream got and echoed the client's key"
+    );
+    assert_kept_in(&e, own, "passthrough 401 body");
+    assert!(output_value(&e.span).contains(&"*".repeat(own.len())));
+    assert_eq!(e.redacted, 1.0);
 }

@@ -7,7 +7,9 @@
 //! `sse_chat` is a streamed chat answer of 120 `chat.completion.chunk` events
 //! (~26 KiB), `json_chat` a 4 KiB JSON answer, `headers` the mask of a typical
 //! response's 12 headers. `passthrough_*` runs the same loop without a redactor (what
-//! the proxy does when no backend has a key), so the difference is the cost. Results are in BENCHMARKS.md.
+//! the proxy does when no backend has a key), so the difference is the cost.
+//! `passthrough_request_sse_chat` builds a redactor for the request first, with the
+//! client's own key added (`authPassthrough`). Results are in BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -107,6 +109,13 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("build_per_generation", |b| {
         b.iter(|| Redactor::new(black_box(KEYS)))
+    });
+    // `authPassthrough`: the generation's keys plus the client's, per request.
+    g.bench_function("passthrough_request_sse_chat", |b| {
+        b.iter(|| {
+            let own = Arc::new(keys.with([black_box("sk-client-own-key-0042")]));
+            through(&own, black_box(&sse))
+        })
     });
     g.finish();
 }

@@ -327,7 +327,7 @@ pub async fn handle(
     let status = resp_parts.status;
     flight.exchange.response.status = Some(status.as_u16());
     // Before anything reads them: neither the client nor the span sees a key.
-    let redactor = &generation.settings.redactor;
+    let redactor = &response_redactor(&generation, backend, &parts.headers);
     let masked = redactor.mask_headers(&mut resp_parts.headers);
     if masked > 0 {
         let metric = &shared.metrics.secrets_redacted;
@@ -384,6 +384,37 @@ pub async fn handle(
     let idle = backend.idle_timeout;
     let body = ObservedBody::new(resp_body, idle, capture, flight);
     Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// What a response of `backend` is masked with: the generation's keys and, when the
+/// client's own credentials went upstream (`authPassthrough`), those too: the client
+/// has them, the span and the collector must not.
+fn response_redactor(
+    generation: &Generation,
+    backend: &Backend,
+    client: &HeaderMap,
+) -> Arc<Redactor> {
+    let keys = &generation.settings.redactor;
+    if !backend.auth_passthrough {
+        return Arc::clone(keys);
+    }
+    let authorization = client.get_all(header::AUTHORIZATION).iter().map(|v| {
+        // `Bearer <key>`, `Basic <base64>`: the credentials after the scheme.
+        let v = v.as_bytes();
+        v.iter()
+            .position(|b| *b == b' ')
+            .map_or(v, |at| v[at + 1..].trim_ascii())
+    });
+    let own: Vec<&[u8]> = ["api-key", "x-api-key"]
+        .iter()
+        .flat_map(|name| client.get_all(*name).iter().map(HeaderValue::as_bytes))
+        .chain(authorization)
+        .collect();
+    if own.is_empty() {
+        Arc::clone(keys)
+    } else {
+        Arc::new(keys.with(own))
+    }
 }
 
 /// A masker for one response body of `backend`, counted by its name; `None` when

@@ -22,7 +22,7 @@
 //! positions. A response that holds no key costs a few nanoseconds per chunk.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -45,15 +45,17 @@ pub const MASK: u8 = b'*';
 /// Up to this many keys, whether a text holds any is asked of one SIMD substring
 /// search per key (~10 ns for a 250-byte SSE chunk each), far quicker on JSON text
 /// than Aho-Corasick's own prefilter, which stops at every `s` of `sk-`; above it,
-/// the automaton answers alone.
+/// the automaton answers.
 const FINDER_KEYS: usize = 32;
 
 /// The keys of one config generation and the automata that find them.
 pub struct Redactor {
     /// Each distinct key, for the held-tail check.
     keys: Vec<Box<[u8]>>,
-    /// Where keys are, overlapping ones too (case matters); `None` without keys.
-    exact: Option<AhoCorasick>,
+    /// Where keys are, overlapping ones too (case matters); built on first use for a
+    /// per-request redactor, at once for a generation's. `None` if it cannot be built
+    /// (the finders then find the positions).
+    exact: OnceLock<Option<AhoCorasick>>,
     /// One substring search per key: whether a text holds any (the prefilter).
     finders: Vec<Finder<'static>>,
     /// The keys lower-cased, for header names (which HTTP lower-cases).
@@ -73,31 +75,33 @@ impl std::fmt::Debug for Redactor {
 }
 
 impl Redactor {
-    /// A redactor for `keys`; those shorter than [`MIN_SECRET_BYTES`] are left out.
-    pub fn new<'k>(keys: impl IntoIterator<Item = &'k str>) -> Redactor {
+    /// A redactor for `keys` (a generation's); those shorter than
+    /// [`MIN_SECRET_BYTES`] are left out.
+    pub fn new(keys: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Redactor {
+        let redactor = Redactor::lazy(keys);
+        redactor.automaton();
+        redactor
+    }
+
+    /// These keys and `more` (a client's own, forwarded with `authPassthrough`), for
+    /// one request: cheap to build, as the automaton waits until a key is found.
+    pub fn with(&self, more: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Redactor {
+        let mine = self.keys.iter().map(|k| k.to_vec());
+        Redactor::lazy(mine.chain(more.into_iter().map(|k| k.as_ref().to_vec())))
+    }
+
+    fn lazy(keys: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Redactor {
         let mut distinct: Vec<Box<[u8]>> = Vec::new();
         for key in keys {
-            let key = key.as_bytes();
+            let key = key.as_ref();
             if key.len() >= MIN_SECRET_BYTES && !distinct.iter().any(|k| **k == *key) {
                 distinct.push(key.into());
             }
         }
-        let exact = (!distinct.is_empty())
-            .then(|| {
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&distinct)
-                    .ok()
-            })
-            .flatten();
-        let finders = if distinct.len() <= FINDER_KEYS {
-            distinct
-                .iter()
-                .map(|k| Finder::new(k).into_owned())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let finders = distinct
+            .iter()
+            .map(|k| Finder::new(k).into_owned())
+            .collect();
         let lower = distinct
             .iter()
             .map(|k| Finder::new(&k.to_ascii_lowercase()).into_owned())
@@ -113,7 +117,7 @@ impl Redactor {
         Redactor {
             longest: distinct.iter().map(|k| k.len()).max().unwrap_or(0),
             keys: distinct,
-            exact,
+            exact: OnceLock::new(),
             finders,
             lower,
             first,
@@ -121,20 +125,34 @@ impl Redactor {
         }
     }
 
+    fn automaton(&self) -> Option<&AhoCorasick> {
+        self.exact
+            .get_or_init(|| {
+                (!self.keys.is_empty())
+                    .then(|| {
+                        AhoCorasickBuilder::new()
+                            .match_kind(MatchKind::Standard)
+                            .build(&self.keys)
+                            .ok()
+                    })
+                    .flatten()
+            })
+            .as_ref()
+    }
+
     /// Whether `text` holds some key.
     fn any(&self, text: &[u8]) -> bool {
-        match &self.exact {
-            None => false,
-            Some(_) if !self.finders.is_empty() => {
-                self.finders.iter().any(|f| f.find(text).is_some())
-            }
-            Some(ac) => ac.is_match(text),
+        if self.keys.len() > FINDER_KEYS
+            && let Some(ac) = self.automaton()
+        {
+            return ac.is_match(text);
         }
+        self.finders.iter().any(|f| f.find(text).is_some())
     }
 
     /// Whether there is nothing to mask.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_none()
+        self.keys.is_empty()
     }
 
     /// A redactor for one body streamed through it.
@@ -148,12 +166,21 @@ impl Redactor {
     }
 
     /// The spans of `text` that hold a key (overlapping keys all reported).
-    fn matches<'t>(&'t self, text: &'t [u8]) -> impl Iterator<Item = (usize, usize)> + 't {
-        self.exact
-            .iter()
-            .filter(move |_| self.any(text))
-            .flat_map(move |ac| ac.find_overlapping_iter(text))
-            .map(|m| (m.start(), m.end()))
+    fn matches(&self, text: &[u8]) -> Vec<(usize, usize)> {
+        if !self.any(text) {
+            return Vec::new();
+        }
+        match self.automaton() {
+            Some(ac) => ac
+                .find_overlapping_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
+            None => self
+                .finders
+                .iter()
+                .flat_map(|f| f.find_iter(text).map(|at| (at, at + f.needle().len())))
+                .collect(),
+        }
     }
 
     /// Where the longest suffix of `text` that is a proper prefix of some key starts
@@ -180,7 +207,7 @@ impl Redactor {
 
     /// Masks every key in `text`; returns how many were found.
     pub fn mask(&self, text: &mut [u8]) -> u64 {
-        let found: Vec<(usize, usize)> = self.matches(text).collect();
+        let found = self.matches(text);
         for &(start, end) in &found {
             text[start..end].fill(MASK);
         }
@@ -281,8 +308,8 @@ impl StreamRedactor {
         let redactor = &*self.redactor;
         let hold = redactor.hold_from(&text);
         let carry = std::mem::take(&mut self.carry);
-        let mut found = redactor.matches(&text).peekable();
-        if carry == 0 && found.peek().is_none() {
+        let found = redactor.matches(&text);
+        if carry == 0 && found.is_empty() {
             if hold < text.len() {
                 self.held = text[hold..].to_vec();
             }
@@ -657,16 +684,31 @@ mod tests {
     }
 
     #[test]
-    fn many_keys_are_found_by_the_automaton_alone() {
+    fn many_keys_are_found_by_the_automaton() {
         let keys: Vec<String> = (0..FINDER_KEYS + 8)
             .map(|i| format!("sk-many-{i:04}"))
             .collect();
         let r = Arc::new(Redactor::new(keys.iter().map(String::as_str)));
-        assert!(r.finders.is_empty());
+        assert!(r.keys.len() > FINDER_KEYS);
         let text = format!("a {} b {} c", keys[0], keys[FINDER_KEYS + 7]);
         let (chunks, found) = through(&r, text.as_bytes(), &[5, 17]);
         assert_eq!(joined(&chunks), b"a ************ b ************ c");
         assert_eq!(found, 2);
+    }
+
+    #[test]
+    fn a_request_adds_its_own_key_without_building_the_automaton_first() {
+        let generation = redactor(&[KEY]);
+        let request = Arc::new(generation.with(["sk-client-own-key", "short"]));
+        assert_eq!(request.keys.len(), 2);
+        let (chunks, found) = through(&request, b"nothing to see", &[4]);
+        assert_eq!(joined(&chunks), b"nothing to see");
+        assert!(request.exact.get().is_none(), "no key seen, no automaton");
+        let text = format!("{KEY} sk-client-own-key");
+        let (chunks, found_both) = through(&request, text.as_bytes(), &[9]);
+        let want = format!("{} {}", "*".repeat(KEY.len()), "*".repeat(17));
+        assert_eq!(joined(&chunks), want.as_bytes());
+        assert_eq!((found, found_both), (0, 2));
     }
 
     #[test]
