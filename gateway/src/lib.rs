@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod proxy;
+pub mod redact;
 pub mod reload;
 pub mod scripted;
 pub mod server;

@@ -176,6 +176,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: &'static str,
 }
@@ -211,6 +216,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub expression_errors: Family<ExpressionLabels, Counter>,
+    /// Backend keys masked in responses, by the backend that sent them.
+    pub secrets_redacted: Family<BackendLabels, Counter>,
     pub token_usage: Family<TokenLabels, Histogram>,
     pub duration: Family<GenAiLabels, Histogram>,
     request_bounds: [LabelValues; 2],
@@ -230,6 +237,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let expression_errors = Family::<ExpressionLabels, Counter>::default();
+        let secrets_redacted = Family::<BackendLabels, Counter>::default();
         let token_usage = Family::<TokenLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(TOKEN_BUCKETS)) as fn() -> Histogram,
         );
@@ -251,6 +259,11 @@ impl Metrics {
             "Attribute expressions that failed at run time, by attribute key",
             expression_errors.clone(),
         );
+        registry.register(
+            "celgate_secrets_redacted",
+            "Backend keys masked in responses (body, headers, span), by the backend that sent them",
+            secrets_redacted.clone(),
+        );
         registry.register_with_unit(
             "gen_ai_client_token_usage",
             "Number of input and output tokens used (gen_ai.client.token.usage)",
@@ -269,6 +282,7 @@ impl Metrics {
             requests,
             reloads,
             expression_errors,
+            secrets_redacted,
             token_usage,
             duration,
             request_bounds: Default::default(),

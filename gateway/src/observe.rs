@@ -27,6 +27,7 @@ use tokio::sync::futures::OwnedNotified;
 
 use crate::access_log;
 use crate::openai;
+use crate::redact::{StreamRedactor, Tally};
 use crate::sse::SseAccumulator;
 use crate::state::{BoxError, Generation, Shared};
 use crate::trace_context::SpanIds;
@@ -61,6 +62,8 @@ pub struct Gunzip {
     limit: usize,
     /// Why decompression stopped, if it did; the capture is then abandoned.
     stopped: Option<GunzipStop>,
+    /// Masks backend keys in the decompressed bytes before the capture reads them.
+    redact: Option<(StreamRedactor, Tally)>,
 }
 
 /// Why a [`Gunzip`] stopped.
@@ -110,7 +113,14 @@ impl Gunzip {
             self.stop(GunzipStop::TooLarge);
             return false;
         }
-        self.inner.feed(&out);
+        match &mut self.redact {
+            Some((stream, tally)) => {
+                let out = stream.push(Bytes::from(out));
+                tally.add(stream.take_found());
+                self.inner.feed(&out);
+            }
+            None => self.inner.feed(&out),
+        }
         true
     }
 
@@ -126,7 +136,13 @@ impl Gunzip {
         if self.stopped.is_none() {
             match self.decoder.try_finish() {
                 Ok(()) => {
-                    self.drain();
+                    if self.drain()
+                        && let Some((stream, tally)) = &mut self.redact
+                    {
+                        let tail = stream.finish();
+                        tally.add(stream.take_found());
+                        self.inner.feed(&tail);
+                    }
                 }
                 Err(e) => self.stop(GunzipStop::Corrupt(format!(
                     "the backend's gzip body is truncated: {e}"
@@ -190,7 +206,17 @@ impl Capture {
             decoded: 0,
             limit,
             stopped: None,
+            redact: None,
         }))
+    }
+
+    /// A gzip capture whose decompressed bytes are masked by `redact` (the client's
+    /// compressed bytes are not: masking them would mean re-encoding the body).
+    pub fn redact_decoded(mut self, redact: Option<(StreamRedactor, Tally)>) -> Capture {
+        if let Capture::Gzip(gunzip) = &mut self {
+            gunzip.redact = redact;
+        }
+        self
     }
 
     fn feed(&mut self, chunk: &[u8]) {
@@ -426,6 +452,16 @@ impl InFlight {
                 )
             }
         };
+        // Messages may quote backend text: no key leaves in one.
+        let status_message = status_message.map(|m| {
+            let (m, found) = self.generation.settings.redactor.mask_str(m);
+            if found > 0 {
+                let backend = self.backend.as_deref().unwrap_or_default();
+                let metric = &self.shared.metrics.secrets_redacted;
+                Tally::new(metric, backend, "in an error message").add(found);
+            }
+            m
+        });
         let end_time = SystemTime::now();
         let plan = &self.generation.plan;
         let record = if self.sampled {

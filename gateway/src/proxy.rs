@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use crate::client_auth::{self, Admission};
 use crate::observe::{Capture, InFlight, ObservedBody, Outcome};
 use crate::openai;
+use crate::redact::{RedactedBody, Redactor, StreamRedactor, Tally};
 use crate::settings::Backend;
 use crate::state::{BoxError, Generation, Shared, UpstreamBody, whole_body};
 use crate::trace_context::{self, SpanIds};
@@ -372,6 +373,13 @@ pub async fn handle(
     let (mut resp_parts, resp_body) = response.into_parts();
     let status = resp_parts.status;
     flight.exchange.response.status = Some(status.as_u16());
+    // Before anything reads them: neither the client nor the span sees a key.
+    let redactor = &response_redactor(&generation, backend, &parts.headers);
+    let masked = redactor.mask_headers(&mut resp_parts.headers);
+    if masked > 0 {
+        let metric = &shared.metrics.secrets_redacted;
+        Tally::new(metric, &backend.name, "in a response header").add(masked);
+    }
     if generation.needs.response_headers {
         flight.exchange.response.headers = visible_headers(&resp_parts.headers);
     }
@@ -403,14 +411,71 @@ pub async fn handle(
             Capture::json(MAX_CAPTURE_BYTES, expected.filter(|_| !gzip))
         };
         if gzip {
-            Capture::gzip(read, MAX_CAPTURE_BYTES)
+            Capture::gzip(read, MAX_CAPTURE_BYTES).redact_decoded(redact(
+                &shared,
+                redactor,
+                backend,
+                "in a gzip body (masked for the span; the client got the compressed bytes as sent)",
+            ))
         } else {
             read
         }
     };
+    // Compressed bytes cannot be masked without re-encoding: they pass as sent.
+    let resp_body = RedactedBody::new(
+        resp_body,
+        (encoding == ContentEncoding::Identity)
+            .then(|| redact(&shared, redactor, backend, "in a response body"))
+            .flatten(),
+    );
     let idle = backend.idle_timeout;
     let body = ObservedBody::new(resp_body, idle, capture, flight);
     Response::from_parts(resp_parts, body.boxed_unsync())
+}
+
+/// What a response of `backend` is masked with: the generation's keys and, when the
+/// client's own credentials went upstream (`authPassthrough`), those too: the client
+/// has them, the span and the collector must not.
+fn response_redactor(
+    generation: &Generation,
+    backend: &Backend,
+    client: &HeaderMap,
+) -> Arc<Redactor> {
+    let keys = &generation.settings.redactor;
+    if !backend.auth_passthrough {
+        return Arc::clone(keys);
+    }
+    let authorization = client.get_all(header::AUTHORIZATION).iter().map(|v| {
+        // `Bearer <key>`, `Basic <base64>`: the credentials after the scheme.
+        let v = v.as_bytes();
+        v.iter()
+            .position(|b| *b == b' ')
+            .map_or(v, |at| v[at + 1..].trim_ascii())
+    });
+    let own: Vec<&[u8]> = ["api-key", "x-api-key"]
+        .iter()
+        .flat_map(|name| client.get_all(*name).iter().map(HeaderValue::as_bytes))
+        .chain(authorization)
+        .collect();
+    if own.is_empty() {
+        Arc::clone(keys)
+    } else {
+        Arc::new(keys.with(own))
+    }
+}
+
+/// A masker for one response body of `backend`, counted by its name; `None` when
+/// the generation has no key to mask.
+fn redact(
+    shared: &Shared,
+    redactor: &Arc<Redactor>,
+    backend: &Backend,
+    place: &'static str,
+) -> Option<(StreamRedactor, Tally)> {
+    (!redactor.is_empty()).then(|| {
+        let tally = Tally::new(&shared.metrics.secrets_redacted, &backend.name, place);
+        (redactor.stream(), tally)
+    })
 }
 
 /// A response's `content-encoding`, as far as the span is concerned.
@@ -856,6 +921,13 @@ fn refuse(
     message: String,
 ) -> Response<ClientBody> {
     Shared::count(&flight.shared.stats.errors);
+    // A cause quoted from below (a TLS or connection error) must not carry a key either.
+    let (message, found) = flight.generation.settings.redactor.mask_str(message);
+    if found > 0 {
+        let metric = &flight.shared.metrics.secrets_redacted;
+        let backend = flight.backend.as_deref().unwrap_or_default();
+        Tally::new(metric, backend, "in an error message").add(found);
+    }
     let body = error_body(&message, kind, code);
     flight.exchange.response.status = Some(status.as_u16());
     flight.exchange.error_type = Some(code.to_owned());

@@ -80,6 +80,12 @@
 //! | `done-pause-<ms>` (e.g. `done-pause-500`) | a streamed answer (whatever `stream` says) that pauses that long after `data: [DONE]` before ending the body, as a real network often delivers the end of the body a few ms after the last event |
 //! | `flood-<MB>` (e.g. `flood-200`, 1 to 1024) | a streamed chat answer (whatever `stream` says) of that many MiB of content, one identical 1 KiB delta per event, then `[DONE]`; cheap to send (the events share one buffer) |
 //! | `choices-<n>` (e.g. `choices-300000`, 1 to 1000000) | a chat answer (one JSON body, whatever `stream` says) with `n` choices of a short text each |
+//! | `echo-key-401` | 401 `invalid_api_key` whose message quotes the key the request carried (`Authorization: Bearer <key>`), as a careless backend does |
+//! | `echo-key-header` | the normal answer plus two headers echoing that key: `x-echoed-authorization: Bearer <key>` and one named `x-key-<key>` |
+//! | `echo-key-text` | a plain chat answer whose content is `Scripted reply to: my key is <key>` |
+//! | `echo-key-stream` | that content streamed (whatever `stream` says), the event holding the key cut into two frames in the middle of the key, 20 ms apart |
+//! | `echo-key-sse-error` | a stream (whatever `stream` says) of two events, then an `event: error` whose message quotes the key; ends cleanly |
+//! | `echo-key-gzip` | the `echo-key-text` answer, gzip-compressed with `content-encoding: gzip` |
 //!
 //! The two error answers carry `x-should-retry: false` (a real OpenAI header the
 //! official SDKs honour) so a client SDK does not silently retry them. The streaming
@@ -688,6 +694,11 @@ async fn answer(
             return (seq, many_choices(&Ids { seq, model }, n));
         }
         Script::Flood(_) | Script::Choices(_) => {}
+        Script::EchoKey(echo) if endpoint == Endpoint::Chat => {
+            let key = received_key(&parts.headers);
+            return (seq, echo_key(echo, &key, &request, &Ids { seq, model }));
+        }
+        Script::EchoKey(_) => {}
     }
 
     let ids = Ids { seq, model };
@@ -730,6 +741,19 @@ enum Script {
     Flood(usize),
     /// Choices of one JSON answer.
     Choices(usize),
+    /// Echo the received key (chat only).
+    EchoKey(Echo),
+}
+
+/// Where an `echo-key-*` script puts the key it received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Echo {
+    Unauthorized,
+    Header,
+    Text,
+    Stream,
+    StreamError,
+    Gzip,
 }
 
 impl Script {
@@ -743,6 +767,12 @@ impl Script {
             "sse-error" => Script::SseError,
             "invalid-json" => Script::InvalidJson,
             "gzip" => Script::Gzip,
+            "echo-key-401" => Script::EchoKey(Echo::Unauthorized),
+            "echo-key-header" => Script::EchoKey(Echo::Header),
+            "echo-key-text" => Script::EchoKey(Echo::Text),
+            "echo-key-stream" => Script::EchoKey(Echo::Stream),
+            "echo-key-sse-error" => Script::EchoKey(Echo::StreamError),
+            "echo-key-gzip" => Script::EchoKey(Echo::Gzip),
             _ => {
                 let count = |rest: &str| rest.parse::<usize>().ok();
                 if let Some(delay) = model.strip_prefix("slow-").and_then(millis) {
@@ -781,6 +811,105 @@ impl Script {
             }
         }
     }
+}
+
+/// The key a request carried: its `Authorization: Bearer <key>` value (empty when
+/// there is none).
+fn received_key(headers: &http::HeaderMap) -> String {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    value
+        .strip_prefix("Bearer ")
+        .map_or(value.clone(), str::to_owned)
+}
+
+/// Pause before each frame of an `echo-key-stream` answer, so the two halves of the key
+/// reach the gateway as separate reads.
+const ECHO_FRAME_PAUSE: Duration = Duration::from_millis(20);
+
+/// The answer of an `echo-key-*` script (see the module doc).
+fn echo_key(
+    echo: Echo,
+    key: &str,
+    request: &Map<String, Value>,
+    ids: &Ids<'_>,
+) -> Response<ScriptedBody> {
+    let mut pace = Pace::default();
+    match echo {
+        Echo::Unauthorized => {
+            let message = format!(
+                "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."
+            );
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                ids.seq,
+                &message,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            );
+        }
+        Echo::Header => {
+            let mut response = chat(request, ids, &pace);
+            let headers = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(&format!("Bearer {key}")) {
+                headers.insert("x-echoed-authorization", value);
+            }
+            if let Ok(name) = http::HeaderName::from_bytes(format!("x-key-{key}").as_bytes()) {
+                headers.insert(name, HeaderValue::from_static("1"));
+            }
+            return response;
+        }
+        Echo::Text | Echo::Gzip => pace.force_plain = true,
+        Echo::Stream | Echo::StreamError => pace.force_stream = true,
+    }
+    let mut request = request.clone();
+    request.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": format!("my key is {key}")}]),
+    );
+    let mut response = chat(&request, ids, &pace);
+    let body = response.body_mut();
+    match echo {
+        Echo::Stream => {
+            body.events = split_in_the_middle(std::mem::take(&mut body.events), key.as_bytes());
+            body.delay = ECHO_FRAME_PAUSE;
+        }
+        Echo::StreamError => {
+            body.events.truncate(2);
+            let error = json!({"error": {
+                "message": format!("Invalid API key {key} (echo-key-sse-error)."),
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "invalid_api_key"
+            }});
+            body.events
+                .push_back(Bytes::from(format!("event: error\ndata: {error}\n\n")));
+        }
+        Echo::Gzip => return Shape::Gzip.apply(response),
+        Echo::Unauthorized | Echo::Header | Echo::Text => {}
+    }
+    response
+}
+
+/// `frames` with each one that holds `needle` cut in two in the middle of it.
+fn split_in_the_middle(frames: VecDeque<Bytes>, needle: &[u8]) -> VecDeque<Bytes> {
+    let mut out = VecDeque::new();
+    for frame in frames {
+        let at = (!needle.is_empty())
+            .then(|| frame.windows(needle.len()).position(|w| w == needle))
+            .flatten();
+        match at {
+            Some(at) => {
+                let middle = at + needle.len() / 2;
+                out.push_back(frame.slice(..middle));
+                out.push_back(frame.slice(middle..));
+            }
+            None => out.push_back(frame),
+        }
+    }
+    out
 }
 
 /// Events a `stall-*` stream sends before going silent.
@@ -2375,6 +2504,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn echo_key_scripts_echo_the_received_key_where_they_say() {
+        let up = upstream().await;
+        let echo = |model: &str| with(chat_request(), "model", json!(model));
+        let has_key = |bytes: &[u8]| bytes.windows(7).any(|w| w == b"sk-test");
+        let unauthorized = post(&up, "/v1/chat/completions", &echo("echo-key-401")).await;
+        assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+        assert!(has_key(&unauthorized.body()));
+        let header = post(&up, "/v1/chat/completions", &echo("echo-key-header")).await;
+        assert_eq!(header.headers["x-echoed-authorization"], "Bearer sk-test");
+        assert_eq!(header.headers["x-key-sk-test"], "1");
+        assert!(!has_key(&header.body()));
+        let text = post(&up, "/v1/chat/completions", &echo("echo-key-text")).await;
+        assert_eq!(
+            text.json()["choices"][0]["message"]["content"],
+            "Scripted reply to: my key is sk-test"
+        );
+        let stream = post(&up, "/v1/chat/completions", &echo("echo-key-stream")).await;
+        assert!(has_key(&stream.body()));
+        assert!(stream.frames.iter().all(|(_, f)| !has_key(f)), "split");
+        assert!(stream.frames.iter().any(|(_, f)| f.ends_with(b"sk-")));
+        let error = post(&up, "/v1/chat/completions", &echo("echo-key-sse-error")).await;
+        let events = String::from_utf8(error.body()).unwrap();
+        let events: Vec<&str> = events.split_terminator("\n\n").collect();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events[2].starts_with("event: error\ndata: "), "{events:?}");
+        assert!(events[2].contains("Invalid API key sk-test"), "{events:?}");
+        let gzip = post(&up, "/v1/chat/completions", &echo("echo-key-gzip")).await;
+        assert_eq!(gzip.headers["content-encoding"], "gzip");
+    }
+
+    #[tokio::test]
     async fn invalid_json_is_a_well_framed_half_body() {
         let up = upstream().await;
         let whole = post(&up, "/v1/chat/completions", &chat_request()).await;
@@ -2743,6 +2903,10 @@ mod tests {
         assert_eq!(Script::for_model("sse-error"), Script::SseError);
         assert_eq!(Script::for_model("invalid-json"), Script::InvalidJson);
         assert_eq!(Script::for_model("gzip"), Script::Gzip);
+        assert_eq!(
+            Script::for_model("echo-key-stream"),
+            Script::EchoKey(Echo::Stream)
+        );
         assert_eq!(Script::for_model("big-10"), Script::Big(10));
         assert_eq!(Script::for_model("big-0"), Script::Normal);
         assert_eq!(Script::for_model("big-1000"), Script::Normal);

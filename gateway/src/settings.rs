@@ -292,6 +292,8 @@ pub struct Settings {
     pub env_sampler: Option<EnvSampler>,
     /// `auth.clientKeys`, read: who may use the gateway (`None`: anyone).
     pub client_keys: Option<crate::client_auth::ClientKeys>,
+    /// Masks every backend key of this generation in responses.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 /// Reads the environment; a function so tests can pass their own.
@@ -344,9 +346,15 @@ impl Settings {
         let tracing = file.config.tracing.as_ref();
         let sampling_configured =
             tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some());
+        let redactor = crate::redact::Redactor::new(
+            backends
+                .iter()
+                .filter_map(|b| b.api_key.as_ref().map(Secret::expose)),
+        );
         Ok(Settings {
             listen,
             admin,
+            redactor: std::sync::Arc::new(redactor),
             backends,
             server,
             export: resolve_export(plan, env)?,
