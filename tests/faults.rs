@@ -1431,6 +1431,9 @@ fn connections_beyond_max_connections_are_closed_until_others_go() {
     for (i, s) in held.iter_mut().enumerate() {
         assert_eq!(http1_get(s, "/v1/models"), Some(200), "held connection {i}");
     }
+    // The line is read from the child's stderr pipe: wait for it to arrive before
+    // counting (on a loaded machine it can trail the refused connections).
+    gateway.wait_for_stderr("maxConnections", SETTLE_TIMEOUT);
     let logged = gateway
         .stderr()
         .lines()
