@@ -41,14 +41,30 @@ pub mod demo;
 pub mod export;
 pub mod metrics;
 pub mod observe;
-pub mod openai;
+pub mod protocol;
 pub mod proxy;
 pub mod redact;
 pub mod reload;
 pub mod scripted;
 pub mod server;
 pub mod settings;
-pub mod sse;
 pub mod state;
 pub mod trace_context;
 pub mod upstream;
+
+/// Transition shim: the OpenAI parsers moved to [`protocol::openai`]. These re-exports
+/// keep the old paths compiling for one step; call the new paths.
+pub mod openai {
+    pub use crate::protocol::openai::{
+        BodyKind, ParseError, RequestFacts, parse_request, parse_response, parse_response_owned,
+    };
+}
+
+/// Transition shim: SSE reading moved to [`protocol`]. These re-exports keep the old
+/// paths compiling for one step; call the new paths.
+pub mod sse {
+    pub use crate::protocol::sse::{
+        FinalEvent, MAX_LABEL_BYTES, MAX_LINE_BYTES, MAX_TEXT_BYTES, MAX_TRACKED,
+        SseAccumulator, StreamSummary,
+    };
+}

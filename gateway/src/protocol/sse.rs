@@ -31,7 +31,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::openai::{Usage, integral_f64, set_usage, token_details};
+use crate::protocol::openai::{Usage, integral_f64, set_usage, token_details};
 
 /// The longest line (and the largest event `data`) the accumulator buffers. Anything
 /// longer is dropped and its event counted in [`StreamSummary::malformed_events`]; no
@@ -105,7 +105,7 @@ pub struct StreamSummary {
 /// Accumulates an OpenAI-compatible SSE stream fed in arbitrary chunks.
 ///
 /// ```
-/// use celgate::sse::SseAccumulator;
+/// use celgate::protocol::sse::SseAccumulator;
 /// use celgate_engine::exchange::{Exchange, Operation};
 ///
 /// let mut acc = SseAccumulator::new(Operation::Chat);
@@ -1019,7 +1019,7 @@ impl<'de> Visitor<'de> for IntVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::parse_response;
+    use crate::protocol::openai::parse_response;
     use celgate_engine::exchange::TokenDetails;
     use serde_json::json;
 

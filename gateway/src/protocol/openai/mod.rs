@@ -9,7 +9,7 @@
 //! Response parsing never judges the backend: a body that is JSON but has an unexpected
 //! shape simply yields less information.
 //!
-//! Streaming responses (`text/event-stream`) are handled by [`crate::sse`].
+//! Streaming responses (`text/event-stream`) are handled by [`crate::protocol::sse`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -18,7 +18,7 @@ use celgate_engine::exchange::{Choice, Exchange, Message, Operation, TokenDetail
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::sse::MAX_TRACKED;
+use crate::protocol::sse::MAX_TRACKED;
 
 /// Which body a [`ParseError`] is about; part of the client-facing message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
