@@ -2,7 +2,7 @@
 //! with it.
 //!
 //! Request and response bodies of every JSON protocol are top-level objects read in
-//! one pass: [`parse_top_level`] hands the object's entries to an [`ObjectReader`]
+//! one pass: `parse_top_level` hands the object's entries to an `ObjectReader`
 //! that builds only the values it keeps (a response's large `data` is skipped, never
 //! materialized), in document order, and refuses what is not JSON or not an object
 //! with a [`ParseError`] written for the API client. What a protocol reads *out of*
@@ -33,11 +33,13 @@ impl fmt::Display for BodyKind {
     }
 }
 
-/// Why a body could not be turned into an [`Exchange`].
+/// Why a body could not be turned into an
+/// [`Exchange`](celgate_engine::exchange::Exchange).
 ///
 /// The `Display` text is written for the API client: the gateway returns it verbatim as
-/// the `message` of an OpenAI-style `400 invalid_request_error`, so it names the
-/// offending field with a JSON-ish path (`messages[2].role`).
+/// the `message` of a 400 in the protocol's error shape (OpenAI's
+/// `invalid_request_error`), so it names the offending field with a JSON-ish path
+/// (`messages[2].role`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {

@@ -1,6 +1,6 @@
 //! Fields of a streamed event read leniently, borrowing from the event's bytes.
 //!
-//! A stream chunk is parsed once into small structs of [`Text`] and [`Int`] fields:
+//! A stream chunk is parsed once into small structs of `Text` and `Int` fields:
 //! a string without escapes is borrowed from the event data (no allocation per
 //! delta), and a field of an unexpected type reads as absent instead of making the
 //! whole event unreadable (a backend's odd `created: "soon"` costs the span one

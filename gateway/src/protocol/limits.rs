@@ -4,7 +4,7 @@
 //! answer, whatever the protocol: at most [`MAX_TRACKED`] choices and tool calls,
 //! [`MAX_TEXT_BYTES`] of text in all, [`MAX_LABEL_BYTES`] per id, name, role or finish
 //! reason, [`MAX_ERROR_BYTES`] of an error message. Past a cap the span keeps what it
-//! has and says so (`llm.responseTruncated`). A stream's [`Budget`] carries what may
+//! has and says so (`llm.responseTruncated`). A stream's `Budget` carries what may
 //! still be kept from event to event. Protocol-free: each protocol's parsers apply
 //! the same caps, so a new protocol inherits the bounds by using this module.
 

@@ -75,8 +75,8 @@ pub struct StreamSummary {
     pub events: u64,
     /// Events whose data the protocol could not read (or too large to buffer).
     pub malformed_events: u64,
-    /// The message of the first error the stream reported (an `event: error`, or a
-    /// payload with an `error` member), truncated to a few KiB.
+    /// The message of the first error the stream reported (for OpenAI an
+    /// `event: error`, or a payload with an `error` member), truncated to a few KiB.
     pub error: Option<String>,
     /// Something the stream carried was left out of the span (a cap was reached:
     /// text, a label, choices or tool calls).

@@ -1,7 +1,7 @@
 //! Token counts, as every protocol reports them and as the exchange records them.
 //!
 //! Protocols spell usage differently (`prompt_tokens`, `input_tokens`, ...); each
-//! reads its own spelling into a [`Usage`], and [`set_usage`] records it the one way
+//! reads its own spelling into a `Usage`, and `set_usage` records it the one way
 //! the spans and the GenAI histograms expect: a count is a non-negative integer (an
 //! integral float such as `12.0` counts, a negative or fractional one is no count at
 //! all), and a missing total is the sum of the two parts.

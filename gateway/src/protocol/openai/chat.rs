@@ -3,8 +3,8 @@
 //! Each `messages[]` element must be an object with a string `role`; its `content`
 //! (a string or content parts, reduced to their text), `name`, `tool_calls` (and the
 //! legacy `function_call`) and `tool_call_id` are read. Answers (`choices[].message`)
-//! and streams (`choices[].delta`) are read by the family ([`super::response`],
-//! [`super::chat_stream`]).
+//! and streams (`choices[].delta`) are read by the family (`response.rs`,
+//! `chat_stream.rs`).
 
 use celgate_engine::exchange::{Message, Operation};
 use serde_json::Value;

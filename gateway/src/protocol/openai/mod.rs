@@ -5,7 +5,7 @@
 //! `model`, `stream`, `tools` and sampling parameters beside its prompt, an answer
 //! has `id`, `model`, `usage` and (but for embeddings) `choices`, a stream is
 //! `data:` chunks of deltas closed by `data: [DONE]`. So the family reads them all
-//! the same way ([`request`], [`response`], [`chat_stream`]) and each endpoint module
+//! the same way (`request`, `response`, `chat_stream`) and each endpoint module
 //! only declares an [`Endpoint`]: its path, its [`Operation`], where its prompt is
 //! and whether its answer has choices. This module holds what the family shares on
 //! the wire: content parts and tool calls (in requests and answers alike), the
