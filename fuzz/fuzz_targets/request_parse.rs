@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a request body (`celgate::openai::parse_request`, every
+//! Arbitrary bytes as a request body (`celgate::protocol::openai::parse_request`, every
 //! operation) and as a response body (`parse_response`, every operation).
 //!
 //! Must hold: no panic; a body is refused only when a JSON parser (serde_json's
@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use celgate::openai::{ParseError, parse_request, parse_response};
+use celgate::protocol::ParseError;
+use celgate::protocol::openai::{parse_request, parse_response};
 use celgate_engine::exchange::{Exchange, Operation};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};

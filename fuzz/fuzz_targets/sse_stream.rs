@@ -1,4 +1,5 @@
-//! Arbitrary bytes as an SSE response body, fed to `celgate::sse::SseAccumulator` for
+//! Arbitrary bytes as an SSE response body, fed to the OpenAI family's stream reader
+//! (`celgate::protocol::openai::stream_accumulator`, an `SseAccumulator`) for
 //! every operation: whole and split at fuzzer-chosen points, and for chat also one
 //! byte at a time.
 //!
@@ -11,8 +12,8 @@
 //! the stream itself.
 #![no_main]
 
-use celgate::openai::parse_response;
-use celgate::sse::{SseAccumulator, StreamSummary};
+use celgate::protocol::StreamSummary;
+use celgate::protocol::openai::{parse_response, stream_accumulator};
 use celgate_engine::exchange::{Exchange, Operation};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,7 +25,7 @@ const OPERATIONS: [Operation; 4] = [
 ];
 
 fn run<'a>(op: Operation, chunks: impl IntoIterator<Item = &'a [u8]>) -> (Exchange, StreamSummary) {
-    let mut acc = SseAccumulator::new(op);
+    let mut acc = stream_accumulator(op);
     for chunk in chunks {
         acc.feed(chunk);
     }

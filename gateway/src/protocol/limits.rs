@@ -1,0 +1,89 @@
+//! How much of a hostile answer a span keeps.
+//!
+//! The client always gets every byte; the *span* keeps a bounded description of the
+//! answer, whatever the protocol: at most [`MAX_TRACKED`] choices and tool calls,
+//! [`MAX_TEXT_BYTES`] of text in all, [`MAX_LABEL_BYTES`] per id, name, role or finish
+//! reason, [`MAX_ERROR_BYTES`] of an error message. Past a cap the span keeps what it
+//! has and says so (`llm.responseTruncated`). A stream's `Budget` carries what may
+//! still be kept from event to event. Protocol-free: each protocol's parsers apply
+//! the same caps, so a new protocol inherits the bounds by using this module.
+
+use std::borrow::Cow;
+
+/// Longest error message a stream summary keeps, in bytes.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// At most this many distinct choices (and tool calls in all) are tracked; more is
+/// not a real response and would make the per-delta lookups quadratic.
+pub const MAX_TRACKED: usize = 1024;
+
+/// Most bytes of text (content and tool-call arguments, all choices together) a
+/// stream's span keeps; the rest is dropped and the summary says it was truncated.
+pub const MAX_TEXT_BYTES: usize = 8 << 20;
+
+/// Longest id, name, role or finish reason kept (real ones are a few dozen bytes).
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// What of a stream's text may still be kept, and whether anything was left out.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    /// Bytes of content and arguments still allowed.
+    pub text_left: usize,
+    /// Tool calls (all choices together) that may still be tracked.
+    pub calls_left: usize,
+    /// Something was left out.
+    pub truncated: bool,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            text_left: MAX_TEXT_BYTES,
+            calls_left: MAX_TRACKED,
+            truncated: false,
+        }
+    }
+}
+
+impl Budget {
+    /// The part of a text fragment that still fits, cut on a character boundary.
+    pub fn text<'s>(&mut self, fragment: &'s str) -> &'s str {
+        let kept = prefix(fragment, self.text_left);
+        self.text_left -= kept.len();
+        self.truncated |= kept.len() < fragment.len();
+        kept
+    }
+
+    /// A label (id, name, role, finish reason) cut to [`MAX_LABEL_BYTES`].
+    pub fn label(&mut self, label: Cow<'_, str>) -> String {
+        let kept = prefix(&label, MAX_LABEL_BYTES);
+        if kept.len() < label.len() {
+            self.truncated = true;
+            kept.to_owned()
+        } else {
+            label.into_owned()
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+pub(crate) fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
