@@ -39,6 +39,8 @@ pub mod cli;
 pub mod client_auth;
 pub mod demo;
 pub mod export;
+pub mod fd_budget;
+pub mod load;
 pub mod metrics;
 pub mod observe;
 pub mod openai;

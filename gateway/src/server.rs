@@ -10,14 +10,14 @@
 //! `server.maxConnections` open, and closed once idle for `server.requestTimeout`.
 
 pub mod connection;
+pub mod signals;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use celgate_engine::{LoadOptions, load_document};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,105 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 use self::connection::{Activity, Admitted, BusyBody, Connections, Ended, Throttled};
 
 use crate::export::Exporter;
-use crate::settings::{Settings, process_env};
+use crate::settings::Settings;
 use crate::state::{Generation, Shared};
 
-/// Why a config file could not become a generation; rendered for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Already rendered as `FILE:LINE:COL: message` lines.
-    #[error("{0}")]
-    Config(String),
-    #[error("{path}: {source}")]
-    Settings {
-        path: PathBuf,
-        source: crate::settings::SettingsError,
-    },
-}
-
-/// `OPENINFERENCE_HIDE_INPUTS` / `_OUTPUTS`, as the engine's load options.
-pub fn load_options() -> LoadOptions {
-    crate::cli::load_options_from_env()
-}
-
-/// Reads, parses, compiles and resolves the config at `path` into generation
-/// `number`.
-pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let config_dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let loaded = load_document(&text, &load_options())
-        .map_err(|e| LoadError::Config(e.render(&path.display().to_string())))?;
-    // Hashed before they are read: a file swapped in between makes the next check
-    // load again, instead of this generation's hash hiding keys it never read (a
-    // removed client key that stays accepted).
-    let secret_files = crate::settings::secret_files(&loaded.file, config_dir);
-    let source_hash = combined_hash(text.as_bytes(), &secret_files);
-    let settings = Settings::resolve(&loaded.file, &loaded.plan, &process_env, config_dir)
-        .map_err(|source| LoadError::Settings {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(Generation {
-        number,
-        needs: crate::state::Needs::of(&loaded.plan),
-        plan: loaded.plan,
-        settings,
-        source: loaded.file,
-        source_hash,
-        loaded_at: SystemTime::now(),
-    })
-}
-
-/// The secret files a generation read: backends' key files and the client keys
-/// file, in the order of [`crate::settings::secret_files`]. A change to any of
-/// them is a new generation.
-pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
-    settings
-        .backends
-        .iter()
-        .filter_map(|b| b.key_file.clone())
-        .chain(settings.client_keys.as_ref().map(|k| k.path().to_owned()))
-        .collect()
-}
-
-/// Hash of the config's bytes and of the secret files it references, so a
-/// rotated key is a change too. Unreadable secret files hash as empty (the load
-/// that follows reports them properly).
-pub fn source_hash(config: &Path, key_files: &[PathBuf]) -> Result<u64, LoadError> {
-    let text = std::fs::read(config).map_err(|source| LoadError::Read {
-        path: config.to_owned(),
-        source,
-    })?;
-    Ok(combined_hash(&text, key_files))
-}
-
-fn combined_hash(config: &[u8], key_files: &[PathBuf]) -> u64 {
-    let mut h = hash(config);
-    for f in key_files {
-        let bytes = std::fs::read(f).unwrap_or_default();
-        h = hash(&[h.to_le_bytes().as_slice(), &bytes].concat());
-    }
-    h
-}
-
-/// FNV-1a: a stable hash of the config's bytes, to tell a real change from a
-/// touch.
-pub fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+/// Where the demo finds them (`crate::load` owns loading).
+pub use self::signals::shutdown_signal;
+pub use crate::load::load_generation;
 
 /// The multi-threaded runtime every long-running command uses.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -198,8 +105,8 @@ pub async fn serve(
     // Watch before announcing readiness, so no later edit can be missed; and take
     // SIGHUP over from its default action (exit) before then too.
     let reload_now = Arc::new(tokio::sync::Notify::new());
-    reload_on_sighup(&config, Arc::clone(&reload_now));
-    connection::warn_if_over_fd_limit(first_max_connections);
+    signals::reload_on_sighup(&config, Arc::clone(&reload_now));
+    crate::fd_budget::warn_if_over_fd_limit(first_max_connections);
     let reload_task = crate::reload::spawn(config, Arc::clone(&shared), reload_now);
     let proxy_listener = TcpListener::bind(&listen)
         .await
@@ -371,29 +278,6 @@ fn connection_builder(request_timeout: Duration) -> auto::Builder<TokioExecutor>
     builder
 }
 
-/// On each SIGHUP, logs it and asks the reload task for an immediate reload. The
-/// handler is installed by the call itself (call it before announcing readiness).
-fn reload_on_sighup(config: &Path, reload_now: Arc<tokio::sync::Notify>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                let config = config.display().to_string();
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading {config}");
-                        reload_now.notify_one();
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will stop the process"),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (config, reload_now);
-}
-
 /// Most time the bodies cut at the end of the drain get to queue their spans.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
@@ -459,45 +343,6 @@ fn describe_export(settings: &Settings) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. Call it inside a runtime and before announcing
-/// readiness: the handlers are installed by the call itself.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    // Registered here, not when the future is first polled: a SIGTERM that arrives
-    // between "listening" and that first poll would otherwise take the default
-    // action and kill the process without draining.
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = int.recv() => {},
-                    }
-                }
-                (Ok(mut term), Err(_)) => {
-                    term.recv().await;
-                }
-                (Err(_), Ok(mut int)) => {
-                    int.recv().await;
-                }
-                (Err(_), Err(_)) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// Logs go to stderr; `RUST_LOG` filters (default `info`), `CELGATE_LOG_FORMAT=json`
 /// switches to JSON lines.
 pub fn init_logging() {
@@ -522,27 +367,6 @@ pub fn init_logging() {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-
-    #[test]
-    fn the_hash_covers_every_secret_file_the_generation_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            "auth: {clientKeys: {file: keys/clients.yaml}}\nbackends:\n  - {name: a, baseUrl: 'http://a', apiKey: {file: key}}\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("key"), "sk-a\n").unwrap();
-        std::fs::create_dir(dir.path().join("keys")).unwrap();
-        let clients = dir.path().join("keys/clients.yaml");
-        std::fs::write(&clients, "clients: []\n").unwrap();
-        let g = load_generation(&config, 1).unwrap();
-        let files = key_files(&g.settings);
-        assert_eq!(files, [dir.path().join("key"), clients.clone()]);
-        assert_eq!(g.source_hash, source_hash(&config, &files).unwrap());
-        std::fs::write(&clients, "clients: [] # changed\n").unwrap();
-        assert_ne!(g.source_hash, source_hash(&config, &files).unwrap());
-    }
 
     /// A connected pair: the client's end and the server's.
     async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
