@@ -343,7 +343,7 @@ pub fn build_exchange(request: &[u8], response: Option<&[u8]>, provider: &str) -
             let mut acc = sse::SseAccumulator::new(operation);
             acc.feed(body);
             if acc.finish(&mut ex).error.is_some() {
-                ex.error_type = Some("stream_error".into());
+                ex.error_type = Some(crate::error_type::ErrorType::StreamError.as_str().into());
             }
         } else {
             openai::parse_response(operation, body, &mut ex)

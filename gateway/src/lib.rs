@@ -35,9 +35,11 @@ mod test_rng {
 
 pub mod access_log;
 pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod client_auth;
 pub mod demo;
+pub mod error_type;
 pub mod export;
 pub mod fd_budget;
 pub mod load;
@@ -45,11 +47,13 @@ pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod proxy;
+pub mod record;
 pub mod redact;
 pub mod reload;
 pub mod scripted;
 pub mod server;
 pub mod settings;
+pub mod sinks;
 pub mod sse;
 pub mod state;
 pub mod trace_context;

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::metrics::ReloadLabels;
 use crate::load::{LoadError, key_files, load_generation, source_hash};
+use crate::metrics::ReloadLabels;
 use crate::settings::ExportTarget;
 use crate::state::{Generation, ReloadFailure, Shared};
 
@@ -189,7 +189,7 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         let shared2 = Arc::clone(shared);
         let export = next.settings.export.clone();
         let rebuilt =
-            tokio::task::spawn_blocking(move || shared2.exporter.reconfigure(&export)).await;
+            tokio::task::spawn_blocking(move || shared2.sinks.exporter.reconfigure(&export)).await;
         match rebuilt {
             Ok(Ok(())) => describe_target(&next.settings.export.target),
             Ok(Err(e)) => {
@@ -214,6 +214,7 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         *last = None;
     }
     shared
+        .sinks
         .metrics
         .reloads
         .get_or_create(&ReloadLabels { result: "ok" })
@@ -255,6 +256,7 @@ fn fail(shared: &Shared, message: String) {
         });
     }
     shared
+        .sinks
         .metrics
         .reloads
         .get_or_create(&ReloadLabels { result: "error" })

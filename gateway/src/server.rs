@@ -88,25 +88,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<i32> {
-    let exporter = {
-        let export = first.settings.export.clone();
-        tokio::task::spawn_blocking(move || Exporter::start(&export))
-            .await
-            .context("the exporter start-up task failed")??
-    };
-    let listen = first.settings.listen.clone();
-    let admin = first.settings.admin.clone();
+    let (listen, admin) = (first.settings.listen.clone(), first.settings.admin.clone());
     let drain = first.settings.server.shutdown_timeout;
-    let first_max_connections = first.settings.server.max_connections;
-    describe_export(&first.settings);
-    crate::client_auth::describe(first.settings.client_keys.as_ref());
-    let shared = Shared::new(first, exporter);
+    let max_connections = first.settings.server.max_connections;
+    let shared = start(first).await?;
 
     // Watch before announcing readiness, so no later edit can be missed; and take
     // SIGHUP over from its default action (exit) before then too.
     let reload_now = Arc::new(tokio::sync::Notify::new());
     signals::reload_on_sighup(&config, Arc::clone(&reload_now));
-    crate::fd_budget::warn_if_over_fd_limit(first_max_connections);
+    crate::fd_budget::warn_if_over_fd_limit(max_connections);
     let reload_task = crate::reload::spawn(config, Arc::clone(&shared), reload_now);
     let proxy_listener = TcpListener::bind(&listen)
         .await
@@ -119,59 +110,13 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send((proxy_listener.local_addr()?, admin_listener.local_addr()?));
     }
-
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
     // Ends the wait for a connection's first bytes when shutting down, and asks
     // every connection to close.
     let (stopping, stop) = tokio::sync::watch::channel(false);
-    let connections = Arc::new(Connections::default());
-    let mut accept_errors = Throttled::new(LOG_AT_MOST_EVERY);
-    let mut over_limit = Throttled::new(LOG_AT_MOST_EVERY);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = proxy_listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        if let Some(unlogged) = accept_errors.occurred(std::time::Instant::now()) {
-                            tracing::warn!(
-                                "accept failed: {e} (logged at most every {:?}; {unlogged} more since the last line)",
-                                accept_errors.window()
-                            );
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // Per connection, so reloaded limits apply to new connections.
-                let limits = shared.current().settings.server;
-                let Some(admitted) = connections.admit(limits.max_connections) else {
-                    if let Some(unlogged) = over_limit.occurred(std::time::Instant::now()) {
-                        tracing::warn!(
-                            "{} client connections open, the most server.maxConnections allows: closing new ones unanswered (logged at most every {:?}; {unlogged} more since the last line)",
-                            limits.max_connections,
-                            over_limit.window()
-                        );
-                    }
-                    drop(stream);
-                    continue;
-                };
-                tokio::spawn(serve_connection(
-                    stream,
-                    remote,
-                    Arc::clone(&shared),
-                    limits.request_timeout,
-                    (graceful.watcher(), admitted),
-                    stop.clone(),
-                ));
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    accept_until(shutdown, &proxy_listener, &shared, &graceful, stop).await;
     drop(proxy_listener);
     let _ = stopping.send(true);
     shared
@@ -186,17 +131,103 @@ pub async fn serve(
     }
     reload_task.abort();
     admin_task.abort();
-    let shared2 = Arc::clone(&shared);
-    let _ = tokio::task::spawn_blocking(move || shared2.exporter.shutdown(Duration::from_secs(10)))
-        .await;
-    let stats = shared.exporter.stats();
-    tracing::info!(
-        "stopped; spans exported {}, dropped {}",
-        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
-        stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    close_sinks(shared).await;
     Ok(0)
 }
+
+/// The state of a gateway serving `first`: its exporter started (off the runtime:
+/// it may resolve and connect), and what it is about to do logged.
+async fn start(first: Generation) -> Result<Arc<Shared>> {
+    let exporter = {
+        let export = first.settings.export.clone();
+        tokio::task::spawn_blocking(move || Exporter::start(&export))
+            .await
+            .context("the exporter start-up task failed")??
+    };
+    describe_export(&first.settings);
+    crate::client_auth::describe(first.settings.client_keys.as_ref());
+    Ok(Shared::new(first, exporter))
+}
+
+/// Accepts proxy connections until `shutdown` completes, each within the
+/// `server.maxConnections` of the generation in service when it arrives.
+async fn accept_until(
+    shutdown: impl Future<Output = ()>,
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    graceful: &GracefulShutdown,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Connections::default());
+    let mut accept_errors = Throttled::new(LOG_AT_MOST_EVERY);
+    let mut over_limit = Throttled::new(LOG_AT_MOST_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    if let Some(unlogged) = accept_errors.occurred(std::time::Instant::now()) {
+                        tracing::warn!(
+                            "accept failed: {e} (logged at most every {:?}; {unlogged} more since the last line)",
+                            accept_errors.window()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        // Per connection, so reloaded limits apply to new connections.
+        let limits = shared.current().settings.server;
+        let Some(admitted) = connections.admit(limits.max_connections) else {
+            if let Some(unlogged) = over_limit.occurred(std::time::Instant::now()) {
+                tracing::warn!(
+                    "{} client connections open, the most server.maxConnections allows: closing new ones unanswered (logged at most every {:?}; {unlogged} more since the last line)",
+                    limits.max_connections,
+                    over_limit.window()
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            remote,
+            Arc::clone(shared),
+            limits.request_timeout,
+            (graceful.watcher(), admitted),
+            stop.clone(),
+        ));
+    }
+}
+
+/// The end: the access log's queued lines written, then the spans flushed.
+async fn close_sinks(shared: Arc<Shared>) {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if !shared.sinks.close_access_log(ACCESS_LOG_GRACE) {
+            tracing::warn!(
+                "the access log did not finish writing within {ACCESS_LOG_GRACE:?} (is stdout read?); its last lines are lost"
+            );
+        }
+        shared.sinks.exporter.shutdown(Duration::from_secs(10));
+        shared
+    })
+    .await;
+    if let Ok(shared) = flushed {
+        let stats = shared.sinks.exporter.stats();
+        tracing::info!(
+            "stopped; spans exported {}, dropped {}",
+            stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+            stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}
+
+/// Most time the access log gets at shutdown to write the lines it has queued.
+const ACCESS_LOG_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a recurring accept problem (EMFILE, a full connection table) is logged.
 const LOG_AT_MOST_EVERY: Duration = Duration::from_secs(10);
