@@ -38,6 +38,7 @@ pub mod admin;
 pub mod capture;
 pub mod cli;
 pub mod client_auth;
+pub mod cutoff;
 pub mod demo;
 pub mod error_type;
 pub mod export;

@@ -9,18 +9,17 @@
 //! [`Finished`] record, handed to the [`Sinks`](crate::sinks::Sinks) (export,
 //! metrics, access log): this module knows nothing of what they do with it. At
 //! shutdown, bodies still open when the drain deadline passes are ended through the
-//! [`Cutoff`], so their spans are queued before the exporter stops.
+//! [`Cutoff`](crate::cutoff::Cutoff), so their spans are queued before the
+//! exporter stops.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use celgate_engine::exchange::Exchange;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
 use crate::capture::Capture;
@@ -56,53 +55,6 @@ pub enum Outcome {
     /// The gateway shut down before the body ended (`server.shutdownTimeout`
     /// passed).
     Shutdown,
-}
-
-/// The end of the shutdown drain, for the bodies still open then.
-///
-/// When `server.shutdownTimeout` passes, [`serve`](crate::server::serve) calls
-/// [`cut`](Cutoff::cut): every [`ObservedBody`] still streaming ends at its next poll
-/// (it waits on the signal, so a silent backend does not hold it) with
-/// [`Outcome::Shutdown`], which queues its span. The server then waits, briefly, until
-/// [`open`](Cutoff::open) is zero before it stops the exporter.
-#[derive(Debug, Default)]
-pub struct Cutoff {
-    cut: AtomicBool,
-    signal: Arc<Notify>,
-    /// Bodies whose span is not queued yet.
-    open: AtomicUsize,
-}
-
-impl Cutoff {
-    /// Ends every open body now, and any body opened from now on at its first poll.
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.signal.notify_waiters();
-    }
-
-    pub fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::SeqCst)
-    }
-
-    /// Bodies whose span is not queued yet.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no body is open, at most `within`; returns how many still are.
-    pub async fn wait_closed(&self, within: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.open() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        self.open()
-    }
-
-    /// The signal a body waits on; it completes on [`cut`](Cutoff::cut) even when
-    /// it was created (not yet polled) before.
-    fn signal(&self) -> Pin<Box<OwnedNotified>> {
-        Box::pin(Arc::clone(&self.signal).notified_owned())
-    }
 }
 
 /// A request on its way: everything the span and the access-log line need.
@@ -281,7 +233,7 @@ pub struct ObservedBody<B: Body<Data = Bytes> + Unpin> {
 impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
     pub fn new(inner: B, idle: Duration, capture: Capture, flight: InFlight) -> Self {
         let cutoff = &flight.shared.cutoff;
-        cutoff.open.fetch_add(1, Ordering::SeqCst);
+        cutoff.opened();
         ObservedBody {
             inner,
             idle,
@@ -323,7 +275,7 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         let shared = Arc::clone(&flight.shared);
         self.conclude(flight, outcome);
         // Counted closed once the span is queued.
-        shared.cutoff.open.fetch_sub(1, Ordering::SeqCst);
+        shared.cutoff.closed();
     }
 
     fn conclude(&mut self, mut flight: InFlight, mut outcome: Outcome) {

@@ -120,7 +120,7 @@ pub struct Shared {
     /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
     pub draining: std::sync::atomic::AtomicBool,
     /// Ends the bodies still open when the shutdown drain is over.
-    pub cutoff: crate::observe::Cutoff,
+    pub cutoff: crate::cutoff::Cutoff,
 }
 
 impl Shared {
@@ -136,7 +136,7 @@ impl Shared {
             stats: ProxyStats::default(),
             last_reload_error: Mutex::new(None),
             draining: std::sync::atomic::AtomicBool::new(false),
-            cutoff: crate::observe::Cutoff::default(),
+            cutoff: crate::cutoff::Cutoff::default(),
         })
     }
 
