@@ -128,3 +128,62 @@ fn version_str(v: http::Version) -> &'static str {
         _ => "HTTP",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(operation: Operation, backend: Option<&str>) -> Finished {
+        let mut exchange = Exchange {
+            operation,
+            request_model: Some("m".into()),
+            error_type: Some("429".into()),
+            ..Exchange::default()
+        };
+        exchange.response.status = Some(429);
+        exchange.request.method = "POST".into();
+        exchange.backend_host = backend.map(|_| "api.test".to_owned());
+        exchange.backend_port = Some(443);
+        Finished {
+            exchange,
+            span: None,
+            status_message: None,
+            ids: SpanIds::new(None),
+            sampled: false,
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            elapsed: Duration::from_millis(1500),
+            route: "/v1/chat/completions".into(),
+            backend: backend.map(str::to_owned),
+            host: Some("gw".into()),
+            version: http::Version::HTTP_2,
+            access_log: AccessLogFormat::Text,
+        }
+    }
+
+    #[test]
+    fn each_sink_reads_its_view_of_the_same_call() {
+        let call = finished(Operation::Chat, Some("b"));
+        let entry = call.access_entry();
+        assert_eq!(
+            (entry.status, entry.error, entry.version),
+            (429, Some("429"), "HTTP/2")
+        );
+        assert_eq!(entry.endpoint.as_deref(), Some("api.test:443"));
+        assert_eq!(entry.trace_id, call.ids.trace_id.to_string());
+        let genai = call.genai_call().expect("a routed chat call");
+        assert_eq!((genai.error_type, genai.seconds), ("429", 1.5));
+        assert_eq!(call.expression_errors().count(), 0);
+    }
+
+    #[test]
+    fn only_routed_calls_of_a_known_operation_are_genai_calls() {
+        assert!(finished(Operation::Chat, None).genai_call().is_none());
+        assert!(finished(Operation::Other, Some("b")).genai_call().is_none());
+        assert!(
+            finished(Operation::Embeddings, Some("b"))
+                .genai_call()
+                .is_some()
+        );
+    }
+}
