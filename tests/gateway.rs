@@ -2111,3 +2111,62 @@ fn a_client_that_hangs_up_after_done_completed_the_call_one_that_leaves_before_d
     let span = span_of(&receiver, &early.trace_id, "left before [DONE]", &gateway);
     assert_error_span(&span, "client_disconnected");
 }
+
+/// A stdout nobody reads (a stalled log shipper, a full pipe) must not stall the
+/// proxy: the access log is written by a thread of its own, and lines it cannot
+/// write are dropped and counted instead. Before, each line was written on the
+/// proxy worker: once the pipe's buffer (64 KiB, ~180 lines) was full, every
+/// response hung at its end.
+#[test]
+fn an_unread_stdout_does_not_stall_the_proxy() {
+    use std::io::BufRead as _;
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nbackends:\n  - {{name: scripted, provider: openai, baseUrl: '{}', apiKey: {{env: {BACKEND_KEY_ENV}}}}}\n",
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_celgate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env(BACKEND_KEY_ENV, BACKEND_KEY)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn celgate");
+    // Held open and never read.
+    let _stdout = child.stdout.take();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (found, addr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(addr) = support::parse_listening(&line, "proxy") {
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let addr = addr
+        .recv_timeout(support::READY_TIMEOUT)
+        .expect("proxy listening");
+    let proxy = format!("http://{addr}/v1/chat/completions");
+    // ~400 bytes a line: 600 lines are several times the pipe's buffer.
+    let requests = async {
+        for i in 0..600 {
+            let reply = support::post_json(&proxy, &chat_body("gpt-4o-mini", "Hi"), &[]).await;
+            assert_eq!(reply.status, 200, "request {i}");
+        }
+    };
+    let served = runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), requests).await });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served.is_ok(), "the proxy stalled on a stdout nobody reads");
+}

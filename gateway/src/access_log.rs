@@ -1,10 +1,10 @@
-//! One line per request on stdout, in agentgateway's `key=value` form or as JSON.
+//! The access log's format: one line per request, in agentgateway's `key=value`
+//! form or as JSON (the sink in `crate::sinks::access_log` writes them to stdout).
 //!
 //! Only routing facts, ids, sizes and token counts: never a header value, a body
 //! or a key.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use celgate_engine::config::AccessLogFormat;
 
@@ -35,15 +35,14 @@ pub struct Entry<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Writes `entry` in `format`; `Off` writes nothing.
-pub fn write(format: AccessLogFormat, entry: &Entry<'_>) {
-    let line = match format {
-        AccessLogFormat::Off => return,
-        AccessLogFormat::Text => text(entry),
-        AccessLogFormat::Json => json(entry),
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
+/// The line of `entry` in `format`; `Off` has none. Written by the access-log
+/// sink's thread (`crate::sinks::access_log`), never on a proxy worker.
+pub fn line(format: AccessLogFormat, entry: &Entry<'_>) -> Option<String> {
+    match format {
+        AccessLogFormat::Off => None,
+        AccessLogFormat::Text => Some(text(entry)),
+        AccessLogFormat::Json => Some(json(entry)),
+    }
 }
 
 fn text(e: &Entry<'_>) -> String {

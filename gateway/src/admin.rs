@@ -52,7 +52,7 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(),
+            shared.sinks.metrics.render(),
         ),
         _ => (
             StatusCode::NOT_FOUND,

@@ -5,7 +5,7 @@
 
 use anyhow::{Context as _, Result};
 use celgate_engine::exchange::{Exchange, HttpRequest, HttpResponse, Operation};
-use celgate_engine::{AttrValue, LoadOptions, PresetName, SpanRecord, presets};
+use celgate_engine::{AttrValue, PresetName, SpanRecord, presets};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,23 +128,6 @@ fn parse_preset(s: &str) -> Result<PresetName, String> {
     })
 }
 
-/// Privacy switches from the process environment (OpenInference's variables).
-pub fn load_options_from_env() -> LoadOptions {
-    LoadOptions {
-        hide_inputs: env_bool("OPENINFERENCE_HIDE_INPUTS"),
-        hide_outputs: env_bool("OPENINFERENCE_HIDE_OUTPUTS"),
-    }
-}
-
-fn env_bool(name: &str) -> Option<bool> {
-    let v = std::env::var(name).ok()?;
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
     match cli.command {
@@ -176,7 +159,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "<preset>".into());
-            let loaded = match celgate_engine::load_document(&yaml, &load_options_from_env()) {
+            let loaded = match celgate_engine::load_document(&yaml, &crate::load::load_options()) {
                 Ok(l) => l,
                 Err(e) => {
                     writeln!(err, "{}", e.render(&label))?;
@@ -222,7 +205,7 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn check(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Result<i32> {
-    let opts = load_options_from_env();
+    let opts = crate::load::load_options();
     let mut code = 0;
     for path in files {
         let label = path.display().to_string();
@@ -360,7 +343,7 @@ pub fn build_exchange(request: &[u8], response: Option<&[u8]>, provider: &str) -
             let mut acc = sse::SseAccumulator::new(operation);
             acc.feed(body);
             if acc.finish(&mut ex).error.is_some() {
-                ex.error_type = Some("stream_error".into());
+                ex.error_type = Some(crate::error_type::ErrorType::StreamError.as_str().into());
             }
         } else {
             openai::parse_response(operation, body, &mut ex)

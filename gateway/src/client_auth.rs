@@ -136,7 +136,9 @@ impl Admission {
 /// as OpenAI answers) and an RFC 6750 challenge. Nothing of the key is echoed.
 pub struct Unauthenticated {
     pub message: &'static str,
-    pub body: serde_json::Value,
+    /// OpenAI's error `code`: none for a missing key, `invalid_api_key` for an
+    /// unknown one.
+    pub code: Option<&'static str>,
     /// The `WWW-Authenticate` value.
     pub challenge: &'static str,
 }
@@ -146,22 +148,19 @@ impl Unauthenticated {
         let (message, code, challenge) = if *admission == Admission::Missing {
             (
                 "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). This gateway requires a client key (auth.clientKeys).",
-                serde_json::Value::Null,
+                None,
                 "Bearer realm=\"celgate\"",
             )
         } else {
             (
                 "Incorrect API key provided. This gateway accepts only the client keys listed in its keys file (auth.clientKeys).",
-                serde_json::json!("invalid_api_key"),
+                Some("invalid_api_key"),
                 "Bearer realm=\"celgate\", error=\"invalid_token\"",
             )
         };
-        let body = serde_json::json!({"error": {
-            "message": message, "type": "invalid_request_error", "param": null, "code": code,
-        }});
         Unauthenticated {
             message,
-            body,
+            code,
             challenge,
         }
     }

@@ -35,19 +35,26 @@ mod test_rng {
 
 pub mod access_log;
 pub mod admin;
+pub mod capture;
 pub mod cli;
 pub mod client_auth;
+pub mod cutoff;
 pub mod demo;
+pub mod error_type;
 pub mod export;
+pub mod fd_budget;
+pub mod load;
 pub mod metrics;
 pub mod observe;
 pub mod protocol;
 pub mod proxy;
+pub mod record;
 pub mod redact;
 pub mod reload;
 pub mod scripted;
 pub mod server;
 pub mod settings;
+pub mod sinks;
 pub mod state;
 pub mod trace_context;
 pub mod upstream;

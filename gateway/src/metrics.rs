@@ -218,6 +218,8 @@ pub struct Metrics {
     pub expression_errors: Family<ExpressionLabels, Counter>,
     /// Backend keys masked in responses, by the backend that sent them.
     pub secrets_redacted: Family<BackendLabels, Counter>,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
     pub token_usage: Family<TokenLabels, Histogram>,
     pub duration: Family<GenAiLabels, Histogram>,
     request_bounds: [LabelValues; 2],
@@ -238,6 +240,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let expression_errors = Family::<ExpressionLabels, Counter>::default();
         let secrets_redacted = Family::<BackendLabels, Counter>::default();
+        let access_log_dropped = Counter::default();
         let token_usage = Family::<TokenLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(TOKEN_BUCKETS)) as fn() -> Histogram,
         );
@@ -264,6 +267,11 @@ impl Metrics {
             "Backend keys masked in responses (body, headers, span), by the backend that sent them",
             secrets_redacted.clone(),
         );
+        registry.register(
+            "celgate_access_log_dropped",
+            "Access-log lines dropped because stdout could not take them fast enough",
+            access_log_dropped.clone(),
+        );
         registry.register_with_unit(
             "gen_ai_client_token_usage",
             "Number of input and output tokens used (gen_ai.client.token.usage)",
@@ -283,6 +291,7 @@ impl Metrics {
             reloads,
             expression_errors,
             secrets_redacted,
+            access_log_dropped,
             token_usage,
             duration,
             request_bounds: Default::default(),

@@ -16,7 +16,7 @@
 //! chunk's tail that is a prefix of some key is held back until the next chunk (a real
 //! SSE chunk ends in `\n\n`, no key's prefix, so a normal stream is not delayed by a
 //! byte), and the held tail is flushed at the end of the body. Compressed bodies are
-//! not rewritten (see [`crate::observe::Capture::redact_decoded`] for the span's side).
+//! not rewritten (see [`crate::capture::Capture::redact_decoded`] for the span's side).
 //! A chunk is first asked whether it holds any key at all (memchr's SIMD substring
 //! search, one per key); only one that does is handed to Aho-Corasick for the
 //! positions. A response that holds no key costs a few nanoseconds per chunk.

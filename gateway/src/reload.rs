@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 
+use crate::load::{LoadError, key_files, load_generation, source_hash};
 use crate::metrics::ReloadLabels;
-use crate::server::{LoadError, load_generation};
 use crate::settings::ExportTarget;
 use crate::state::{Generation, ReloadFailure, Shared};
 
@@ -111,7 +111,7 @@ fn update_watches(
 /// of the secret files it read (backend keys, client keys), each its own mount.
 fn watch_dirs(config: &Path, current: &Generation) -> Vec<PathBuf> {
     let mut dirs = vec![parent_dir(config)];
-    for p in crate::server::key_files(&current.settings) {
+    for p in key_files(&current.settings) {
         dirs.push(parent_dir(&p));
     }
     dirs.sort();
@@ -145,10 +145,10 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
     let path = config.to_owned();
     let number = current.number + 1;
     let previous_hash = current.source_hash;
-    let key_files = crate::server::key_files(&current.settings);
+    let key_files = key_files(&current.settings);
     // Parsing and compiling are CPU work (and compile spawns a big-stack thread).
     let loaded = tokio::task::spawn_blocking(move || {
-        let hash = crate::server::source_hash(&path, &key_files)?;
+        let hash = source_hash(&path, &key_files)?;
         if hash == previous_hash {
             return Ok(None);
         }
@@ -189,7 +189,7 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         let shared2 = Arc::clone(shared);
         let export = next.settings.export.clone();
         let rebuilt =
-            tokio::task::spawn_blocking(move || shared2.exporter.reconfigure(&export)).await;
+            tokio::task::spawn_blocking(move || shared2.sinks.exporter.reconfigure(&export)).await;
         match rebuilt {
             Ok(Ok(())) => describe_target(&next.settings.export.target),
             Ok(Err(e)) => {
@@ -214,6 +214,7 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
         *last = None;
     }
     shared
+        .sinks
         .metrics
         .reloads
         .get_or_create(&ReloadLabels { result: "ok" })
@@ -255,6 +256,7 @@ fn fail(shared: &Shared, message: String) {
         });
     }
     shared
+        .sinks
         .metrics
         .reloads
         .get_or_create(&ReloadLabels { result: "error" })

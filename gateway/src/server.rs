@@ -10,14 +10,14 @@
 //! `server.maxConnections` open, and closed once idle for `server.requestTimeout`.
 
 pub mod connection;
+pub mod signals;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use celgate_engine::{LoadOptions, load_document};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,105 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 use self::connection::{Activity, Admitted, BusyBody, Connections, Ended, Throttled};
 
 use crate::export::Exporter;
-use crate::settings::{Settings, process_env};
+use crate::settings::Settings;
 use crate::state::{Generation, Shared};
 
-/// Why a config file could not become a generation; rendered for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Already rendered as `FILE:LINE:COL: message` lines.
-    #[error("{0}")]
-    Config(String),
-    #[error("{path}: {source}")]
-    Settings {
-        path: PathBuf,
-        source: crate::settings::SettingsError,
-    },
-}
-
-/// `OPENINFERENCE_HIDE_INPUTS` / `_OUTPUTS`, as the engine's load options.
-pub fn load_options() -> LoadOptions {
-    crate::cli::load_options_from_env()
-}
-
-/// Reads, parses, compiles and resolves the config at `path` into generation
-/// `number`.
-pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let config_dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let loaded = load_document(&text, &load_options())
-        .map_err(|e| LoadError::Config(e.render(&path.display().to_string())))?;
-    // Hashed before they are read: a file swapped in between makes the next check
-    // load again, instead of this generation's hash hiding keys it never read (a
-    // removed client key that stays accepted).
-    let secret_files = crate::settings::secret_files(&loaded.file, config_dir);
-    let source_hash = combined_hash(text.as_bytes(), &secret_files);
-    let settings = Settings::resolve(&loaded.file, &loaded.plan, &process_env, config_dir)
-        .map_err(|source| LoadError::Settings {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(Generation {
-        number,
-        needs: crate::state::Needs::of(&loaded.plan),
-        plan: loaded.plan,
-        settings,
-        source: loaded.file,
-        source_hash,
-        loaded_at: SystemTime::now(),
-    })
-}
-
-/// The secret files a generation read: backends' key files and the client keys
-/// file, in the order of [`crate::settings::secret_files`]. A change to any of
-/// them is a new generation.
-pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
-    settings
-        .backends
-        .iter()
-        .filter_map(|b| b.key_file.clone())
-        .chain(settings.client_keys.as_ref().map(|k| k.path().to_owned()))
-        .collect()
-}
-
-/// Hash of the config's bytes and of the secret files it references, so a
-/// rotated key is a change too. Unreadable secret files hash as empty (the load
-/// that follows reports them properly).
-pub fn source_hash(config: &Path, key_files: &[PathBuf]) -> Result<u64, LoadError> {
-    let text = std::fs::read(config).map_err(|source| LoadError::Read {
-        path: config.to_owned(),
-        source,
-    })?;
-    Ok(combined_hash(&text, key_files))
-}
-
-fn combined_hash(config: &[u8], key_files: &[PathBuf]) -> u64 {
-    let mut h = hash(config);
-    for f in key_files {
-        let bytes = std::fs::read(f).unwrap_or_default();
-        h = hash(&[h.to_le_bytes().as_slice(), &bytes].concat());
-    }
-    h
-}
-
-/// FNV-1a: a stable hash of the config's bytes, to tell a real change from a
-/// touch.
-pub fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+/// Where the demo finds them (`crate::load` owns loading).
+pub use self::signals::shutdown_signal;
+pub use crate::load::load_generation;
 
 /// The multi-threaded runtime every long-running command uses.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -181,25 +88,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     ready: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
 ) -> Result<i32> {
-    let exporter = {
-        let export = first.settings.export.clone();
-        tokio::task::spawn_blocking(move || Exporter::start(&export))
-            .await
-            .context("the exporter start-up task failed")??
-    };
-    let listen = first.settings.listen.clone();
-    let admin = first.settings.admin.clone();
+    let (listen, admin) = (first.settings.listen.clone(), first.settings.admin.clone());
     let drain = first.settings.server.shutdown_timeout;
-    let first_max_connections = first.settings.server.max_connections;
-    describe_export(&first.settings);
-    crate::client_auth::describe(first.settings.client_keys.as_ref());
-    let shared = Shared::new(first, exporter);
+    let max_connections = first.settings.server.max_connections;
+    let shared = start(first).await?;
 
     // Watch before announcing readiness, so no later edit can be missed; and take
     // SIGHUP over from its default action (exit) before then too.
     let reload_now = Arc::new(tokio::sync::Notify::new());
-    reload_on_sighup(&config, Arc::clone(&reload_now));
-    connection::warn_if_over_fd_limit(first_max_connections);
+    signals::reload_on_sighup(&config, Arc::clone(&reload_now));
+    crate::fd_budget::warn_if_over_fd_limit(max_connections);
     let reload_task = crate::reload::spawn(config, Arc::clone(&shared), reload_now);
     let proxy_listener = TcpListener::bind(&listen)
         .await
@@ -212,59 +110,13 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send((proxy_listener.local_addr()?, admin_listener.local_addr()?));
     }
-
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, Arc::clone(&shared)));
 
     let graceful = GracefulShutdown::new();
     // Ends the wait for a connection's first bytes when shutting down, and asks
     // every connection to close.
     let (stopping, stop) = tokio::sync::watch::channel(false);
-    let connections = Arc::new(Connections::default());
-    let mut accept_errors = Throttled::new(LOG_AT_MOST_EVERY);
-    let mut over_limit = Throttled::new(LOG_AT_MOST_EVERY);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = proxy_listener.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        if let Some(unlogged) = accept_errors.occurred(std::time::Instant::now()) {
-                            tracing::warn!(
-                                "accept failed: {e} (logged at most every {:?}; {unlogged} more since the last line)",
-                                accept_errors.window()
-                            );
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // Per connection, so reloaded limits apply to new connections.
-                let limits = shared.current().settings.server;
-                let Some(admitted) = connections.admit(limits.max_connections) else {
-                    if let Some(unlogged) = over_limit.occurred(std::time::Instant::now()) {
-                        tracing::warn!(
-                            "{} client connections open, the most server.maxConnections allows: closing new ones unanswered (logged at most every {:?}; {unlogged} more since the last line)",
-                            limits.max_connections,
-                            over_limit.window()
-                        );
-                    }
-                    drop(stream);
-                    continue;
-                };
-                tokio::spawn(serve_connection(
-                    stream,
-                    remote,
-                    Arc::clone(&shared),
-                    limits.request_timeout,
-                    (graceful.watcher(), admitted),
-                    stop.clone(),
-                ));
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    accept_until(shutdown, &proxy_listener, &shared, &graceful, stop).await;
     drop(proxy_listener);
     let _ = stopping.send(true);
     shared
@@ -279,17 +131,103 @@ pub async fn serve(
     }
     reload_task.abort();
     admin_task.abort();
-    let shared2 = Arc::clone(&shared);
-    let _ = tokio::task::spawn_blocking(move || shared2.exporter.shutdown(Duration::from_secs(10)))
-        .await;
-    let stats = shared.exporter.stats();
-    tracing::info!(
-        "stopped; spans exported {}, dropped {}",
-        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
-        stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    close_sinks(shared).await;
     Ok(0)
 }
+
+/// The state of a gateway serving `first`: its exporter started (off the runtime:
+/// it may resolve and connect), and what it is about to do logged.
+async fn start(first: Generation) -> Result<Arc<Shared>> {
+    let exporter = {
+        let export = first.settings.export.clone();
+        tokio::task::spawn_blocking(move || Exporter::start(&export))
+            .await
+            .context("the exporter start-up task failed")??
+    };
+    describe_export(&first.settings);
+    crate::client_auth::describe(first.settings.client_keys.as_ref());
+    Ok(Shared::new(first, exporter))
+}
+
+/// Accepts proxy connections until `shutdown` completes, each within the
+/// `server.maxConnections` of the generation in service when it arrives.
+async fn accept_until(
+    shutdown: impl Future<Output = ()>,
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    graceful: &GracefulShutdown,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Connections::default());
+    let mut accept_errors = Throttled::new(LOG_AT_MOST_EVERY);
+    let mut over_limit = Throttled::new(LOG_AT_MOST_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    if let Some(unlogged) = accept_errors.occurred(std::time::Instant::now()) {
+                        tracing::warn!(
+                            "accept failed: {e} (logged at most every {:?}; {unlogged} more since the last line)",
+                            accept_errors.window()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        // Per connection, so reloaded limits apply to new connections.
+        let limits = shared.current().settings.server;
+        let Some(admitted) = connections.admit(limits.max_connections) else {
+            if let Some(unlogged) = over_limit.occurred(std::time::Instant::now()) {
+                tracing::warn!(
+                    "{} client connections open, the most server.maxConnections allows: closing new ones unanswered (logged at most every {:?}; {unlogged} more since the last line)",
+                    limits.max_connections,
+                    over_limit.window()
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            remote,
+            Arc::clone(shared),
+            limits.request_timeout,
+            (graceful.watcher(), admitted),
+            stop.clone(),
+        ));
+    }
+}
+
+/// The end: the access log's queued lines written, then the spans flushed.
+async fn close_sinks(shared: Arc<Shared>) {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if !shared.sinks.close_access_log(ACCESS_LOG_GRACE) {
+            tracing::warn!(
+                "the access log did not finish writing within {ACCESS_LOG_GRACE:?} (is stdout read?); its last lines are lost"
+            );
+        }
+        shared.sinks.exporter.shutdown(Duration::from_secs(10));
+        shared
+    })
+    .await;
+    if let Ok(shared) = flushed {
+        let stats = shared.sinks.exporter.stats();
+        tracing::info!(
+            "stopped; spans exported {}, dropped {}",
+            stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+            stats.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}
+
+/// Most time the access log gets at shutdown to write the lines it has queued.
+const ACCESS_LOG_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a recurring accept problem (EMFILE, a full connection table) is logged.
 const LOG_AT_MOST_EVERY: Duration = Duration::from_secs(10);
@@ -371,29 +309,6 @@ fn connection_builder(request_timeout: Duration) -> auto::Builder<TokioExecutor>
     builder
 }
 
-/// On each SIGHUP, logs it and asks the reload task for an immediate reload. The
-/// handler is installed by the call itself (call it before announcing readiness).
-fn reload_on_sighup(config: &Path, reload_now: Arc<tokio::sync::Notify>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                let config = config.display().to_string();
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading {config}");
-                        reload_now.notify_one();
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot handle SIGHUP ({e}); it will stop the process"),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (config, reload_now);
-}
-
 /// Most time the bodies cut at the end of the drain get to queue their spans.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
@@ -459,45 +374,6 @@ fn describe_export(settings: &Settings) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. Call it inside a runtime and before announcing
-/// readiness: the handlers are installed by the call itself.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    // Registered here, not when the future is first polled: a SIGTERM that arrives
-    // between "listening" and that first poll would otherwise take the default
-    // action and kill the process without draining.
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = int.recv() => {},
-                    }
-                }
-                (Ok(mut term), Err(_)) => {
-                    term.recv().await;
-                }
-                (Err(_), Ok(mut int)) => {
-                    int.recv().await;
-                }
-                (Err(_), Err(_)) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// Logs go to stderr; `RUST_LOG` filters (default `info`), `CELGATE_LOG_FORMAT=json`
 /// switches to JSON lines.
 pub fn init_logging() {
@@ -522,27 +398,6 @@ pub fn init_logging() {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-
-    #[test]
-    fn the_hash_covers_every_secret_file_the_generation_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            "auth: {clientKeys: {file: keys/clients.yaml}}\nbackends:\n  - {name: a, baseUrl: 'http://a', apiKey: {file: key}}\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("key"), "sk-a\n").unwrap();
-        std::fs::create_dir(dir.path().join("keys")).unwrap();
-        let clients = dir.path().join("keys/clients.yaml");
-        std::fs::write(&clients, "clients: []\n").unwrap();
-        let g = load_generation(&config, 1).unwrap();
-        let files = key_files(&g.settings);
-        assert_eq!(files, [dir.path().join("key"), clients.clone()]);
-        assert_eq!(g.source_hash, source_hash(&config, &files).unwrap());
-        std::fs::write(&clients, "clients: [] # changed\n").unwrap();
-        assert_ne!(g.source_hash, source_hash(&config, &files).unwrap());
-    }
 
     /// A connected pair: the client's end and the server's.
     async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {

@@ -330,7 +330,7 @@ impl Settings {
                 .map_or(Duration::from_secs(30), |d| d.0),
             max_connections: server
                 .max_connections
-                .map_or_else(crate::server::connection::default_max_connections, |n| {
+                .map_or_else(crate::fd_budget::default_max_connections, |n| {
                     n.get() as usize
                 }),
             access_log: server.access_log.format.unwrap_or_default(),

@@ -1,5 +1,5 @@
-//! What every request needs: the current config generation, the exporter and the
-//! pooled upstream clients.
+//! What every request needs: the current config generation, the sinks (exporter,
+//! metrics, access log) and the pooled upstream clients.
 //!
 //! A request loads the current [`Generation`] once, on arrival, and keeps that
 //! `Arc` until its span is exported: a config swapped mid-stream never mixes two
@@ -15,8 +15,8 @@ use celgate_engine::{ConfigFile, TracingPlan};
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::export::Exporter;
-use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::sinks::Sinks;
 use crate::upstream::Clients;
 
 /// Errors of bodies we pass along.
@@ -112,35 +112,31 @@ pub struct ReloadFailure {
 pub struct Shared {
     current: ArcSwap<Generation>,
     generation_number: Arc<AtomicU64>,
-    pub exporter: Exporter,
+    /// Export, metrics and the access log: where finished calls go.
+    pub sinks: Sinks,
     pub clients: Clients<UpstreamBody>,
     pub stats: ProxyStats,
-    pub metrics: Metrics,
     pub last_reload_error: Mutex<Option<ReloadFailure>>,
     /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
     pub draining: std::sync::atomic::AtomicBool,
     /// Ends the bodies still open when the shutdown drain is over.
-    pub cutoff: crate::observe::Cutoff,
+    pub cutoff: crate::cutoff::Cutoff,
 }
 
 impl Shared {
     pub fn new(first: Generation, exporter: Exporter) -> Arc<Shared> {
         let generation_number = Arc::new(AtomicU64::new(first.number));
         let number = Arc::clone(&generation_number);
-        let metrics = Metrics::new(
-            exporter.stats_handle(),
-            Arc::new(move || number.load(Ordering::Relaxed)),
-        );
+        let sinks = Sinks::new(exporter, Arc::new(move || number.load(Ordering::Relaxed)));
         Arc::new(Shared {
             current: ArcSwap::from_pointee(first),
             generation_number,
-            exporter,
+            sinks,
             clients: Clients::new(),
             stats: ProxyStats::default(),
-            metrics,
             last_reload_error: Mutex::new(None),
             draining: std::sync::atomic::AtomicBool::new(false),
-            cutoff: crate::observe::Cutoff::default(),
+            cutoff: crate::cutoff::Cutoff::default(),
         })
     }
 
