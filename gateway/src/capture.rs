@@ -9,11 +9,10 @@
 //! which the observe phase names the call's outcome.
 
 use bytes::Bytes;
-use celgate_engine::exchange::{Exchange, Operation};
+use celgate_engine::exchange::Exchange;
 
-use crate::openai;
+use crate::protocol::{Protocol, SseAccumulator};
 use crate::redact::{StreamRedactor, Tally};
-use crate::sse::SseAccumulator;
 
 /// What the side copy of a response keeps.
 pub enum Capture {
@@ -24,6 +23,8 @@ pub enum Capture {
     Sse(Box<SseAccumulator>),
     /// A JSON body, kept up to `limit` bytes.
     Json {
+        /// Reads the body once it is whole.
+        protocol: &'static dyn Protocol,
         buf: Vec<u8>,
         limit: usize,
         overflow: bool,
@@ -159,21 +160,22 @@ pub struct Findings {
 impl Capture {
     /// A stream, accumulated; `body` says whether the answer is rendered into
     /// `response_body` at the end.
-    pub fn sse(operation: Operation, body: bool) -> Capture {
-        let acc = SseAccumulator::new(operation);
+    pub fn sse(protocol: &dyn Protocol, body: bool) -> Capture {
+        let acc = SseAccumulator::for_protocol(protocol);
         Capture::Sse(Box::new(if body { acc } else { acc.without_body() }))
     }
 
     /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
     /// the buffer once instead of letting it grow by doubling, up to
     /// [`MAX_RESERVED_BYTES`] (a length is only a claim until the bytes arrive).
-    pub fn json(limit: usize, expected: Option<u64>) -> Capture {
+    pub fn json(protocol: &'static dyn Protocol, limit: usize, expected: Option<u64>) -> Capture {
         let capacity = expected
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n <= limit)
             .unwrap_or(0)
             .min(MAX_RESERVED_BYTES);
         Capture::Json {
+            protocol,
             buf: Vec::with_capacity(capacity),
             limit,
             overflow: false,
@@ -210,6 +212,7 @@ impl Capture {
                 buf,
                 limit,
                 overflow,
+                ..
             } => {
                 if buf.len() + chunk.len() <= *limit {
                     buf.extend_from_slice(chunk);
@@ -250,12 +253,17 @@ impl Capture {
                     ));
                 }
             }
-            Capture::Json { buf, overflow, .. } => {
+            Capture::Json {
+                protocol,
+                buf,
+                overflow,
+                ..
+            } => {
                 // Longer than the capture limit: the span has none of the body.
                 ex.response_truncated |= overflow;
                 if !overflow
                     && !buf.is_empty()
-                    && let Err(e) = openai::parse_response_owned(ex.operation, buf, ex)
+                    && let Err(e) = protocol.parse_response_owned(buf, ex)
                 {
                     // The client still gets the body as it came.
                     findings.invalid = Some(format!("the backend's answer is not valid JSON: {e}"));
@@ -269,6 +277,8 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::openai::chat::CHAT;
+    use celgate_engine::exchange::Operation;
     use std::io::Write as _;
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -296,13 +306,16 @@ mod tests {
     fn a_gzip_body_is_read_through_in_any_chunking() {
         let compressed = gzip(ANSWER);
         let (whole, findings) = read(
-            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            Capture::gzip(Capture::json(&CHAT, 1 << 20, None), 1 << 20),
             &[&compressed],
         );
         assert!(findings.invalid.is_none(), "{findings:?}");
         assert_eq!(whole.response_id.as_deref(), Some("chatcmpl-1"));
         let bytes: Vec<&[u8]> = compressed.chunks(1).collect();
-        let (split, _) = read(Capture::gzip(Capture::json(1 << 20, None), 1 << 20), &bytes);
+        let (split, _) = read(
+            Capture::gzip(Capture::json(&CHAT, 1 << 20, None), 1 << 20),
+            &bytes,
+        );
         assert_eq!(split.choices, whole.choices);
     }
 
@@ -311,7 +324,7 @@ mod tests {
         // 64 MiB of zeros compress to ~64 KiB.
         let bomb = gzip(&vec![0_u8; 64 << 20]);
         assert!(bomb.len() < 1 << 20);
-        let mut capture = Capture::gzip(Capture::json(1 << 30, None), 1 << 20);
+        let mut capture = Capture::gzip(Capture::json(&CHAT, 1 << 30, None), 1 << 20);
         capture.feed(&bomb);
         let Capture::Gzip(g) = &capture else {
             unreachable!()
@@ -326,17 +339,17 @@ mod tests {
     #[test]
     fn a_body_that_is_not_gzip_or_not_json_is_invalid() {
         let (_, findings) = read(
-            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            Capture::gzip(Capture::json(&CHAT, 1 << 20, None), 1 << 20),
             &[b"plain text, not gzip"],
         );
         assert!(findings.invalid.unwrap().contains("gzip"));
         let truncated = gzip(ANSWER);
         let (_, findings) = read(
-            Capture::gzip(Capture::json(1 << 20, None), 1 << 20),
+            Capture::gzip(Capture::json(&CHAT, 1 << 20, None), 1 << 20),
             &[&truncated[..truncated.len() - 4]],
         );
         assert!(findings.invalid.is_some());
-        let (ex, findings) = read(Capture::json(1 << 20, Some(10)), &[&ANSWER[..40]]);
+        let (ex, findings) = read(Capture::json(&CHAT, 1 << 20, Some(10)), &[&ANSWER[..40]]);
         assert!(findings.invalid.unwrap().contains("not valid JSON"));
         assert_eq!(
             ex.response_body.as_deref().map(str::as_bytes),
@@ -347,13 +360,13 @@ mod tests {
     #[test]
     fn stream_findings_name_errors_malformed_events_and_early_ends() {
         let (_, f) = read(
-            Capture::sse(Operation::Chat, true),
+            Capture::sse(&CHAT, true),
             &[b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {oops\n\n"],
         );
         assert!(f.unfinished);
         assert!(f.invalid.unwrap().contains("1 of the 2 events"));
         let (_, f) = read(
-            Capture::sse(Operation::Chat, true),
+            Capture::sse(&CHAT, true),
             &[b"event: error\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\n"],
         );
         assert_eq!(f.stream_error.as_deref(), Some("overloaded"));

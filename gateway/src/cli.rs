@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::{openai, sse};
+use crate::protocol::{self, SseAccumulator};
 
 /// An OpenAI-compatible LLM gateway whose trace attributes are CEL expressions.
 #[derive(Debug, Parser)]
@@ -316,12 +316,9 @@ pub fn sample_exchange(
 
 /// Parse a recorded exchange the way the gateway would see it.
 pub fn build_exchange(request: &[u8], response: Option<&[u8]>, provider: &str) -> Result<Exchange> {
-    let operation = operation_of(request);
-    let path = match operation {
-        Operation::TextCompletion => "/v1/completions",
-        Operation::Embeddings => "/v1/embeddings",
-        _ => "/v1/chat/completions",
-    };
+    let protocol = protocol::for_operation(operation_of(request))
+        .context("no protocol reads this kind of request")?;
+    let path = protocol.route();
     let mut ex = Exchange {
         provider: provider.to_owned(),
         request: HttpRequest {
@@ -337,16 +334,19 @@ pub fn build_exchange(request: &[u8], response: Option<&[u8]>, provider: &str) -
         backend_name: Some(provider.to_owned()),
         ..Exchange::default()
     };
-    openai::parse_request(operation, request, &mut ex).context("cannot parse the request")?;
+    protocol
+        .parse_request(request, &mut ex)
+        .context("cannot parse the request")?;
     if let Some(body) = response {
         if looks_like_sse(body) {
-            let mut acc = sse::SseAccumulator::new(operation);
+            let mut acc = SseAccumulator::for_protocol(protocol);
             acc.feed(body);
             if acc.finish(&mut ex).error.is_some() {
                 ex.error_type = Some(crate::error_type::ErrorType::StreamError.as_str().into());
             }
         } else {
-            openai::parse_response(operation, body, &mut ex)
+            protocol
+                .parse_response(body, &mut ex)
                 .context("cannot parse the response")?;
         }
     }

@@ -58,30 +58,3 @@ pub mod sinks;
 pub mod state;
 pub mod trace_context;
 pub mod upstream;
-
-/// Transition shim: the OpenAI parsers moved to [`protocol::openai`] (and the shared
-/// types to [`protocol`]). These re-exports keep the old paths compiling for one step;
-/// call the new paths, or better the [`protocol::Protocol`] of the request.
-pub mod openai {
-    pub use crate::protocol::openai::{parse_request, parse_response, parse_response_owned};
-    pub use crate::protocol::{BodyKind, ParseError, RequestFacts};
-}
-
-/// Transition shim: SSE reading moved to [`protocol`] (framing in [`protocol::sse`],
-/// the stream reader in [`protocol::stream`], the caps in [`protocol::limits`]). These
-/// re-exports keep the old paths compiling for one step; call the new paths.
-pub mod sse {
-    pub use crate::protocol::limits::{MAX_LABEL_BYTES, MAX_TEXT_BYTES, MAX_TRACKED};
-    pub use crate::protocol::sse::MAX_LINE_BYTES;
-    pub use crate::protocol::{FinalEvent, SseAccumulator, StreamSummary};
-    use celgate_engine::exchange::Operation;
-
-    impl SseAccumulator {
-        /// A fresh accumulator for a stream of `operation`'s answers: now
-        /// [`SseAccumulator::for_protocol`] or
-        /// [`protocol::openai::stream_accumulator`](crate::protocol::openai::stream_accumulator).
-        pub fn new(operation: Operation) -> Self {
-            crate::protocol::openai::stream_accumulator(operation)
-        }
-    }
-}

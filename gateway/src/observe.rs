@@ -63,6 +63,8 @@ pub struct InFlight {
     /// The config generation this request uses from start to end.
     pub generation: Arc<Generation>,
     pub exchange: Exchange,
+    /// The wire protocol the request speaks; `None` for a path passed through unread.
+    pub protocol: Option<&'static dyn crate::protocol::Protocol>,
     pub ids: SpanIds,
     pub sampled: bool,
     pub start: Instant,

@@ -2006,8 +2006,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::parse_response;
-    use crate::sse::SseAccumulator;
+    use crate::protocol::openai::{parse_response, stream_accumulator};
     use celgate_engine::exchange::{Exchange, Operation};
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
@@ -2120,7 +2119,7 @@ mod tests {
     fn parsed(operation: Operation, plain: &Reply, streamed: &Reply) -> (Exchange, Exchange) {
         let mut from_plain = Exchange::default();
         parse_response(operation, &plain.body(), &mut from_plain).unwrap();
-        let mut accumulator = SseAccumulator::new(operation);
+        let mut accumulator = stream_accumulator(operation);
         for (_, frame) in &streamed.frames {
             accumulator.feed(frame);
         }
@@ -2435,7 +2434,7 @@ mod tests {
             "some CRLF events"
         );
         assert!(!body.windows(6).any(|w| w == b"[DONE]"));
-        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        let mut accumulator = stream_accumulator(Operation::Chat);
         for (_, frame) in &reply.frames {
             accumulator.feed(frame);
         }
@@ -2456,7 +2455,7 @@ mod tests {
         let request = with(chat_request(), "model", json!("sse-error"));
         let reply = post(&up, "/v1/chat/completions", &request).await;
         assert_eq!(reply.error, None);
-        let mut accumulator = SseAccumulator::new(Operation::Chat);
+        let mut accumulator = stream_accumulator(Operation::Chat);
         accumulator.feed(&reply.body());
         let summary = accumulator.finish(&mut Exchange::default());
         assert_eq!(summary.events, 3);
@@ -2487,7 +2486,7 @@ mod tests {
         let request = with(chat_request(), "model", json!("flood-2"));
         let reply = post(&up, "/v1/chat/completions", &request).await;
         let mut ex = Exchange::default();
-        let mut acc = SseAccumulator::new(Operation::Chat);
+        let mut acc = stream_accumulator(Operation::Chat);
         acc.feed(&reply.body());
         assert!(acc.finish(&mut ex).saw_final);
         assert_eq!(

@@ -63,6 +63,21 @@ pub fn for_request(method: &Method, path: &str) -> Option<&'static dyn Protocol>
         .find(|p| p.recognises(method, path))
 }
 
+/// The protocol whose calls are `operation` (for `celgate preview`, which is given an
+/// operation rather than a request line); `None` for [`Operation::Other`].
+pub fn for_operation(operation: Operation) -> Option<&'static dyn Protocol> {
+    PROTOCOLS
+        .iter()
+        .copied()
+        .find(|p| p.operation() == operation)
+}
+
+/// The error body of a request no protocol reads (a pass-through path, `/v1/models`):
+/// the OpenAI shape, as the gateway's own API is OpenAI's.
+pub fn default_error_body(message: &str, kind: &str, code: Option<&str>) -> serde_json::Value {
+    openai::error_body(message, kind, code)
+}
+
 /// One wire protocol (an API endpoint family's request and answer shapes).
 ///
 /// Implementations are stateless statics (`&'static dyn Protocol`); per-stream state
@@ -100,11 +115,18 @@ pub trait Protocol: Sync {
     fn final_event(&self) -> FinalEvent;
 
     /// The body of an error celgate answers itself: `message` for the operator and
-    /// client, `kind` and `code` the protocol's error type and code.
-    fn error_body(&self, message: &str, kind: &str, code: &str) -> serde_json::Value;
+    /// client, `kind` and `code` the protocol's error type and code (`None`: the
+    /// protocol's "no code", as OpenAI answers a request without a key).
+    fn error_body(&self, message: &str, kind: &str, code: Option<&str>) -> serde_json::Value;
 
     /// Where a backend's API key goes on the upstream request.
     fn backend_auth(&self) -> BackendAuth;
+}
+
+impl std::fmt::Debug for dyn Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Protocol({})", self.route())
+    }
 }
 
 /// What parsing a request body found out beyond the [`Exchange`].

@@ -20,12 +20,15 @@ use http_body_util::{BodyExt as _, Limited};
 use super::failure::Failure;
 use crate::client_auth::{self, Admission, ClientKeys};
 use crate::error_type::ErrorType;
+use crate::protocol::{self, Protocol};
 use crate::settings::ServerSettings;
 use crate::state::BoxError;
 
 /// What a request's head says before its span exists.
 #[derive(Debug)]
 pub struct Head {
+    /// The wire protocol the method and path name; `None` passes through unread.
+    pub protocol: Option<&'static dyn Protocol>,
     pub operation: Operation,
     /// Why the `Host` is unacceptable, if it is.
     host_problem: Option<&'static str>,
@@ -40,16 +43,13 @@ impl Head {
     pub fn of(parts: &Parts, keys: Option<&ClientKeys>) -> Head {
         let host_problem = host_problem(parts);
         let admission = client_auth::admit(keys, &parts.headers);
-        let operation = match (&parts.method, parts.uri.path()) {
-            (&Method::POST, "/v1/chat/completions") => Operation::Chat,
-            (&Method::POST, "/v1/completions") => Operation::TextCompletion,
-            (&Method::POST, "/v1/embeddings") => Operation::Embeddings,
-            _ => Operation::Other,
-        };
+        let protocol = protocol::for_request(&parts.method, parts.uri.path());
+        let operation = protocol.map_or(Operation::Other, |p| p.operation());
         let models = parts.method == Method::GET
             && parts.uri.path() == "/v1/models"
             && (host_problem.is_some() || admission.admitted());
         Head {
+            protocol,
             operation,
             host_problem,
             admission,

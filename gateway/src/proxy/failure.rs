@@ -2,7 +2,7 @@
 //! refuses or cannot complete.
 //!
 //! A `Failure` carries all a refusal means in one value: the HTTP status, the
-//! protocol's error `type` and `code` (OpenAI's error body), the span's
+//! protocol's error `type` and `code` (rendered by the request's protocol), the span's
 //! [`ErrorType`] (`error.type`) and the operator's message. [`Failure::respond`]
 //! turns it into the client's answer and the span that records it; phases only
 //! return one (`?`), so a new refusal cannot forget the span or the counter.
@@ -15,6 +15,7 @@ use super::ClientBody;
 use crate::client_auth::{Admission, Unauthenticated};
 use crate::error_type::ErrorType;
 use crate::observe::{InFlight, Outcome};
+use crate::protocol::default_error_body;
 use crate::redact::Tally;
 use crate::state::{Shared, whole_body};
 
@@ -95,7 +96,10 @@ impl Failure {
             let backend = flight.backend.as_deref().unwrap_or_default();
             Tally::new(metric, backend, "in an error message").add(found);
         }
-        let body = error_body(&message, self.kind, self.code);
+        let body = match flight.protocol {
+            Some(protocol) => protocol.error_body(&message, self.kind, self.code),
+            None => default_error_body(&message, self.kind, self.code),
+        };
         flight.exchange.response.status = Some(self.status.as_u16());
         flight.exchange.error_type = Some(self.error_type.as_str().to_owned());
         flight.exchange.response_body = Some(body.to_string());
@@ -105,7 +109,7 @@ impl Failure {
 
     /// The client's answer alone, for a request that has no span (`/v1/models`).
     pub fn without_span(self) -> Response<ClientBody> {
-        let body = error_body(&self.message, self.kind, self.code);
+        let body = default_error_body(&self.message, self.kind, self.code);
         self.answer(&body)
     }
 
@@ -117,11 +121,6 @@ impl Failure {
         }
         resp
     }
-}
-
-/// An OpenAI-style error body.
-pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> serde_json::Value {
-    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 
 /// A JSON answer of celgate's own.

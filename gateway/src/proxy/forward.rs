@@ -9,7 +9,6 @@
 //! `error.type` that says which.
 
 use bytes::Bytes;
-use celgate_engine::exchange::Operation;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -21,6 +20,7 @@ use super::headers::strip_hop_by_hop;
 use super::parse::MODEL_HEADER;
 use crate::client_auth;
 use crate::error_type::ErrorType;
+use crate::protocol::{BackendAuth, Protocol};
 use crate::settings::Backend;
 use crate::state::{BoxError, UpstreamBody, whole_body};
 use crate::upstream::Clients;
@@ -44,7 +44,7 @@ impl Outgoing {
 pub fn request(
     backend: &Backend,
     parts: &Parts,
-    operation: Operation,
+    protocol: Option<&dyn Protocol>,
     outgoing: Outgoing,
     send_model: Option<&str>,
     traceparent: &str,
@@ -71,7 +71,7 @@ pub fn request(
                 ),
             )
         })?;
-    *req.headers_mut() = upstream_headers(&parts.headers, backend, operation);
+    *req.headers_mut() = upstream_headers(&parts.headers, backend, protocol);
     if let Ok(tp) = HeaderValue::from_str(traceparent) {
         req.headers_mut().insert("traceparent", tp);
     }
@@ -114,13 +114,21 @@ fn upstream_uri(backend: &Backend, uri: &http::Uri) -> String {
     }
 }
 
-fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation) -> HeaderMap {
+/// The client's headers as the backend gets them: hop-by-hop and celgate's own
+/// removed, the client's key replaced by the backend's, in the header the protocol
+/// names (a pass-through path: `Authorization: Bearer`, the gateway's API being
+/// OpenAI's).
+fn upstream_headers(
+    client: &HeaderMap,
+    backend: &Backend,
+    protocol: Option<&dyn Protocol>,
+) -> HeaderMap {
     let mut h = client.clone();
     strip_hop_by_hop(&mut h);
     h.remove(header::HOST);
     h.remove("traceparent");
     h.remove(MODEL_HEADER);
-    if operation != Operation::Other {
+    if protocol.is_some() {
         // The body was read whole (and maybe rewritten): hyper sets the length.
         h.remove(header::CONTENT_LENGTH);
         // The span needs to read the response: ask for it uncompressed.
@@ -131,11 +139,13 @@ fn upstream_headers(client: &HeaderMap, backend: &Backend, operation: Operation)
         for name in client_auth::KEY_HEADERS {
             h.remove(name);
         }
-        if let Some(key) = &backend.api_key
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        let auth = protocol.map_or(BackendAuth::Bearer, |p| p.backend_auth());
+        if let Some((name, value)) = backend
+            .api_key
+            .as_ref()
+            .and_then(|k| auth.header(k.expose()))
         {
-            v.set_sensitive(true);
-            h.insert(header::AUTHORIZATION, v);
+            h.insert(name, value);
         }
     }
     h
@@ -238,7 +248,8 @@ mod tests {
             ],
         );
         let body = Outgoing::Whole(Bytes::from_static(br#"{"model":"m","messages":[]}"#));
-        let req = request(backend, &client, Operation::Chat, body, Some("n"), "00-tp").unwrap();
+        let chat = Some(&crate::protocol::openai::chat::CHAT as &dyn Protocol);
+        let req = request(backend, &client, chat, body, Some("n"), "00-tp").unwrap();
         assert_eq!(req.uri(), "http://a.test/base/v1/chat/completions?x=1");
         let h = req.headers();
         assert_eq!(h["authorization"], "Bearer sk-forward-test");

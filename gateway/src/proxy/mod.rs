@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use celgate_engine::exchange::{Exchange, Operation};
+use celgate_engine::exchange::Exchange;
 use http::header;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -94,16 +94,16 @@ async fn phases<'g>(
 ) -> Result<(&'g Backend, Response<Incoming>), Failure> {
     admit::check(head, &call.parts)?;
     let flight = &mut call.flight;
-    let (outgoing, model) = match head.operation {
-        // Anything but an LLM call streams through untouched.
-        Operation::Other => (
+    let (outgoing, model) = match head.protocol {
+        // A request no protocol reads streams through untouched.
+        None => (
             Outgoing::streamed(body),
             parse::header_model(&call.parts.headers),
         ),
-        operation => {
+        Some(protocol) => {
             let bytes = admit::read_body(&call.parts, body, &generation.settings.server).await?;
             let (bytes, model) =
-                parse::request(operation, bytes, &call.parts.headers, &mut flight.exchange)?;
+                parse::request(protocol, bytes, &call.parts.headers, &mut flight.exchange)?;
             (Outgoing::Whole(bytes), model)
         }
     };
@@ -119,7 +119,7 @@ async fn phases<'g>(
     let request = forward::request(
         route.backend,
         &call.parts,
-        head.operation,
+        head.protocol,
         outgoing,
         route.send_model.as_deref(),
         &traceparent,
@@ -159,15 +159,16 @@ impl Call {
             shared,
             generation,
             exchange,
+            protocol: head.protocol,
             ids: SpanIds::new(parent),
             sampled: true,
             start,
             start_time,
             // A bounded label: client-chosen paths only appear in the access log.
-            route: match operation {
-                Operation::Other => "passthrough".to_owned(),
-                _ => parts.uri.path().to_owned(),
-            },
+            route: head
+                .protocol
+                .map_or("passthrough", |p| p.route())
+                .to_owned(),
             backend: None,
             host: parts
                 .headers

@@ -7,13 +7,13 @@
 //! that routes is the `x-ai-eg-model` header's, else the body's.
 
 use bytes::Bytes;
-use celgate_engine::exchange::{Exchange, Operation};
+use celgate_engine::exchange::Exchange;
 use http::HeaderMap;
 use http::StatusCode;
 
 use super::failure::Failure;
 use crate::error_type::ErrorType;
-use crate::openai;
+use crate::protocol::Protocol;
 
 /// The header that overrides the body's `model` for routing (Envoy AI Gateway's).
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
@@ -21,15 +21,15 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// A UTF-8 byte-order mark, which some clients put before a JSON body.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Parses `bytes` as a request of `operation` into `exchange`; returns the bytes to
+/// Parses `bytes` as a request of `protocol` into `exchange`; returns the bytes to
 /// forward and the model that routes the call.
 pub fn request(
-    operation: Operation,
+    protocol: &dyn Protocol,
     bytes: Bytes,
     headers: &HeaderMap,
     exchange: &mut Exchange,
 ) -> Result<(Bytes, Option<String>), Failure> {
-    let facts = openai::parse_request(operation, &bytes, exchange).map_err(|e| {
+    let facts = protocol.parse_request(&bytes, exchange).map_err(|e| {
         Failure::refused(
             StatusCode::BAD_REQUEST,
             ErrorType::InvalidRequest,
@@ -76,6 +76,8 @@ fn last_key_wins(bytes: &Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::openai::chat::CHAT;
+    use celgate_engine::exchange::Operation;
 
     fn chat() -> Exchange {
         Exchange {
@@ -88,12 +90,12 @@ mod tests {
     fn the_header_model_routes_and_the_body_is_forwarded_as_parsed() {
         let mut headers = HeaderMap::new();
         let body = Bytes::from_static(b"\xEF\xBB\xBF{\"model\":\"m\",\"messages\":[]}");
-        let (sent, model) = request(Operation::Chat, body.clone(), &headers, &mut chat()).unwrap();
+        let (sent, model) = request(&CHAT, body.clone(), &headers, &mut chat()).unwrap();
         assert_eq!(&sent[..], &body[3..]);
         assert_eq!(model.as_deref(), Some("m"));
         headers.insert(MODEL_HEADER, " h ".parse().unwrap());
         let mut ex = chat();
-        let (_, model) = request(Operation::Chat, body, &headers, &mut ex).unwrap();
+        let (_, model) = request(&CHAT, body, &headers, &mut ex).unwrap();
         assert_eq!(model.as_deref(), Some("h"));
         assert_eq!(ex.request_model.as_deref(), Some("m"));
     }
@@ -101,7 +103,7 @@ mod tests {
     #[test]
     fn a_body_that_is_not_a_request_is_refused_as_invalid() {
         let failure = request(
-            Operation::Chat,
+            &CHAT,
             Bytes::from_static(b"[1]"),
             &HeaderMap::new(),
             &mut chat(),

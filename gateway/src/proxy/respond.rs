@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use celgate_engine::exchange::Operation;
+use crate::protocol::Protocol;
 use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt as _;
@@ -40,7 +40,7 @@ pub fn observe(
 ) -> Response<ClientBody> {
     let shared = Arc::clone(&flight.shared);
     let generation = Arc::clone(&flight.generation);
-    let operation = flight.exchange.operation;
+    let protocol = flight.protocol;
     let (mut parts, body) = response.into_parts();
     let status = parts.status;
     flight.exchange.response.status = Some(status.as_u16());
@@ -64,7 +64,7 @@ pub fn observe(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    if is_sse && operation != Operation::Other {
+    if is_sse && protocol.is_some() {
         flight.exchange.streaming = true;
     }
     // celgate asks backends for no encoding; one that compresses anyway is read
@@ -72,7 +72,7 @@ pub fn observe(
     let encoding = ContentEncoding::of(&parts.headers);
     let expected = http_body::Body::size_hint(&body).exact();
     let read = Reading {
-        operation,
+        protocol,
         encoding,
         is_sse,
         expected,
@@ -101,7 +101,8 @@ pub fn observe(
 /// What decides how an answer is read for the span.
 #[derive(Clone, Copy, Debug)]
 struct Reading {
-    operation: Operation,
+    /// `None`: a pass-through path, not read.
+    protocol: Option<&'static dyn Protocol>,
     encoding: ContentEncoding,
     is_sse: bool,
     /// The body's exact length, when it declares one.
@@ -112,15 +113,18 @@ struct Reading {
 
 impl Reading {
     fn capture(self) -> Capture {
-        if self.operation == Operation::Other || self.encoding == ContentEncoding::Other {
+        let Some(protocol) = self.protocol else {
+            return Capture::Nothing;
+        };
+        if self.encoding == ContentEncoding::Other {
             return Capture::Nothing;
         }
         let gzip = self.encoding == ContentEncoding::Gzip;
         let read = if self.is_sse {
-            Capture::sse(self.operation, self.keep_body)
+            Capture::sse(protocol, self.keep_body)
         } else {
             // A compressed length says nothing about the decompressed one.
-            Capture::json(MAX_CAPTURE_BYTES, self.expected.filter(|_| !gzip))
+            Capture::json(protocol, MAX_CAPTURE_BYTES, self.expected.filter(|_| !gzip))
         };
         if gzip {
             Capture::gzip(read, MAX_CAPTURE_BYTES)
@@ -229,8 +233,8 @@ mod tests {
 
     #[test]
     fn the_capture_follows_the_operation_the_coding_and_the_content_type() {
-        let read = |operation, encoding, is_sse| Reading {
-            operation,
+        let read = |protocol, encoding, is_sse| Reading {
+            protocol,
             encoding,
             is_sse,
             expected: Some(10),
@@ -243,14 +247,16 @@ mod tests {
             Capture::Gzip(_) => "gzip",
         };
         let id = ContentEncoding::Identity;
-        assert_eq!(kind(read(Operation::Other, id, true).capture()), "nothing");
-        assert_eq!(kind(read(Operation::Chat, id, true).capture()), "sse");
-        assert_eq!(kind(read(Operation::Chat, id, false).capture()), "json");
+        let chat: &'static dyn Protocol = &crate::protocol::openai::chat::CHAT;
+        let embeddings: &'static dyn Protocol = &crate::protocol::openai::embeddings::EMBEDDINGS;
+        assert_eq!(kind(read(None, id, true).capture()), "nothing");
+        assert_eq!(kind(read(Some(chat), id, true).capture()), "sse");
+        assert_eq!(kind(read(Some(chat), id, false).capture()), "json");
         assert_eq!(
-            kind(read(Operation::Chat, ContentEncoding::Gzip, true).capture()),
+            kind(read(Some(chat), ContentEncoding::Gzip, true).capture()),
             "gzip"
         );
-        let other = read(Operation::Embeddings, ContentEncoding::Other, false);
+        let other = read(Some(embeddings), ContentEncoding::Other, false);
         assert_eq!(kind(other.capture()), "nothing");
     }
 }

@@ -84,7 +84,7 @@ impl Protocol for Endpoint {
         FinalEvent::Data("[DONE]")
     }
 
-    fn error_body(&self, message: &str, kind: &str, code: &str) -> Value {
+    fn error_body(&self, message: &str, kind: &str, code: Option<&str>) -> Value {
         error_body(message, kind, code)
     }
 
@@ -177,7 +177,7 @@ fn has_choices(operation: Operation) -> bool {
 }
 
 /// An OpenAI-style error body.
-pub fn error_body(message: &str, kind: &str, code: &str) -> Value {
+pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
     serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
 }
 

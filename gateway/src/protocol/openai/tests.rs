@@ -804,7 +804,7 @@ fn errors_celgate_answers_have_openai_s_shape() {
     let body = CHAT.error_body(
         "no route for model `m`",
         "invalid_request_error",
-        "model_not_found",
+        Some("model_not_found"),
     );
     assert_eq!(
         body,
