@@ -1,5 +1,5 @@
 //! Integration tests of the proxy: the real `celgate` binary between the scripted
-//! upstream (`celgate::scripted`) and an OTLP receiver that decodes the protobuf it is
+//! upstream (`celgate_upstream`) and an OTLP receiver that decodes the protobuf it is
 //! really sent (`support::otlp`).
 //!
 //! - every preset on chat, streamed chat, streamed parallel tool calls, legacy

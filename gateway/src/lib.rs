@@ -45,7 +45,6 @@ pub mod openai;
 pub mod proxy;
 pub mod redact;
 pub mod reload;
-pub mod scripted;
 pub mod server;
 pub mod settings;
 pub mod sse;
