@@ -8,7 +8,9 @@
 //! subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod answer;
 pub mod bodies;
+pub mod calls;
 pub mod client;
 pub mod otlp;
 pub mod scripted;
@@ -201,6 +203,25 @@ backends:
     baseUrl: {upstream_base_url}
     apiKey: {{env: {BACKEND_KEY_ENV}}}
 "
+    )
+}
+
+/// A config with tracing but no `otlpEndpoint` or `otlpProtocol`.
+pub fn config_without_endpoint(upstream: &Upstream) -> String {
+    format!(
+        "config:
+  tracing:
+    preset: openllmetry
+    randomSampling: true
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+backends:
+  - name: scripted
+    provider: openai
+    baseUrl: {}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+",
+        upstream.base_url()
     )
 }
 
