@@ -6,7 +6,7 @@ mod support;
 
 use support::calls::{post, runtime};
 use support::otlp::Receiver;
-use support::{BACKEND_KEY_ENV, Gateway, Parent, SPAN_TIMEOUT, Upstream, chat_body, span_of};
+use support::{Gateway, Parent, SPAN_TIMEOUT, Upstream, chat_body, span_of};
 
 // ---------------------------------------------------------------------------------------
 // 3. Trace context
@@ -16,25 +16,11 @@ use support::{BACKEND_KEY_ENV, Gateway, Parent, SPAN_TIMEOUT, Upstream, chat_bod
 fn traceparent_makes_a_child_span_and_is_forwarded_and_unsampled_parents_export_nothing() {
     let upstream = Upstream::start();
     let receiver = Receiver::grpc();
-    let config = format!(
-        "config:
-  tracing:
-    preset: jaeger
-    otlpEndpoint: {}
-    otlpProtocol: grpc
-    randomSampling: true
-    clientSampling: true
-listen: 127.0.0.1:0
-admin: 127.0.0.1:0
-backends:
-  - name: scripted
-    provider: openai
-    baseUrl: {}
-    apiKey: {{env: {BACKEND_KEY_ENV}}}
-",
-        receiver.endpoint(),
-        upstream.base_url()
-    );
+    let config = support::config_yaml("jaeger", &receiver.endpoint(), "grpc", &upstream.base_url())
+        .replace(
+            "    randomSampling: true\n",
+            "    randomSampling: true\n    clientSampling: true\n",
+        );
     let gateway = Gateway::start(&config, &[]);
     let rt = runtime();
     let proxy = gateway.base_url();
