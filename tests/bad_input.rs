@@ -702,7 +702,7 @@ fn normal_call(addr: SocketAddr, traceparent: &str, text: &str) -> Answer {
 fn check(
     case: &Case,
     answer: &Answer,
-    new_upstream: &[celgate::scripted::RecordedRequest],
+    new_upstream: &[celgate_upstream::RecordedRequest],
     rss_growth_kb: Option<u64>,
 ) -> Vec<String> {
     let e = &case.expect;

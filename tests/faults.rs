@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use celgate::scripted::{RecordedResponse, ResponseEnd};
+use celgate_upstream::{RecordedResponse, ResponseEnd};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;

@@ -32,7 +32,7 @@ const REDACTED: &str = "celgate_secrets_redacted_total{backend=\"scripted\"}";
 struct Echoed {
     reply: StreamReply,
     span: Span,
-    upstream: celgate::scripted::RecordedResponse,
+    upstream: celgate_upstream::RecordedResponse,
     gateway: Gateway,
     /// `celgate_secrets_redacted_total{backend="scripted"}` after the request.
     redacted: f64,

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::scripted::ScriptedUpstream;
+use celgate_upstream::ScriptedUpstream;
 
 /// Runs the demo until SIGTERM/SIGINT.
 pub fn run(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> Result<i32> {

@@ -51,7 +51,6 @@ pub mod proxy;
 pub mod record;
 pub mod redact;
 pub mod reload;
-pub mod scripted;
 pub mod server;
 pub mod settings;
 pub mod sinks;

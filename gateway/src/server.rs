@@ -69,7 +69,7 @@ pub fn run_upstream(listen: std::net::SocketAddr) -> Result<i32> {
     init_logging();
     let runtime = runtime()?;
     runtime.block_on(async {
-        let upstream = crate::scripted::ScriptedUpstream::start_unrecorded(listen)
+        let upstream = celgate_upstream::ScriptedUpstream::start_unrecorded(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let stop = shutdown_signal();

@@ -1,13 +1,24 @@
 //! Helpers shared by the integration tests: a scripted upstream usable from sync code
-//! ([`Upstream`]), the real `celgate` binary as a process ([`Gateway`]), an OTLP
-//! receiver ([`otlp::Receiver`]) and small async HTTP clients ([`post_json`],
-//! [`post_stream`], ...).
+//! ([`Upstream`]; [`scripted`] for async tests that talk to it directly), the real
+//! `celgate` binary as a process ([`Gateway`]), an OTLP receiver ([`otlp::Receiver`]),
+//! small async HTTP clients ([`client`]: [`post_json`], [`post_stream`], ...) and the
+//! request bodies tests send ([`bodies`]).
 //!
 //! Include it with `#[path = "support/mod.rs"] mod support;`; each test binary uses a
 //! subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod answer;
+pub mod bodies;
+pub mod calls;
+pub mod client;
 pub mod otlp;
+pub mod scripted;
+
+#[allow(unused_imports)]
+pub use bodies::*;
+#[allow(unused_imports)]
+pub use client::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -18,15 +29,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use celgate::scripted::{RecordedRequest, RecordedResponse, ScriptedUpstream};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use celgate_upstream::{RecordedRequest, RecordedResponse, ScriptedUpstream};
 use otlp::{Receiver, Span};
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 // ---------------------------------------------------------------------------------------
@@ -199,6 +203,25 @@ backends:
     baseUrl: {upstream_base_url}
     apiKey: {{env: {BACKEND_KEY_ENV}}}
 "
+    )
+}
+
+/// A config with tracing but no `otlpEndpoint` or `otlpProtocol`.
+pub fn config_without_endpoint(upstream: &Upstream) -> String {
+    format!(
+        "config:
+  tracing:
+    preset: openllmetry
+    randomSampling: true
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+backends:
+  - name: scripted
+    provider: openai
+    baseUrl: {}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+",
+        upstream.base_url()
     )
 }
 
@@ -662,185 +685,6 @@ impl Drop for Gateway {
 }
 
 // ---------------------------------------------------------------------------------------
-// HTTP clients (async)
-// ---------------------------------------------------------------------------------------
-
-/// A response read to its end: status, headers, body.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// The body as JSON; panics with the body if it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// A streamed response: every body frame with the instant it arrived, and the error
-/// that ended the body early, if any (a cut stream).
-#[derive(Clone, Debug)]
-pub struct StreamReply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub frames: Vec<(Instant, Bytes)>,
-    pub error: Option<String>,
-}
-
-impl StreamReply {
-    /// All frames concatenated.
-    pub fn body(&self) -> Bytes {
-        let mut body = Vec::new();
-        for (_, frame) in &self.frames {
-            body.extend_from_slice(frame);
-        }
-        Bytes::from(body)
-    }
-
-    /// The `data:` payloads of the SSE body, in order (`[DONE]` included).
-    pub fn events(&self) -> Vec<String> {
-        sse_data(&self.body())
-    }
-}
-
-/// The `data:` payloads of an SSE body, in order (multi-line data joined with `\n`).
-pub fn sse_data(body: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
-    text.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
-}
-
-/// An HTTP/1.1 client (hyper's pooled legacy client).
-pub fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// An h2c (HTTP/2 prior knowledge) client.
-pub fn client_h2() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
-fn build_request(
-    method: Method,
-    url: &str,
-    body: Bytes,
-    headers: &[(&str, &str)],
-) -> Request<Full<Bytes>> {
-    let mut request = Request::builder().method(method).uri(url);
-    let has_content_type = headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-    if !body.is_empty() && !has_content_type {
-        request = request.header("content-type", "application/json");
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.body(Full::new(body)).expect("a valid request")
-}
-
-/// Sends a request (`content-type: application/json` when there is a body and
-/// `headers` has no content type) and reads the whole response; panics on a connection error or a
-/// body error (use [`stream`] to observe those).
-pub async fn send(
-    method: Method,
-    url: &str,
-    body: impl Into<Bytes>,
-    headers: &[(&str, &str)],
-) -> Reply {
-    let response = client()
-        .request(build_request(method, url, body.into(), headers))
-        .await
-        .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("body of {url} failed: {e:?}"))
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
-}
-
-/// `POST url` with a JSON body (`content-type: application/json`) and extra `headers`.
-pub async fn post_json(url: &str, body: &serde_json::Value, headers: &[(&str, &str)]) -> Reply {
-    send(Method::POST, url, body.to_string(), headers).await
-}
-
-/// `GET url`.
-pub async fn get(url: &str) -> Reply {
-    send(Method::GET, url, Bytes::new(), &[]).await
-}
-
-/// Sends a request and records every body frame as it arrives; a body error ends the
-/// recording and is returned in [`StreamReply::error`]. Panics when the request itself
-/// fails (no response head).
-pub async fn stream(
-    method: Method,
-    url: &str,
-    body: impl Into<Bytes>,
-    headers: &[(&str, &str)],
-) -> StreamReply {
-    let response = client()
-        .request(build_request(method, url, body.into(), headers))
-        .await
-        .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
-    let (parts, mut body) = response.into_parts();
-    let mut frames = Vec::new();
-    let mut error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    frames.push((Instant::now(), data));
-                }
-            }
-            Err(e) => {
-                error = Some(format!("{e:?}"));
-                break;
-            }
-        }
-    }
-    StreamReply {
-        status: parts.status,
-        headers: parts.headers,
-        frames,
-        error,
-    }
-}
-
-/// `POST url` with a JSON body, recording the response body frame by frame.
-pub async fn post_stream(url: &str, body: &serde_json::Value) -> StreamReply {
-    stream(Method::POST, url, body.to_string(), &[]).await
-}
-
-// ---------------------------------------------------------------------------------------
 // Open file descriptors of a process (Linux /proc)
 // ---------------------------------------------------------------------------------------
 
@@ -1082,21 +926,4 @@ pub fn assert_error_span(span: &Span, error_type: &str) {
 pub fn assert_ok_span(span: &Span) {
     assert_ne!(span.status_code, "ERROR", "{span:#?}");
     assert_eq!(span.attr("error.type"), None, "{span:#?}");
-}
-
-/// A chat request: a system and a user message.
-pub fn chat_body(model: &str, user: &str) -> Value {
-    json!({
-        "model": model,
-        "messages": [
-            {"role": "system", "content": "You are a terse assistant."},
-            {"role": "user", "content": user}
-        ]
-    })
-}
-
-pub fn streamed(mut body: Value) -> Value {
-    body["stream"] = json!(true);
-    body["stream_options"] = json!({"include_usage": true});
-    body
 }
