@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{self, ROOTS};
 use crate::functions::FUNCTIONS;
+use crate::value::TYPE_NAMES;
 
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPR_LEN: usize = 8 * 1024;
@@ -105,7 +106,7 @@ pub struct Compiled {
     /// expression reads the root as a whole.
     pub reads: BTreeSet<String>,
     /// The expression for the native evaluator, if it has a shape it models.
-    pub(crate) fast: Option<crate::fast::Node>,
+    pub(crate) native: Option<crate::native::Node>,
     /// Its nested comprehensions over request data.
     pub(crate) cost: Cost,
 }
@@ -353,11 +354,11 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
     if depth > MAX_INDEPENDENT_NESTING {
         return Err(ExprError::TooCostly { depth });
     }
-    let fast = crate::fast::compile(program.expression());
+    let native = crate::native::compile(program.expression());
     Ok(Compiled {
         program,
         reads,
-        fast,
+        native,
         cost,
     })
 }
@@ -583,21 +584,6 @@ impl Checker<'_> {
         });
     }
 }
-
-/// Type names usable as values (`type(x) == string`).
-const TYPE_NAMES: &[&str] = &[
-    "bool",
-    "bytes",
-    "double",
-    "int",
-    "uint",
-    "string",
-    "list",
-    "map",
-    "null_type",
-    "type",
-    "dyn",
-];
 
 /// Common standard-library names, for suggestions only.
 const STDLIB_NAMES: &[&str] = &[

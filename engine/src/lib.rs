@@ -39,13 +39,14 @@ pub mod config;
 pub mod context;
 pub mod diagnostics;
 pub mod exchange;
-mod fast;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod native;
 pub mod plan;
 pub mod presets;
 pub mod redact;
+mod value;
 mod yaml_error;
 
 pub use attributes::AttrValue;

@@ -15,7 +15,7 @@ use crate::config::{
 use crate::context::{ExchangeResolver, Visibility};
 use crate::diagnostics::{ConfigError, Diagnostic, Snippet};
 use crate::exchange::Exchange;
-use crate::fast;
+use crate::native;
 use crate::redact;
 use crate::{functions, presets};
 
@@ -185,7 +185,7 @@ struct CompiledField {
     expr: String,
     origin: Origin,
     /// The program, and the same expression for native evaluation when it has a
-    /// shape the native evaluator models (see [`crate::fast`]). The program is
+    /// shape the native evaluator models (see [`crate::native`]). The program is
     /// the reference: the native path defers to it for anything it does not
     /// model and on any error. Shared with the compile cache.
     compiled: Arc<compile::Compiled>,
@@ -683,7 +683,7 @@ impl TracingPlan {
                 ctx
             })
         };
-        let mut native = fast::Eval::new(ex, self.visibility);
+        let mut native = native::Eval::new(ex, self.visibility);
         let mut rec = SpanRecord {
             attributes: Vec::with_capacity(self.attributes_hint.load(Ordering::Relaxed)),
             ..SpanRecord::default()
@@ -691,7 +691,7 @@ impl TracingPlan {
         let mut maybe_dup = false;
         let mut name = None;
         for (i, f) in self.fields.iter().enumerate() {
-            let node = f.compiled.fast.as_ref().filter(|_| use_native);
+            let node = f.compiled.native.as_ref().filter(|_| use_native);
             if let Err(why) = self.affordable(f, &native) {
                 self.fail(i, &mut rec, why);
                 continue;
@@ -699,7 +699,7 @@ impl TracingPlan {
             match f.key.as_str() {
                 key @ ("span.name" | "span.kind" | "span.status") => {
                     let native_value = match node.map(|n| native.scalar(n)) {
-                        Some(Err(fast::Fail::Budget)) => {
+                        Some(Err(native::Fail::Budget)) => {
                             self.fail(i, &mut rec, over_budget());
                             continue;
                         }
@@ -758,7 +758,7 @@ impl TracingPlan {
                 key => {
                     let start = rec.attributes.len();
                     if let Some(n) = node {
-                        let mut out = fast::Out {
+                        let mut out = native::Out {
                             attrs: &mut rec.attributes,
                             maybe_dup: false,
                             max_len: self.max_value_length,
@@ -768,7 +768,7 @@ impl TracingPlan {
                                 maybe_dup |= out.maybe_dup;
                                 continue;
                             }
-                            Err(fast::Fail::Budget) => {
+                            Err(native::Fail::Budget) => {
                                 rec.attributes.truncate(start);
                                 self.fail(i, &mut rec, over_budget());
                                 continue;
@@ -809,16 +809,16 @@ impl TracingPlan {
     /// comprehensions over request data ([`compile::Cost`]) is estimated from the
     /// lists' sizes first, and skipped when the estimate is over the budget (the
     /// interpreter, which has no budget of its own, never starts it).
-    fn affordable(&self, f: &CompiledField, native: &fast::Eval<'_>) -> Result<(), String> {
+    fn affordable(&self, f: &CompiledField, native: &native::Eval<'_>) -> Result<(), String> {
         let cost = &f.compiled.cost;
         if cost.nests.is_empty() {
             return Ok(());
         }
         let estimate = cost.estimate(|var| native.size_of(var));
-        if estimate > fast::MAX_STEPS as usize {
+        if estimate > native::MAX_STEPS as usize {
             return Err(format!(
                 "not evaluated: its nested comprehensions would take about {estimate} iterations on this request, over the budget of {} per expression",
-                fast::MAX_STEPS
+                native::MAX_STEPS
             ));
         }
         Ok(())
@@ -969,7 +969,7 @@ pub(crate) fn related_keys<'k>(keys: impl Iterator<Item = &'k str>) -> bool {
 fn over_budget() -> String {
     format!(
         "evaluation stopped after {} steps, the budget per expression (nested comprehensions over request data?)",
-        fast::MAX_STEPS
+        native::MAX_STEPS
     )
 }
 
@@ -1064,13 +1064,13 @@ impl TracingPlan {
     /// Per field: whether the native evaluator settles it on `ex` (`None`: the
     /// field has no native form).
     pub(crate) fn native_outcomes(&self, ex: &Exchange) -> Vec<(String, Option<bool>)> {
-        let mut native = fast::Eval::new(ex, self.visibility);
+        let mut native = native::Eval::new(ex, self.visibility);
         self.fields
             .iter()
             .map(|f| {
-                let ok = f.compiled.fast.as_ref().map(|n| {
+                let ok = f.compiled.native.as_ref().map(|n| {
                     let mut attrs = Vec::new();
-                    let mut out = fast::Out {
+                    let mut out = native::Out {
                         attrs: &mut attrs,
                         maybe_dup: false,
                         max_len: self.max_value_length,
@@ -1189,7 +1189,7 @@ mod budget_tests {
             tools: vec![serde_json::json!({}); 7],
             ..messages(5)
         };
-        let native = fast::Eval::new(&ex, Visibility::default());
+        let native = native::Eval::new(&ex, Visibility::default());
         assert_eq!(c.cost.estimate(|v| native.size_of(v)), 35);
     }
 
