@@ -146,14 +146,7 @@ impl<'a> Eval<'a> {
 
     pub(super) fn eval_node(&mut self, n: &'a Node) -> R<'a> {
         match n {
-            Node::Lit(l) => Ok(match l {
-                Lit::Null => Value::Null,
-                Lit::Bool(b) => Value::Bool(*b),
-                Lit::Int(i) => Value::Int(*i),
-                Lit::UInt(u) => Value::UInt(*u),
-                Lit::Double(d) => Value::Double(*d),
-                Lit::Str(s) => Value::Str(s),
-            }),
+            Node::Lit(l) => Ok(lit(l)),
             Node::Var(v) => Ok(self.read(*v)),
             Node::Local(i) => self.locals.get(*i).cloned().ok_or(Fail::Bail),
             Node::Type(t) => Ok(Value::Type(t)),
@@ -172,21 +165,7 @@ impl<'a> Eval<'a> {
                     None => Err(Fail::Bail),
                 }
             }
-            Node::Index(x, i) => {
-                let v = self.eval(x)?;
-                let i = self.eval(i)?;
-                if let (Some(len), Value::Int(i)) = (v.list_len(), &i) {
-                    return match usize::try_from(*i) {
-                        Ok(i) if i < len => Ok(v.list_get(i)),
-                        _ => Err(Fail::Error),
-                    };
-                }
-                match (v.map_get(i.as_str().unwrap_or_default()), i.as_str()) {
-                    (Some(Some(found)), Some(_)) => Ok(found),
-                    (Some(None), Some(_)) => Err(Fail::Error),
-                    _ => Err(Fail::Bail),
-                }
-            }
+            Node::Index(x, i) => self.index(x, i),
             Node::Cond(c, a, b) => match self.eval(c)? {
                 Value::Bool(true) => self.eval(a),
                 Value::Bool(false) => self.eval(b),
@@ -196,28 +175,8 @@ impl<'a> Eval<'a> {
                 Ok(Value::Null) | Err(Fail::Error) => self.eval(fallback),
                 other => other,
             },
-            Node::And(a, b) | Node::Or(a, b) => {
-                let is_and = matches!(n, Node::And(..));
-                let left = match self.eval(a) {
-                    Err(e @ (Fail::Bail | Fail::Budget)) => return Err(e),
-                    Ok(Value::Bool(b)) => Some(b),
-                    _ => None,
-                };
-                // `false && x` is false, `true || x` is true, whatever x is.
-                if left == Some(!is_and) {
-                    return Ok(Value::Bool(!is_and));
-                }
-                let right = match self.eval(b)? {
-                    Value::Bool(b) => b,
-                    _ => return Err(Fail::Error),
-                };
-                match left {
-                    Some(_) => Ok(Value::Bool(right)),
-                    // An error beside the absorbing value is absorbed.
-                    None if right != is_and => Ok(Value::Bool(right)),
-                    None => Err(Fail::Error),
-                }
-            }
+            Node::And(a, b) => self.logic(a, b, true),
+            Node::Or(a, b) => self.logic(a, b, false),
             Node::Not(x) => match self.eval(x)? {
                 Value::Bool(b) => Ok(Value::Bool(!b)),
                 _ => Err(Fail::Error),
@@ -252,50 +211,14 @@ impl<'a> Eval<'a> {
             Node::Sub(a, b) => {
                 let l = self.eval(a)?;
                 let r = self.eval(b)?;
-                match (l, r) {
-                    (Value::Int(x), Value::Int(y)) => {
-                        x.checked_sub(y).map(Value::Int).ok_or(Fail::Error)
-                    }
-                    (Value::UInt(x), Value::UInt(y)) => {
-                        x.checked_sub(y).map(Value::UInt).ok_or(Fail::Error)
-                    }
-                    (Value::Double(x), Value::Double(y)) => Ok(Value::Double(x - y)),
-                    _ => Err(Fail::Bail),
-                }
+                sub(l, r)
             }
             Node::Cmp(a, b, op) => {
                 let l = self.eval(a)?;
                 let r = self.eval(b)?;
-                let ord = match (&l, &r) {
-                    (Value::Int(x), Value::Int(y)) => x.cmp(y),
-                    (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
-                    (Value::Double(x), Value::Double(y)) => x.partial_cmp(y).ok_or(Fail::Bail)?,
-                    _ => match (l.as_str(), r.as_str()) {
-                        (Some(x), Some(y)) => x.cmp(y),
-                        _ => return Err(Fail::Bail),
-                    },
-                };
-                use std::cmp::Ordering::*;
-                Ok(Value::Bool(match op {
-                    CmpOp::Lt => ord == Less,
-                    CmpOp::Le => ord != Greater,
-                    CmpOp::Gt => ord == Greater,
-                    CmpOp::Ge => ord != Less,
-                }))
+                compare(&l, &r, *op)
             }
-            Node::Size(x) => {
-                let v = self.eval(x)?;
-                let n = if let Some(s) = v.as_str() {
-                    s.chars().count()
-                } else if let Some(n) = v.list_len() {
-                    n
-                } else if let Some(n) = v.map_len() {
-                    n
-                } else {
-                    return Err(Fail::Bail);
-                };
-                Ok(Value::Int(n as i64))
-            }
+            Node::Size(x) => size(&self.eval(x)?),
             Node::ToDouble(x) => match self.eval(x)? {
                 Value::Int(i) => Ok(Value::Double(i as f64)),
                 Value::UInt(u) => Ok(Value::Double(u as f64)),
@@ -306,6 +229,60 @@ impl<'a> Eval<'a> {
                 let v = self.eval(x)?;
                 v.type_name().map(Value::Type).ok_or(Fail::Bail)
             }
+            Node::ToJson(_)
+            | Node::Flatten(..)
+            | Node::StrTest(..)
+            | Node::List(_)
+            | Node::Map(..)
+            | Node::Comp { .. } => self.build(n),
+            Node::Bail => Err(Fail::Bail),
+        }
+    }
+
+    /// `x[i]`: a list by an int, a map by a string.
+    fn index(&mut self, x: &'a Node, i: &'a Node) -> R<'a> {
+        let v = self.eval(x)?;
+        let i = self.eval(i)?;
+        if let (Some(len), Value::Int(i)) = (v.list_len(), &i) {
+            return match usize::try_from(*i) {
+                Ok(i) if i < len => Ok(v.list_get(i)),
+                _ => Err(Fail::Error),
+            };
+        }
+        match (v.map_get(i.as_str().unwrap_or_default()), i.as_str()) {
+            (Some(Some(found)), Some(_)) => Ok(found),
+            (Some(None), Some(_)) => Err(Fail::Error),
+            _ => Err(Fail::Bail),
+        }
+    }
+
+    /// `a && b` (`is_and`) or `a || b`, with CEL's error absorption.
+    fn logic(&mut self, a: &'a Node, b: &'a Node, is_and: bool) -> R<'a> {
+        let left = match self.eval(a) {
+            Err(e @ (Fail::Bail | Fail::Budget)) => return Err(e),
+            Ok(Value::Bool(b)) => Some(b),
+            _ => None,
+        };
+        // `false && x` is false, `true || x` is true, whatever x is.
+        if left == Some(!is_and) {
+            return Ok(Value::Bool(!is_and));
+        }
+        let right = match self.eval(b)? {
+            Value::Bool(b) => b,
+            _ => return Err(Fail::Error),
+        };
+        match left {
+            Some(_) => Ok(Value::Bool(right)),
+            // An error beside the absorbing value is absorbed.
+            None if right != is_and => Ok(Value::Bool(right)),
+            None => Err(Fail::Error),
+        }
+    }
+
+    /// The nodes that make a new value: JSON text, flattened entries, string
+    /// tests, list and map literals, comprehensions.
+    fn build(&mut self, n: &'a Node) -> R<'a> {
+        match n {
             Node::ToJson(x) => {
                 let v = self.eval(x)?;
                 let mut text = Vec::new();
@@ -363,7 +340,7 @@ impl<'a> Eval<'a> {
                 })?;
                 Ok(Value::List(Rc::new(out)))
             }
-            Node::Bail => Err(Fail::Bail),
+            _ => Err(Fail::Bail),
         }
     }
 
@@ -449,4 +426,57 @@ fn add<'a>(l: Value<'a>, r: Value<'a>) -> R<'a> {
         return Ok(Value::List(Rc::new(items)));
     }
     Err(Fail::Bail)
+}
+
+fn lit(l: &Lit) -> Value<'_> {
+    match l {
+        Lit::Null => Value::Null,
+        Lit::Bool(b) => Value::Bool(*b),
+        Lit::Int(i) => Value::Int(*i),
+        Lit::UInt(u) => Value::UInt(*u),
+        Lit::Double(d) => Value::Double(*d),
+        Lit::Str(s) => Value::Str(s),
+    }
+}
+
+fn sub<'a>(l: Value<'a>, r: Value<'a>) -> R<'a> {
+    match (l, r) {
+        (Value::Int(x), Value::Int(y)) => x.checked_sub(y).map(Value::Int).ok_or(Fail::Error),
+        (Value::UInt(x), Value::UInt(y)) => x.checked_sub(y).map(Value::UInt).ok_or(Fail::Error),
+        (Value::Double(x), Value::Double(y)) => Ok(Value::Double(x - y)),
+        _ => Err(Fail::Bail),
+    }
+}
+
+fn compare<'a>(l: &Value<'a>, r: &Value<'a>, op: CmpOp) -> R<'a> {
+    let ord = match (l, r) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
+        (Value::Double(x), Value::Double(y)) => x.partial_cmp(y).ok_or(Fail::Bail)?,
+        _ => match (l.as_str(), r.as_str()) {
+            (Some(x), Some(y)) => x.cmp(y),
+            _ => return Err(Fail::Bail),
+        },
+    };
+    use std::cmp::Ordering::*;
+    Ok(Value::Bool(match op {
+        CmpOp::Lt => ord == Less,
+        CmpOp::Le => ord != Greater,
+        CmpOp::Gt => ord == Greater,
+        CmpOp::Ge => ord != Less,
+    }))
+}
+
+/// `size`: characters of a string, items of a list, entries of a map.
+fn size<'a>(v: &Value<'a>) -> R<'a> {
+    let n = if let Some(s) = v.as_str() {
+        s.chars().count()
+    } else if let Some(n) = v.list_len() {
+        n
+    } else if let Some(n) = v.map_len() {
+        n
+    } else {
+        return Err(Fail::Bail);
+    };
+    Ok(Value::Int(n as i64))
 }
