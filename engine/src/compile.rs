@@ -19,10 +19,10 @@
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Env, Program};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::context::{self, ROOTS};
+use crate::context::{self, ROOTS, VarSet};
 use crate::functions::FUNCTIONS;
 use crate::value::TYPE_NAMES;
 
@@ -102,9 +102,9 @@ impl ExprError {
 #[derive(Debug)]
 pub struct Compiled {
     pub program: Program,
-    /// Qualified names read (`llm.prompt`), or a bare root (`llm`) when the
+    /// The variables read (`llm.prompt`), or a root (`llm`) when the
     /// expression reads the root as a whole.
-    pub reads: BTreeSet<String>,
+    pub(crate) reads: VarSet,
     /// The expression for the native evaluator, if it has a shape it models.
     pub(crate) native: Option<crate::native::Node>,
     /// Its nested comprehensions over request data.
@@ -342,7 +342,7 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
         program: &program,
         env,
         scope: Vec::new(),
-        reads: BTreeSet::new(),
+        reads: VarSet::default(),
         error: None,
     };
     check.walk(program.expression(), 0);
@@ -409,7 +409,7 @@ struct Checker<'a> {
     env: &'a Arc<Env>,
     /// Comprehension variables in scope.
     scope: Vec<String>,
-    reads: BTreeSet<String>,
+    reads: VarSet,
     error: Option<ExprError>,
 }
 
@@ -536,11 +536,13 @@ impl Checker<'_> {
         }
         match field {
             None => {
-                self.reads.insert(root.to_owned());
+                if let Some(var) = context::lookup(root) {
+                    self.reads.insert(var);
+                }
             }
             Some((sel, field)) => {
-                if context::is_known(root, field) {
-                    self.reads.insert(canonical(root, field));
+                if let Some(var) = context::lookup(&format!("{root}.{field}")) {
+                    self.reads.insert(var);
                 } else {
                     let (line, column) = self.pos(sel);
                     self.fail(ExprError::UnknownVariable {

@@ -43,6 +43,7 @@ pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
 mod native;
+pub mod needs;
 pub mod plan;
 pub mod presets;
 pub mod redact;
@@ -53,6 +54,7 @@ pub use attributes::AttrValue;
 pub use config::{ConfigFile, PresetName};
 pub use diagnostics::{ConfigError, Diagnostic};
 pub use exchange::Exchange;
+pub use needs::Needs;
 pub use plan::{
     LoadOptions, Loaded, SpanKind, SpanRecord, SpanStatus, TracingPlan, load, load_document,
 };

@@ -456,6 +456,44 @@ pub fn fields_of(root: &str) -> impl Iterator<Item = &'static str> + '_ {
         })
 }
 
+/// A set of [`Var`]s: what a compiled expression (or a whole plan) reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VarSet(u64);
+
+const _: () = assert!(SLOTS <= 64, "a VarSet holds every Var in one word");
+
+impl VarSet {
+    pub(crate) fn insert(&mut self, var: Var) {
+        self.0 |= 1 << var as u32;
+    }
+
+    pub(crate) fn extend(&mut self, other: VarSet) {
+        self.0 |= other.0;
+    }
+
+    pub(crate) fn contains(&self, var: Var) -> bool {
+        self.0 & (1 << var as u32) != 0
+    }
+
+    /// Whether `var` is read, directly or through its root (`llm["prompt"]`
+    /// reads `llm.prompt`).
+    pub(crate) fn reads(&self, var: Var) -> bool {
+        self.contains(var) || self.contains(var.root())
+    }
+}
+
+impl Var {
+    /// The root this variable is a field of (a root is its own).
+    pub(crate) fn root(self) -> Var {
+        let spec = VARIABLES.iter().find(|s| s.var == self);
+        let root = spec.and_then(|s| s.name.split_once('.')).map(|(r, _)| r);
+        ROOT_VARS
+            .iter()
+            .find(|(name, _)| Some(*name) == root)
+            .map_or(self, |(_, v)| *v)
+    }
+}
+
 /// What an exchange shows: privacy switches applied at the source, so no expression
 /// of any preset or user config can read hidden text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -485,9 +523,11 @@ mod tests {
         for name in &names {
             assert_eq!(lookup(name), lookup_by_scan(name), "{name}");
         }
-        // Every variable is reachable.
+        // Every variable is reachable, and knows its root.
         for spec in VARIABLES {
             assert_eq!(lookup(spec.name), Some(spec.var), "{}", spec.name);
+            let root = spec.name.split('.').next().unwrap_or_default();
+            assert_eq!(Some(spec.var.root()), lookup(root), "{}", spec.name);
         }
     }
 }
