@@ -4,6 +4,10 @@
 //! and bool stay typed; a homogeneous list of scalars becomes an OTel array; a map or
 //! a mixed list that was not flattened becomes its JSON string; null adds nothing.
 //! A value produced by `flatten`/`flattenRecursive` expands to one attribute per entry.
+//!
+//! The rules for scalars and lists are written once ([`Scalar`], [`array`]); the
+//! interpreter's values go through them here ([`push_value`]), the native
+//! evaluator's in `native::emit`.
 
 use cel::common::types::{
     CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
@@ -129,6 +133,7 @@ pub(crate) enum Scalar<'s> {
 impl Scalar<'_> {
     /// Strings, ints, doubles and bools keep their type; a uint is an int when
     /// it fits and its decimal string when it does not (OTel has no uint).
+    #[inline]
     pub(crate) fn attr(self) -> AttrValue {
         match self {
             Scalar::Str(s) => AttrValue::String(s.to_owned()),

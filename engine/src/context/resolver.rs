@@ -67,3 +67,64 @@ impl VariableResolver for ExchangeResolver<'_> {
         Some(CowVal::Borrowed(self.get(var)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::attributes::AttrValue;
+    use crate::exchange::{Choice, Exchange, Message};
+    use crate::{LoadOptions, load};
+
+    fn interpreted(ex: &Exchange, opts: &LoadOptions) -> Vec<(String, AttrValue)> {
+        let yaml = "config:\n  tracing:\n    fields:\n      add:\n        p: toJson(llm.prompt)\n        c: llm.completion\n        in: llm.requestBody\n        out: llm.responseBody\n        root: 'size(llm[\"prompt\"])'\n";
+        let plan = load(yaml, opts).unwrap().plan;
+        let rec = plan.evaluate_interpreted(ex);
+        assert!(rec.errors.is_empty(), "{:?}", rec.errors);
+        rec.attributes
+    }
+
+    #[test]
+    fn the_interpreter_reads_the_one_mapping_privacy_included() {
+        let ex = Exchange {
+            prompt: vec![Message {
+                role: "user".into(),
+                content: Some("hi".into()),
+                ..Default::default()
+            }],
+            choices: vec![Choice {
+                content: Some("yo".into()),
+                ..Default::default()
+            }],
+            request_body: Some("{\"a\":1}".into()),
+            response_body: Some("{\"b\":2}".into()),
+            ..Default::default()
+        };
+        let s = |v: &str| AttrValue::String(v.into());
+        let shown = interpreted(&ex, &LoadOptions::default());
+        let message =
+            r#"[{"content":"hi","name":null,"role":"user","tool_call_id":null,"tool_calls":[]}]"#;
+        assert_eq!(
+            shown,
+            vec![
+                ("p".into(), s(message)),
+                ("c".into(), AttrValue::StringArray(vec!["yo".into()])),
+                ("in".into(), s("{\"a\":1}")),
+                ("out".into(), s("{\"b\":2}")),
+                ("root".into(), AttrValue::Int(1)),
+            ]
+        );
+        let hidden = LoadOptions {
+            hide_inputs: Some(true),
+            hide_outputs: Some(true),
+        };
+        assert_eq!(
+            interpreted(&ex, &hidden),
+            vec![
+                ("p".into(), s("[]")),
+                ("c".into(), AttrValue::StringArray(vec![])),
+                ("in".into(), s(crate::context::REDACTED)),
+                ("out".into(), s(crate::context::REDACTED)),
+                ("root".into(), AttrValue::Int(0)),
+            ]
+        );
+    }
+}

@@ -176,6 +176,7 @@ impl<'a> Eval<'a> {
 }
 
 /// Push the attributes of a field's value, as [`crate::attributes::push_value`].
+#[inline]
 pub(super) fn push_attr(key: &str, v: Value, out: &mut Out, steps: &Steps) -> Result<(), Fail> {
     if let Value::Flat(entries) = &v {
         if entries.len() > 1 {
