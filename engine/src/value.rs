@@ -341,20 +341,18 @@ impl<'a> Value<'a> {
     }
 
     /// The value as a scalar attribute, by the one rule of
-    /// [`crate::attributes::Scalar`].
+    /// [`crate::attributes::Scalar`] (written out for the types that keep theirs:
+    /// this is on every field's path, and a call per value shows).
     pub(crate) fn scalar(&self) -> Option<AttrValue> {
-        Some(
-            match self {
-                Value::Str(s) => Scalar::Str(s),
-                Value::Owned(s) => Scalar::Str(s),
-                Value::Int(i) => Scalar::Int(*i),
-                Value::Double(d) => Scalar::Double(*d),
-                Value::Bool(b) => Scalar::Bool(*b),
-                Value::UInt(u) => Scalar::UInt(*u),
-                _ => return None,
-            }
-            .attr(),
-        )
+        Some(match self {
+            Value::Str(s) => AttrValue::String((*s).to_owned()),
+            Value::Owned(s) => AttrValue::String(s.clone()),
+            Value::Int(i) => AttrValue::Int(*i),
+            Value::Double(d) => AttrValue::Double(*d),
+            Value::Bool(b) => AttrValue::Bool(*b),
+            Value::UInt(u) => Scalar::UInt(*u).attr(),
+            _ => return None,
+        })
     }
 
     pub(crate) fn type_name(&self) -> Option<&'static str> {
