@@ -4,6 +4,10 @@
 //! and bool stay typed; a homogeneous list of scalars becomes an OTel array; a map or
 //! a mixed list that was not flattened becomes its JSON string; null adds nothing.
 //! A value produced by `flatten`/`flattenRecursive` expands to one attribute per entry.
+//!
+//! The rules for scalars and lists are written once ([`Scalar`], [`array`]); the
+//! interpreter's values go through them here ([`push_value`]), the native
+//! evaluator's in `native::emit`.
 
 use cel::common::types::{
     CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
@@ -99,7 +103,10 @@ pub fn push_value(key: &str, value: &dyn Val, out: &mut Vec<(String, AttrValue)>
         return;
     }
     if let Some(list) = value.downcast_ref::<CelList>()
-        && let Some(array) = homogeneous_array(list.inner())
+        && let Some(array) = array(
+            list.inner().len(),
+            list.inner().iter().map(|v| scalar(v.as_ref())),
+        )
     {
         out.push((key.to_owned(), array));
         return;
@@ -110,42 +117,71 @@ pub fn push_value(key: &str, value: &dyn Val, out: &mut Vec<(String, AttrValue)>
     ));
 }
 
-/// A scalar value as an attribute; `None` for null, lists, maps and other kinds.
-pub fn scalar(value: &dyn Val) -> Option<AttrValue> {
-    if let Some(s) = value.downcast_ref::<CelString>() {
-        return Some(AttrValue::String(s.inner().to_owned()));
-    }
-    if let Some(i) = value.downcast_ref::<CelInt>() {
-        return Some(AttrValue::Int(*i.inner()));
-    }
-    if let Some(d) = value.downcast_ref::<CelDouble>() {
-        return Some(AttrValue::Double(*d.inner()));
-    }
-    if let Some(b) = value.downcast_ref::<CelBool>() {
-        return Some(AttrValue::Bool(*b.inner()));
-    }
-    if let Some(u) = value.downcast_ref::<CelUInt>() {
-        let u = *u.inner();
-        return Some(match i64::try_from(u) {
-            Ok(i) => AttrValue::Int(i),
-            Err(_) => AttrValue::String(u.to_string()),
-        });
-    }
-    None
+/// A scalar as either evaluator holds it. [`Scalar::attr`] is the one rule for
+/// how a scalar becomes an attribute, and [`array`] the one rule for lists: the
+/// interpreter's values ([`scalar`], [`push_value`]) and the native evaluator's
+/// ([`crate::value::Value::scalar`]) both go through them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scalar<'s> {
+    Str(&'s str),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Bool(bool),
 }
 
-/// A list whose elements are all scalars of one type, as an OTel array. An empty
-/// list becomes an empty string array.
-fn homogeneous_array(items: &[Box<dyn Val + '_>]) -> Option<AttrValue> {
-    let mut scalars = items.iter().map(|v| scalar(v.as_ref()));
-    let first = match scalars.next() {
+impl Scalar<'_> {
+    /// Strings, ints, doubles and bools keep their type; a uint is an int when
+    /// it fits and its decimal string when it does not (OTel has no uint).
+    #[inline]
+    pub(crate) fn attr(self) -> AttrValue {
+        match self {
+            Scalar::Str(s) => AttrValue::String(s.to_owned()),
+            Scalar::Int(i) => AttrValue::Int(i),
+            Scalar::Double(d) => AttrValue::Double(d),
+            Scalar::Bool(b) => AttrValue::Bool(b),
+            Scalar::UInt(u) => match i64::try_from(u) {
+                Ok(i) => AttrValue::Int(i),
+                Err(_) => AttrValue::String(u.to_string()),
+            },
+        }
+    }
+}
+
+/// A scalar value as an attribute; `None` for null, lists, maps and other kinds.
+pub fn scalar(value: &dyn Val) -> Option<AttrValue> {
+    let s = if let Some(s) = value.downcast_ref::<CelString>() {
+        Scalar::Str(s.inner())
+    } else if let Some(i) = value.downcast_ref::<CelInt>() {
+        Scalar::Int(*i.inner())
+    } else if let Some(d) = value.downcast_ref::<CelDouble>() {
+        Scalar::Double(*d.inner())
+    } else if let Some(b) = value.downcast_ref::<CelBool>() {
+        Scalar::Bool(*b.inner())
+    } else if let Some(u) = value.downcast_ref::<CelUInt>() {
+        Scalar::UInt(*u.inner())
+    } else {
+        return None;
+    };
+    Some(s.attr())
+}
+
+/// A list of `len` items, each as its scalar attribute (`None`: not a scalar),
+/// as an OTel array: all scalars of one type. An empty list is an empty string
+/// array; anything else is `None` (the caller renders the list as JSON).
+pub(crate) fn array(
+    len: usize,
+    mut items: impl Iterator<Item = Option<AttrValue>>,
+) -> Option<AttrValue> {
+    let first = match items.next() {
         None => return Some(AttrValue::StringArray(Vec::new())),
         Some(first) => first?,
     };
     macro_rules! collect {
         ($variant:ident, $array:ident, $first:expr) => {{
-            let mut out = vec![$first];
-            for s in scalars {
+            let mut out = Vec::with_capacity(len);
+            out.push($first);
+            for s in items {
                 match s? {
                     AttrValue::$variant(x) => out.push(x),
                     _ => return None,

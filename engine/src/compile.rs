@@ -19,11 +19,12 @@
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Env, Program};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::context::{self, ROOTS};
+use crate::context::{self, ROOTS, VarSet};
 use crate::functions::FUNCTIONS;
+use crate::value::TYPE_NAMES;
 
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPR_LEN: usize = 8 * 1024;
@@ -101,11 +102,11 @@ impl ExprError {
 #[derive(Debug)]
 pub struct Compiled {
     pub program: Program,
-    /// Qualified names read (`llm.prompt`), or a bare root (`llm`) when the
+    /// The variables read (`llm.prompt`), or a root (`llm`) when the
     /// expression reads the root as a whole.
-    pub reads: BTreeSet<String>,
+    pub(crate) reads: VarSet,
     /// The expression for the native evaluator, if it has a shape it models.
-    pub(crate) fast: Option<crate::fast::Node>,
+    pub(crate) native: Option<crate::native::Node>,
     /// Its nested comprehensions over request data.
     pub(crate) cost: Cost,
 }
@@ -341,7 +342,7 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
         program: &program,
         env,
         scope: Vec::new(),
-        reads: BTreeSet::new(),
+        reads: VarSet::default(),
         error: None,
     };
     check.walk(program.expression(), 0);
@@ -353,11 +354,11 @@ pub fn compile(env: &Arc<Env>, src: &str) -> Result<Compiled, ExprError> {
     if depth > MAX_INDEPENDENT_NESTING {
         return Err(ExprError::TooCostly { depth });
     }
-    let fast = crate::fast::compile(program.expression());
+    let native = crate::native::compile(program.expression());
     Ok(Compiled {
         program,
         reads,
-        fast,
+        native,
         cost,
     })
 }
@@ -408,7 +409,7 @@ struct Checker<'a> {
     env: &'a Arc<Env>,
     /// Comprehension variables in scope.
     scope: Vec<String>,
-    reads: BTreeSet<String>,
+    reads: VarSet,
     error: Option<ExprError>,
 }
 
@@ -535,11 +536,13 @@ impl Checker<'_> {
         }
         match field {
             None => {
-                self.reads.insert(root.to_owned());
+                if let Some(var) = context::lookup(root) {
+                    self.reads.insert(var);
+                }
             }
             Some((sel, field)) => {
-                if context::is_known(root, field) {
-                    self.reads.insert(canonical(root, field));
+                if let Some(var) = context::lookup(&format!("{root}.{field}")) {
+                    self.reads.insert(var);
                 } else {
                     let (line, column) = self.pos(sel);
                     self.fail(ExprError::UnknownVariable {
@@ -583,21 +586,6 @@ impl Checker<'_> {
         });
     }
 }
-
-/// Type names usable as values (`type(x) == string`).
-const TYPE_NAMES: &[&str] = &[
-    "bool",
-    "bytes",
-    "double",
-    "int",
-    "uint",
-    "string",
-    "list",
-    "map",
-    "null_type",
-    "type",
-    "dyn",
-];
 
 /// Common standard-library names, for suggestions only.
 const STDLIB_NAMES: &[&str] = &[

@@ -1,7 +1,7 @@
 //! One LLM exchange (request + response) as plain data.
 //!
 //! The gateway parses what crossed the wire into an [`Exchange`]; the engine reads it
-//! lazily through the CEL resolver in [`crate::context`]. Nothing here knows about HTTP
+//! lazily, variable by variable, through [`crate::context`]. Nothing here knows about HTTP
 //! libraries or JSON parsers beyond `serde_json::Value` for the parts that are passed
 //! through "as sent" (tool definitions, sampling parameters).
 

@@ -5,6 +5,14 @@
 //! what the caller hands over. The gateway crate does the I/O and calls
 //! [`load`] once per config and [`TracingPlan::evaluate`] once per request.
 //!
+//! Inside, data flows one way. [`plan`] loads and compiles a config ([`compile`]
+//! checks each expression, and lowers it for the native evaluator). Per request,
+//! an [`Exchange`] is read variable by variable through [`context`] (its `read` is
+//! the one mapping from an exchange to each variable, privacy rules included),
+//! as borrowed values that the native evaluator works on and the CEL interpreter
+//! gets converted; [`attributes`] types the results, and the plan assembles the
+//! [`SpanRecord`]. [`Needs`] tells the gateway what of a request to capture.
+//!
 //! ```
 //! use celgate_engine::{AttrValue, LoadOptions, exchange::Exchange, load};
 //!
@@ -39,19 +47,22 @@ pub mod config;
 pub mod context;
 pub mod diagnostics;
 pub mod exchange;
-mod fast;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod native;
+pub mod needs;
 pub mod plan;
 pub mod presets;
 pub mod redact;
+mod value;
 mod yaml_error;
 
 pub use attributes::AttrValue;
 pub use config::{ConfigFile, PresetName};
 pub use diagnostics::{ConfigError, Diagnostic};
 pub use exchange::Exchange;
+pub use needs::Needs;
 pub use plan::{
     LoadOptions, Loaded, SpanKind, SpanRecord, SpanStatus, TracingPlan, load, load_document,
 };

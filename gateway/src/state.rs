@@ -50,48 +50,8 @@ pub struct Generation {
 }
 
 /// Which parts of an exchange the generation's expressions (fields and sampling)
-/// read: headers nobody reads are not copied, and request parts nobody reads are
-/// not kept while the response streams.
-#[derive(Clone, Copy, Debug)]
-pub struct Needs {
-    pub request_headers: bool,
-    pub response_headers: bool,
-    pub prompt: bool,
-    pub tools: bool,
-    pub params: bool,
-    pub request_body: bool,
-    pub response_body: bool,
-}
-
-impl Needs {
-    pub fn of(plan: &TracingPlan) -> Needs {
-        Needs {
-            request_headers: plan.reads("request.headers"),
-            response_headers: plan.reads("response.headers"),
-            prompt: plan.reads("llm.prompt"),
-            tools: plan.reads("llm.tools"),
-            params: plan.reads("llm.params"),
-            request_body: plan.reads("llm.requestBody"),
-            response_body: plan.reads("llm.responseBody") || plan.reads("llm.response_body"),
-        }
-    }
-
-    /// Drops what nothing reads.
-    pub fn trim(&self, ex: &mut celgate_engine::Exchange) {
-        if !self.prompt {
-            ex.prompt = Vec::new();
-        }
-        if !self.tools {
-            ex.tools = Vec::new();
-        }
-        if !self.params {
-            ex.params = Vec::new();
-        }
-        if !self.request_body {
-            ex.request_body = None;
-        }
-    }
-}
+/// read: computed by the engine from the variables its compiled expressions read.
+pub use celgate_engine::Needs;
 
 /// Request counters; the admin endpoint renders them.
 #[derive(Debug, Default)]

@@ -1,23 +1,17 @@
-//! The CEL context: the variables expressions can read, served lazily from an
-//! [`Exchange`].
+//! The CEL context: the variables expressions can read, by name and type.
 //!
-//! Nothing is serialised up front. When an expression reads `llm.requestModel`, the
-//! interpreter asks the resolver for that qualified name and gets just that value,
-//! borrowing the exchange's strings. Values are built at most once per exchange and
-//! shared by every expression that reads them. Absent optional values are `null`
-//! (which adds no attribute) rather than errors.
+//! [`VARIABLES`] is the one table of them (names, aliases, types, the docs that
+//! `schema/cel-context.md` is generated from); [`lookup`] turns a name into a
+//! [`Var`]. What each variable holds for an exchange is decided in one place,
+//! [`read`] (privacy rules included), and [`ExchangeResolver`] serves those
+//! values to the CEL interpreter. Absent optional values are `null` (which adds
+//! no attribute) rather than errors.
 
-use cel::common::types::{
-    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
-};
-use cel::common::value::{CowVal, Val};
-use cel::context::VariableResolver;
-use serde_json::Value as Json;
-use std::collections::HashMap;
-use std::sync::OnceLock;
+mod read;
+mod resolver;
 
-use crate::attributes::MAX_VALUE_DEPTH;
-use crate::exchange::{Choice, Exchange, Message, ToolCall};
+pub(crate) use read::read;
+pub use resolver::ExchangeResolver;
 
 /// What replaces hidden request or response bodies (OpenInference's convention).
 pub const REDACTED: &str = "__REDACTED__";
@@ -37,7 +31,8 @@ pub struct VarSpec {
     var: Var,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A variable of the context, as compiled expressions refer to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Var {
     Provider,
     Operation,
@@ -86,7 +81,8 @@ pub(crate) enum Var {
     Client,
 }
 
-const SLOTS: usize = Var::Client as usize + 1;
+/// How many [`Var`]s there are.
+pub(crate) const SLOTS: usize = Var::Client as usize + 1;
 
 macro_rules! var {
     ($name:literal, $alias:expr, $ty:literal, $var:ident, $doc:literal) => {
@@ -364,7 +360,7 @@ pub const VARIABLES: &[VarSpec] = &[
     ),
 ];
 
-const ROOT_VARS: &[(&str, Var)] = &[
+pub(crate) const ROOT_VARS: &[(&str, Var)] = &[
     ("llm", Var::Llm),
     ("request", Var::Request),
     ("response", Var::Response),
@@ -460,225 +456,50 @@ pub fn fields_of(root: &str) -> impl Iterator<Item = &'static str> + '_ {
         })
 }
 
+/// A set of [`Var`]s: what a compiled expression (or a whole plan) reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct VarSet(u64);
+
+const _: () = assert!(SLOTS <= 64, "a VarSet holds every Var in one word");
+
+impl VarSet {
+    pub(crate) fn insert(&mut self, var: Var) {
+        self.0 |= 1 << var as u32;
+    }
+
+    pub(crate) fn extend(&mut self, other: VarSet) {
+        self.0 |= other.0;
+    }
+
+    pub(crate) fn contains(&self, var: Var) -> bool {
+        self.0 & (1 << var as u32) != 0
+    }
+
+    /// Whether `var` is read, directly or through its root (`llm["prompt"]`
+    /// reads `llm.prompt`).
+    pub(crate) fn reads(&self, var: Var) -> bool {
+        self.contains(var) || self.contains(var.root())
+    }
+}
+
+impl Var {
+    /// The root this variable is a field of (a root is its own).
+    pub(crate) fn root(self) -> Var {
+        let spec = VARIABLES.iter().find(|s| s.var == self);
+        let root = spec.and_then(|s| s.name.split_once('.')).map(|(r, _)| r);
+        ROOT_VARS
+            .iter()
+            .find(|(name, _)| Some(*name) == root)
+            .map_or(self, |(_, v)| *v)
+    }
+}
+
 /// What an exchange shows: privacy switches applied at the source, so no expression
 /// of any preset or user config can read hidden text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Visibility {
     pub hide_inputs: bool,
     pub hide_outputs: bool,
-}
-
-/// Serves the variables of one exchange to the interpreter.
-pub struct ExchangeResolver<'a> {
-    ex: &'a Exchange,
-    vis: Visibility,
-    slots: [OnceLock<Box<dyn Val + 'a>>; SLOTS],
-}
-
-impl<'a> ExchangeResolver<'a> {
-    pub fn new(ex: &'a Exchange, vis: Visibility) -> Self {
-        ExchangeResolver {
-            ex,
-            vis,
-            slots: std::array::from_fn(|_| OnceLock::new()),
-        }
-    }
-
-    fn get(&self, var: Var) -> &(dyn Val + 'a) {
-        self.slots[var as usize]
-            .get_or_init(|| self.build(var))
-            .as_ref()
-    }
-
-    fn build(&self, var: Var) -> Box<dyn Val + 'a> {
-        let ex = self.ex;
-        let hide_in = self.vis.hide_inputs;
-        let hide_out = self.vis.hide_outputs;
-        match var {
-            Var::Provider => string(&ex.provider),
-            Var::Operation => string(ex.operation.as_str()),
-            Var::RequestModel => opt_string(ex.request_model.as_deref()),
-            Var::ResponseModel => opt_string(ex.response_model.as_deref()),
-            Var::ResponseId => opt_string(ex.response_id.as_deref()),
-            Var::Streaming => Box::new(CelBool::from(ex.streaming)),
-            Var::Prompt if hide_in => empty_list(),
-            Var::Prompt => list(ex.prompt.iter().map(message)),
-            Var::Completion if hide_out => empty_list(),
-            Var::Completion => list(
-                ex.choices
-                    .iter()
-                    .map(|c| string(c.content.as_deref().unwrap_or(""))),
-            ),
-            Var::Choices if hide_out => empty_list(),
-            Var::Choices => list(ex.choices.iter().map(choice)),
-            Var::ToolCalls if hide_out => empty_list(),
-            Var::ToolCalls => list(
-                ex.choices
-                    .iter()
-                    .flat_map(|c| c.tool_calls.iter())
-                    .map(tool_call),
-            ),
-            Var::Tools => list(ex.tools.iter().map(|t| json(t, 0))),
-            Var::InputTokens => opt_int(ex.input_tokens),
-            Var::OutputTokens => opt_int(ex.output_tokens),
-            Var::TotalTokens => opt_int(ex.total_tokens),
-            Var::CacheReadTokens => opt_int(ex.token_details.cache_read),
-            Var::CacheWriteTokens => opt_int(ex.token_details.cache_write),
-            Var::InputAudioTokens => opt_int(ex.token_details.input_audio),
-            Var::ReasoningTokens => opt_int(ex.token_details.reasoning),
-            Var::OutputAudioTokens => opt_int(ex.token_details.output_audio),
-            Var::Params => map(ex.params.iter().map(|(k, v)| (k.as_str(), json(v, 0)))),
-            Var::FinishReasons => list(
-                ex.choices
-                    .iter()
-                    .map(|c| string(c.finish_reason.as_deref().unwrap_or(""))),
-            ),
-            Var::RequestBody => redactable(ex.request_body.as_deref(), hide_in),
-            Var::ResponseBody => redactable(ex.response_body.as_deref(), hide_out),
-            Var::ResponseTruncated => Box::new(CelBool::from(ex.response_truncated)),
-            Var::ReqMethod => string(&ex.request.method),
-            Var::ReqPath => string(&ex.request.path),
-            Var::ReqHeaders => headers(&ex.request.headers),
-            Var::RespStatus => opt_int(ex.response.status.map(i64::from)),
-            Var::RespDuration => match ex.response.duration_ms {
-                Some(d) => Box::new(CelDouble::from(d)),
-                None => Box::new(CelNull),
-            },
-            Var::RespHeaders => headers(&ex.response.headers),
-            Var::RespError => opt_string(ex.error_type.as_deref()),
-            Var::SourceAddress => opt_string(ex.source_address.as_deref()),
-            Var::BackendName => opt_string(ex.backend_name.as_deref()),
-            Var::BackendAddress => opt_string(ex.backend_host.as_deref()),
-            Var::BackendPort => opt_int(ex.backend_port.map(i64::from)),
-            Var::ClientName => opt_string(ex.client.as_deref().map(|c| c.name.as_str())),
-            Var::ClientTeam => opt_string(ex.client.as_deref().and_then(|c| c.team.as_deref())),
-            Var::ClientMetadata => headers(ex.client.as_deref().map_or(&[], |c| &c.metadata)),
-            Var::Llm | Var::Request | Var::Response | Var::Source | Var::Backend | Var::Client => {
-                let root = ROOT_VARS
-                    .iter()
-                    .find(|(_, v)| *v == var)
-                    .map(|(n, _)| *n)
-                    .unwrap_or_default();
-                let mut entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
-                for spec in VARIABLES {
-                    for name in std::iter::once(spec.name).chain(spec.alias) {
-                        if let Some((r, field)) = name.split_once('.')
-                            && r == root
-                        {
-                            entries.insert(
-                                CelMapKey::from(field),
-                                self.get(spec.var).clone_as_boxed(),
-                            );
-                        }
-                    }
-                }
-                Box::new(CelMap::from(entries))
-            }
-        }
-    }
-}
-
-impl VariableResolver for ExchangeResolver<'_> {
-    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        let var = lookup(variable)?;
-        Some(CowVal::Borrowed(self.get(var)))
-    }
-}
-
-fn string(s: &str) -> Box<dyn Val + '_> {
-    Box::new(CelString::from(s))
-}
-
-fn opt_string(s: Option<&str>) -> Box<dyn Val + '_> {
-    match s {
-        Some(s) => string(s),
-        None => Box::new(CelNull),
-    }
-}
-
-fn redactable(s: Option<&str>, hidden: bool) -> Box<dyn Val + '_> {
-    match (s, hidden) {
-        (Some(_), true) => string(REDACTED),
-        (s, _) => opt_string(s),
-    }
-}
-
-fn opt_int<'a>(i: Option<i64>) -> Box<dyn Val + 'a> {
-    match i {
-        Some(i) => Box::new(CelInt::from(i)),
-        None => Box::new(CelNull),
-    }
-}
-
-fn empty_list<'a>() -> Box<dyn Val + 'a> {
-    Box::new(CelList::from(Vec::new()))
-}
-
-fn list<'a>(items: impl Iterator<Item = Box<dyn Val + 'a>>) -> Box<dyn Val + 'a> {
-    Box::new(CelList::from(items.collect::<Vec<_>>()))
-}
-
-fn map<'a>(entries: impl Iterator<Item = (&'a str, Box<dyn Val + 'a>)>) -> Box<dyn Val + 'a> {
-    let entries: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
-        entries.map(|(k, v)| (CelMapKey::from(k), v)).collect();
-    Box::new(CelMap::from(entries))
-}
-
-fn headers(h: &[(String, String)]) -> Box<dyn Val + '_> {
-    map(h.iter().map(|(k, v)| (k.as_str(), string(v))))
-}
-
-fn tool_call(t: &ToolCall) -> Box<dyn Val + '_> {
-    map([
-        ("id", string(&t.id)),
-        ("name", string(&t.name)),
-        ("arguments", string(&t.arguments)),
-    ]
-    .into_iter())
-}
-
-fn message(m: &Message) -> Box<dyn Val + '_> {
-    map([
-        ("role", string(&m.role)),
-        ("content", opt_string(m.content.as_deref())),
-        ("name", opt_string(m.name.as_deref())),
-        ("tool_calls", list(m.tool_calls.iter().map(tool_call))),
-        ("tool_call_id", opt_string(m.tool_call_id.as_deref())),
-    ]
-    .into_iter())
-}
-
-fn choice(c: &Choice) -> Box<dyn Val + '_> {
-    map([
-        (
-            "index",
-            Box::new(CelInt::from(i64::from(c.index))) as Box<dyn Val>,
-        ),
-        ("role", string(&c.role)),
-        ("content", opt_string(c.content.as_deref())),
-        ("tool_calls", list(c.tool_calls.iter().map(tool_call))),
-        ("finish_reason", opt_string(c.finish_reason.as_deref())),
-    ]
-    .into_iter())
-}
-
-/// JSON as CEL, borrowing strings. Nesting beyond [`MAX_VALUE_DEPTH`] is cut to the
-/// string `"…"` so hostile request data cannot exhaust the stack.
-fn json(v: &Json, depth: usize) -> Box<dyn Val + '_> {
-    if depth > MAX_VALUE_DEPTH {
-        return string("…");
-    }
-    match v {
-        Json::Null => Box::new(CelNull),
-        Json::Bool(b) => Box::new(CelBool::from(*b)),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Box::new(CelInt::from(i)),
-            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
-        },
-        Json::String(s) => string(s),
-        Json::Array(a) => list(a.iter().map(|x| json(x, depth + 1))),
-        Json::Object(o) => map(o.iter().map(|(k, x)| (k.as_str(), json(x, depth + 1)))),
-    }
 }
 
 #[cfg(test)]
@@ -702,9 +523,11 @@ mod tests {
         for name in &names {
             assert_eq!(lookup(name), lookup_by_scan(name), "{name}");
         }
-        // Every variable is reachable.
+        // Every variable is reachable, and knows its root.
         for spec in VARIABLES {
             assert_eq!(lookup(spec.name), Some(spec.var), "{}", spec.name);
+            let root = spec.name.split('.').next().unwrap_or_default();
+            assert_eq!(Some(spec.var.root()), lookup(root), "{}", spec.name);
         }
     }
 }
