@@ -40,6 +40,8 @@ pub mod context;
 pub mod diagnostics;
 pub mod exchange;
 mod fast;
+#[doc(hidden)]
+pub mod fixture;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
