@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 pub mod server;
 
+#[allow(unused_imports)]
 pub use server::{GRPC_EXPORT_PATH, Protocol};
 
 /// One span as received, with OTLP's enums and ids in readable form.
