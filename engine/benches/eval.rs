@@ -3,14 +3,15 @@
 //! Run: `cargo bench -p celgate-engine --bench eval`. Bars (from the issue): the full
 //! Phoenix preset <= 10 µs per request, Jaeger without content <= 3 µs, compiling all
 //! four presets <= 5 ms. Results and the machine they ran on are in BENCHMARKS.md.
+//! Every case evaluates the same realistic exchange, `celgate_engine::fixture::
+//! bookshop_chat` (shared with the tests and fuzz targets).
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use celgate_engine::exchange::{Choice, Exchange, HttpRequest, HttpResponse, Message, Operation};
+use celgate_engine::fixture::bookshop_chat;
 use celgate_engine::{LoadOptions, TracingPlan, load};
 use criterion::{Criterion, criterion_group};
-use serde_json::json;
 
 /// The seed Phoenix config from the agentgateway docs (snake_case aliases).
 const SEED_PHOENIX: &str = r#"config:
@@ -48,111 +49,8 @@ fn plan(yaml: &str) -> TracingPlan {
     loaded.plan
 }
 
-/// Repeat `unit` until the text is about `len` bytes.
-fn text(unit: &str, len: usize) -> String {
-    unit.repeat(len / unit.len() + 1)[..len].to_owned()
-}
-
-/// A realistic chat exchange: 10 prompt messages (~2 KB of text: system, then
-/// alternating user/assistant), one ~300-char completion, usage, params, raw bodies.
-fn exchange() -> Exchange {
-    let mut prompt = vec![Message {
-        role: "system".into(),
-        content: Some(text(
-            "You are a helpful assistant for an online bookshop. Answer briefly. ",
-            380,
-        )),
-        ..Default::default()
-    }];
-    for i in 1..10 {
-        let (role, unit) = if i % 2 == 1 {
-            (
-                "user",
-                "Which fantasy novels published after 2015 would you recommend? ",
-            )
-        } else {
-            (
-                "assistant",
-                "Consider The Fifth Season by N. K. Jemisin and Piranesi. ",
-            )
-        };
-        prompt.push(Message {
-            role: role.into(),
-            content: Some(text(unit, 180)),
-            ..Default::default()
-        });
-    }
-    let completion = text(
-        "Based on what you liked, try The Priory of the Orange Tree, a standalone epic. ",
-        300,
-    );
-    let params = vec![
-        ("temperature".to_owned(), json!(0.7)),
-        ("max_tokens".to_owned(), json!(512)),
-        ("top_p".to_owned(), json!(0.95)),
-    ];
-    let request_body = json!({
-        "model": "gpt-4o-mini",
-        "messages": prompt.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
-        "temperature": 0.7, "max_tokens": 512, "top_p": 0.95,
-    })
-    .to_string();
-    let response_body = json!({
-        "id": "chatcmpl-AbC123xyz", "object": "chat.completion", "created": 1732190000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 498, "completion_tokens": 71, "total_tokens": 569},
-    })
-    .to_string();
-    Exchange {
-        operation: Operation::Chat,
-        provider: "openai".into(),
-        request_model: Some("gpt-4o-mini".into()),
-        response_model: Some("gpt-4o-mini-2024-07-18".into()),
-        response_id: Some("chatcmpl-AbC123xyz".into()),
-        streaming: false,
-        prompt,
-        choices: vec![Choice {
-            index: 0,
-            role: "assistant".into(),
-            content: Some(completion),
-            tool_calls: vec![],
-            finish_reason: Some("stop".into()),
-        }],
-        tools: vec![],
-        params,
-        input_tokens: Some(498),
-        output_tokens: Some(71),
-        total_tokens: Some(569),
-        token_details: Default::default(),
-        request_body: Some(request_body),
-        response_body: Some(response_body),
-        response_truncated: false,
-        error_type: None,
-        request: HttpRequest {
-            method: "POST".into(),
-            path: "/v1/chat/completions".into(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("user-agent".into(), "OpenAI/Python 1.54.0".into()),
-            ],
-        },
-        response: HttpResponse {
-            status: Some(200),
-            duration_ms: Some(812.5),
-            headers: vec![("content-type".into(), "application/json".into())],
-        },
-        source_address: Some("10.0.0.7:51234".into()),
-        backend_name: Some("openai".into()),
-        backend_host: Some("api.openai.com".into()),
-        backend_port: Some(443),
-        client: None,
-    }
-}
-
 fn evaluate(c: &mut Criterion) {
-    let ex = exchange();
+    let ex = bookshop_chat();
     let cases: Vec<(&str, String)> = vec![
         ("phoenix", preset_config("phoenix")),
         ("jaeger_no_content", preset_config("jaeger")),
@@ -238,7 +136,7 @@ fn profile(spec: &str) {
         preset => preset_config(preset),
     };
     let plan = plan(&yaml);
-    let ex = exchange();
+    let ex = bookshop_chat();
     for _ in 0..n {
         black_box(plan.evaluate(black_box(&ex)));
     }

@@ -3,7 +3,8 @@
 //! Fuzzing runs millions of inputs, so it avoids what a gateway does once per
 //! config load: [`spawn_with_compile_stack`] makes one long-lived thread with the
 //! compiler's stack, on which [`crate::load`] and [`check_expression`] compile in
-//! place instead of spawning a thread per call.
+//! place instead of spawning a thread per call. The `expr_eval` target evaluates
+//! on [`crate::fixture::rich`].
 
 use std::sync::Arc;
 
@@ -47,6 +48,7 @@ pub fn check_expression(expr: &str, ex: &Exchange) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture;
 
     #[test]
     fn loads_and_checks_in_place_on_a_compile_stack_thread() {
@@ -56,10 +58,7 @@ mod tests {
             let yaml = format!("config:\n  tracing:\n    fields:\n      add:\n        a: '{chain}'\n        b: llm.provider\n");
             let err = crate::load(&yaml, &Default::default()).unwrap_err();
             assert!(format!("{err:?}").contains("too deeply structured"), "{err:?}");
-            let ex = Exchange {
-                provider: "openai".into(),
-                ..Exchange::default()
-            };
+            let exchanges = [fixture::rich(), fixture::sparse(), Exchange::default()];
             for expr in [
                 "llm.provider",
                 "flattenRecursive(llm.prompt.map(m, {\"message\": m}))",
@@ -68,7 +67,9 @@ mod tests {
                 "(",
                 chain.as_str(),
             ] {
-                check_expression(expr, &ex);
+                for ex in &exchanges {
+                    check_expression(expr, ex);
+                }
             }
         })
         .unwrap();

@@ -47,6 +47,8 @@ pub mod config;
 pub mod context;
 pub mod diagnostics;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fixture;
 pub mod functions;
 #[doc(hidden)]
 pub mod fuzzing;

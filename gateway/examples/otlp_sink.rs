@@ -20,7 +20,15 @@
 //!
 //! `GET /stats` on the stats port answers `name value` lines (`exports`, `spans`,
 //! `http_bytes`, `rejected`, `connections`, `blackholed_bytes`); the same lines are
-//! printed on stdout when the process gets SIGINT or SIGTERM.
+//! printed on stdout when the process gets SIGINT or SIGTERM. `exports` and `spans`
+//! count accepted exports and their spans, `http_bytes` the OTLP/HTTP body bytes read
+//! (refused bodies included), `rejected` the refused OTLP/HTTP requests, `connections`
+//! the connections accepted on all three ports.
+//!
+//! Exports are read and answered by the OTLP server the tests' receiver uses
+//! (`tests/support/otlp/server.rs`, included below), so the two follow one set of rules
+//! (with `--delay-ms`, an export is read, counted and answered after the delay); this
+//! file adds only the counters, the black hole and the stats port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,26 +36,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Largest OTLP/HTTP body read; a larger one gets 413.
-const MAX_BODY_BYTES: usize = 64 << 20;
+#[path = "../../tests/support/otlp/server.rs"]
+mod server;
+
+use server::{Export, Protocol, Recorder, text};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,16 +96,26 @@ impl Stats {
             get(&self.blackholed_bytes),
         )
     }
+}
 
-    fn record(&self, request: &ExportTraceServiceRequest) {
+impl Recorder for Stats {
+    fn accepted(&self, export: &Export<'_>, request: &ExportTraceServiceRequest) {
         let spans: usize = request
             .resource_spans
             .iter()
             .flat_map(|r| &r.scope_spans)
             .map(|s| s.spans.len())
             .sum();
+        self.http_bytes
+            .fetch_add(export.body_bytes as u64, Ordering::Relaxed);
         self.exports.fetch_add(1, Ordering::Relaxed);
         self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+    }
+
+    fn rejected(&self, export: &Export<'_>) {
+        self.http_bytes
+            .fetch_add(export.body_bytes as u64, Ordering::Relaxed);
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -146,7 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (grpc_addr, http_addr, stats_addr) =
         (local(&grpc)?, local(&http)?, local(&stats_listener)?);
     let stats = Arc::new(Stats::default());
-    let delay = args.delay_ms.map(Duration::from_millis);
+    let delay = Duration::from_millis(args.delay_ms.unwrap_or(0));
     let mode = match (args.blackhole, args.delay_ms) {
         (true, _) => "blackhole".to_owned(),
         (false, Some(ms)) => format!("delay-{ms}ms"),
@@ -157,8 +168,12 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::spawn(accept_loop(grpc, Arc::clone(&stats), Kind::Blackhole));
         tokio::spawn(accept_loop(http, Arc::clone(&stats), Kind::Blackhole));
     } else {
-        tokio::spawn(accept_loop(grpc, Arc::clone(&stats), Kind::Grpc(delay)));
-        tokio::spawn(accept_loop(http, Arc::clone(&stats), Kind::Http(delay)));
+        let (grpc_kind, http_kind) = (
+            Kind::Otlp(Protocol::Grpc, delay),
+            Kind::Otlp(Protocol::Http, delay),
+        );
+        tokio::spawn(accept_loop(grpc, Arc::clone(&stats), grpc_kind));
+        tokio::spawn(accept_loop(http, Arc::clone(&stats), http_kind));
     }
     tokio::spawn(accept_loop(stats_listener, Arc::clone(&stats), Kind::Stats));
 
@@ -185,23 +200,14 @@ async fn shutdown_signal() -> Result<(), String> {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Grpc(Option<Duration>),
-    Http(Option<Duration>),
+    Otlp(Protocol, Duration),
     Stats,
     Blackhole,
 }
 
 async fn accept_loop(listener: TcpListener, stats: Arc<Stats>, kind: Kind) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and the like: back off rather than spin.
-                eprintln!("otlp_sink: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let stream = server::accept(&listener).await;
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve(stream, Arc::clone(&stats), kind));
@@ -212,19 +218,8 @@ async fn serve(stream: TcpStream, stats: Arc<Stats>, kind: Kind) {
     // Connection errors are clients hanging up: nothing to report.
     match kind {
         Kind::Blackhole => blackhole(stream, &stats).await,
-        Kind::Grpc(delay) => {
-            let service =
-                TowerToHyperService::new(TraceServiceServer::new(Collector { stats, delay }));
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        }
-        Kind::Http(delay) => {
-            let service =
-                service_fn(move |request| http_export(Arc::clone(&stats), delay, request));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+        Kind::Otlp(protocol, delay) => {
+            server::serve_connection(stream, protocol, delay, stats).await;
         }
         Kind::Stats => {
             let service = service_fn(move |request: Request<Incoming>| {
@@ -259,107 +254,4 @@ async fn blackhole(mut stream: TcpStream, stats: &Stats) {
             }
         }
     }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-struct Collector {
-    stats: Arc<Stats>,
-    delay: Option<Duration>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.stats.record(request.get_ref());
-        drop(request);
-        if let Some(delay) = self.delay {
-            tokio::time::sleep(delay).await;
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-async fn http_export(
-    stats: Arc<Stats>,
-    delay: Option<Duration>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reject = |stats: &Stats, status: StatusCode, message: String| {
-        stats.rejected.fetch_add(1, Ordering::Relaxed);
-        Ok(text(status, message))
-    };
-    let (parts, body) = request.into_parts();
-    if !parts.uri.path().ends_with("/v1/traces") {
-        return reject(&stats, StatusCode::NOT_FOUND, "POST .../v1/traces\n".into());
-    }
-    if parts.method != Method::POST {
-        return reject(&stats, StatusCode::METHOD_NOT_ALLOWED, "POST only\n".into());
-    }
-    let protobuf = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-protobuf"));
-    let encoded = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    if !protobuf || encoded {
-        return reject(
-            &stats,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "uncompressed application/x-protobuf only\n".into(),
-        );
-    }
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return reject(
-                &stats,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("cannot read the body: {e}\n"),
-            );
-        }
-    };
-    stats
-        .http_bytes
-        .fetch_add(body.len() as u64, Ordering::Relaxed);
-    match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => stats.record(&request),
-        Err(e) => {
-            return reject(
-                &stats,
-                StatusCode::BAD_REQUEST,
-                format!("not an ExportTraceServiceRequest: {e}\n"),
-            );
-        }
-    }
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
-    let mut response = Response::new(Full::new(Bytes::from(
-        ExportTraceServiceResponse {
-            partial_success: None,
-        }
-        .encode_to_vec(),
-    )));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-protobuf"),
-    );
-    Ok(response)
 }

@@ -3,7 +3,10 @@
 //!
 //! The API is synchronous so tests that drive the `celgate` binary as a process can use
 //! it without a runtime: the server runs on a thread of its own with its own tokio
-//! runtime, and stops when the [`Receiver`] is dropped.
+//! runtime, and stops when the [`Receiver`] is dropped. How exports are read and
+//! answered is [`server`]'s, shared with the load runs' counting sink
+//! (`gateway/examples/otlp_sink.rs`); this file keeps what tests assert on: every export
+//! call, and its spans decoded into readable [`Span`]s.
 //!
 //! ```ignore
 //! let otlp = Receiver::grpc();
@@ -12,32 +15,21 @@
 //! assert_eq!(spans[0].str_attr("gen_ai.request.model"), Some("gpt-4o-mini"));
 //! ```
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use http::HeaderMap;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use prost::Message;
 use serde_json::{Map, Number, Value};
 use tokio::sync::oneshot;
 
-/// The path every gRPC export is recorded under.
-pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub mod server;
+
+#[allow(unused_imports)]
+pub use server::{GRPC_EXPORT_PATH, Protocol};
 
 /// One span as received, with OTLP's enums and ids in readable form.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,11 +146,26 @@ impl Store {
     }
 }
 
-/// The transport a [`Receiver`] speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    Http,
+impl server::Recorder for Store {
+    fn accepted(&self, export: &server::Export<'_>, request: &ExportTraceServiceRequest) {
+        let spans = decode(request);
+        self.push(ExportCall::from((export, spans.len())), spans);
+    }
+
+    fn rejected(&self, export: &server::Export<'_>) {
+        self.push(ExportCall::from((export, 0)), Vec::new());
+    }
+}
+
+impl From<(&server::Export<'_>, usize)> for ExportCall {
+    fn from((export, spans): (&server::Export<'_>, usize)) -> ExportCall {
+        ExportCall {
+            path: export.path.to_owned(),
+            headers: header_list(export.headers),
+            status: export.status.as_u16(),
+            spans,
+        }
+    }
 }
 
 /// How a [`Receiver`] is started: [`Receiver::with`].
@@ -192,8 +199,9 @@ impl Receiver {
     /// application/x-protobuf` to any path ending in `/v1/traces` decodes an
     /// `ExportTraceServiceRequest` and answers 200 with an encoded
     /// `ExportTraceServiceResponse`. Another content type (OTLP/JSON included) or a
-    /// `Content-Encoding` gets 415, an undecodable body 400, another method 405,
-    /// another path 404. Every request is recorded in [`exports`](Receiver::exports).
+    /// `Content-Encoding` gets 415, an undecodable body 400, a body over
+    /// [`server::MAX_BODY_BYTES`] 413, another method 405, another path 404. Every
+    /// request is recorded in [`exports`](Receiver::exports).
     pub fn http() -> Receiver {
         Receiver::start(Protocol::Http)
     }
@@ -331,157 +339,12 @@ fn serve(
         loop {
             let stream = tokio::select! {
                 _ = &mut stopped => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        eprintln!("otlp receiver: accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                stream = server::accept(&listener) => stream,
             };
-            let io = TokioIo::new(stream);
             let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                // A connection error is a client hanging up: nothing to assert on.
-                match protocol {
-                    Protocol::Grpc => {
-                        let service =
-                            TowerToHyperService::new(TraceServiceServer::new(Collector {
-                                store,
-                                delay,
-                            }));
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await;
-                    }
-                    Protocol::Http => {
-                        let service = service_fn(move |request| {
-                            http_export(Arc::clone(&store), delay, request)
-                        });
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await;
-                    }
-                }
-            });
+            tokio::spawn(server::serve_connection(stream, protocol, delay, store));
         }
     });
-}
-
-/// The gRPC `TraceService`.
-#[derive(Clone, Debug)]
-struct Collector {
-    store: Arc<Store>,
-    delay: Duration,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        tokio::time::sleep(self.delay).await;
-        let headers = header_list(&request.metadata().clone().into_headers());
-        let spans = decode(request.get_ref());
-        self.store.push(
-            ExportCall {
-                path: GRPC_EXPORT_PATH.to_owned(),
-                headers,
-                status: 200,
-                spans: spans.len(),
-            },
-            spans,
-        );
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-/// One OTLP/HTTP request.
-async fn http_export(
-    store: Arc<Store>,
-    delay: Duration,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    tokio::time::sleep(delay).await;
-    let (parts, body) = request.into_parts();
-    let mut call = ExportCall {
-        path: parts.uri.path().to_owned(),
-        headers: header_list(&parts.headers),
-        status: 200,
-        spans: 0,
-    };
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let reject = |store: &Store, mut call: ExportCall, status: StatusCode, message: &str| {
-        call.status = status.as_u16();
-        store.push(call, Vec::new());
-        let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
-        *response.status_mut() = status;
-        Ok(response)
-    };
-    if !parts.uri.path().ends_with("/v1/traces") {
-        return reject(&store, call, StatusCode::NOT_FOUND, "not a traces path");
-    }
-    if parts.method != Method::POST {
-        return reject(&store, call, StatusCode::METHOD_NOT_ALLOWED, "POST only");
-    }
-    if !content_type.starts_with("application/x-protobuf") {
-        return reject(
-            &store,
-            call,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "only application/x-protobuf is accepted",
-        );
-    }
-    if parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity")
-    {
-        return reject(
-            &store,
-            call,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed bodies are not supported",
-        );
-    }
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return reject(&store, call, StatusCode::BAD_REQUEST, "body read failed");
-        }
-    };
-    let request = match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => request,
-        Err(error) => {
-            return reject(
-                &store,
-                call,
-                StatusCode::BAD_REQUEST,
-                &format!("not an ExportTraceServiceRequest: {error}"),
-            );
-        }
-    };
-    let spans = decode(&request);
-    call.spans = spans.len();
-    store.push(call, spans);
-    let body = ExportTraceServiceResponse {
-        partial_success: None,
-    }
-    .encode_to_vec();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-protobuf"),
-    );
-    Ok(response)
 }
 
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
