@@ -70,15 +70,21 @@ impl std::fmt::Display for AttrValue {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary: the one way celgate cuts a string (attributes, span names, metric
+/// labels, export budgets, captured text).
+pub fn cut_str(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Cut `s` to at most `max` bytes, on a character boundary.
 pub fn truncate_str(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = cut_str(s, max).len();
+    s.truncate(end);
 }
 
 /// Convert the result of one expression into attributes under `key`, appending them

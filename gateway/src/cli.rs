@@ -425,11 +425,7 @@ fn write_table(span: &SpanRecord, out: &mut dyn Write) -> Result<()> {
         };
         let mut shown = v.to_string();
         if shown.len() > 160 {
-            let mut end = 157;
-            while !shown.is_char_boundary(end) {
-                end -= 1;
-            }
-            shown.truncate(end);
+            celgate_engine::attributes::truncate_str(&mut shown, 157);
             shown.push_str("...");
         }
         writeln!(out, "  {k:<width$}  {ty:<8}  {shown}")?;

@@ -14,6 +14,7 @@
 //! refuse the batch and lose the spans beside it. A span too large to fit alone
 //! has its longest strings cut until it does.
 
+use celgate_engine::attributes::cut_str;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -548,18 +549,6 @@ fn cut_value(v: &mut Value, max: usize) {
         }
         _ => {}
     }
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut_str(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Sends one part of a batch and counts the outcome.

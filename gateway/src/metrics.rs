@@ -16,6 +16,7 @@
 //! those labels `other`. Recording goes through [`Metrics`]' methods, which apply
 //! the bounds.
 
+use celgate_engine::attributes::cut_str as cut;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -83,18 +84,6 @@ impl LabelValues {
             OTHER.to_owned()
         }
     }
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The bounded labels of the two GenAI families.

@@ -32,13 +32,7 @@ pub(crate) struct Out<'o> {
 /// A borrowed string cut to `max` bytes (at a char boundary); anything else as is.
 pub(super) fn capped(v: Value<'_>, max: usize) -> Value<'_> {
     match v {
-        Value::Str(s) if s.len() > max => {
-            let mut end = max;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            Value::Str(&s[..end])
-        }
+        Value::Str(s) if s.len() > max => Value::Str(crate::attributes::cut_str(s, max)),
         v => v,
     }
 }

@@ -327,11 +327,7 @@ fn default_span_name(ex: &Exchange) -> String {
     let op = ex.operation.as_str();
     match ex.request_model.as_deref() {
         Some(m) if !m.is_empty() => {
-            let mut end = m.len().min(MAX_NAME_LENGTH);
-            while !m.is_char_boundary(end) {
-                end -= 1;
-            }
-            let m = &m[..end];
+            let m = crate::attributes::cut_str(m, MAX_NAME_LENGTH);
             let mut name = String::with_capacity(op.len() + 1 + m.len());
             name.push_str(op);
             name.push(' ');

@@ -8,6 +8,7 @@
 //! still be kept from event to event. Protocol-free: each protocol's parsers apply
 //! the same caps, so a new protocol inherits the bounds by using this module.
 
+use celgate_engine::attributes::cut_str as prefix;
 use std::borrow::Cow;
 
 /// Longest error message a stream summary keeps, in bytes.
@@ -66,24 +67,8 @@ impl Budget {
     }
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character
-/// boundary.
-pub(crate) fn prefix(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// `s` cut to at most `max` bytes, on a character boundary.
 pub(crate) fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    celgate_engine::attributes::truncate_str(&mut s, max);
     s
 }
