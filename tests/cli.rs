@@ -599,6 +599,11 @@ fn check_reports_what_run_would_refuse() {
     let (code, _, err) = check_yaml("listen: localhost\n");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("`listen`") && err.contains("no port"), "{err}");
+    // With the position of the value, as for every other error.
+    let (code, _, err) = check_yaml("listen: 127.0.0.1:8080\nadmin: nowhere\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("config.yaml:2:8: "), "{err}");
+    assert!(err.contains("`admin`"), "{err}");
     // A variable unset where check runs is only a warning: it may be set where
     // celgate runs.
     let (code, _, err) = check_yaml(&backend_with("{env: CELGATE_SURELY_UNSET_VAR}"));

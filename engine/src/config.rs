@@ -39,10 +39,12 @@ pub struct ConfigFile {
     #[serde(default)]
     pub config: ConfigBlock,
     /// Address the proxy listens on. Default `0.0.0.0:8080`. Changing it needs a restart.
-    pub listen: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub listen: Option<Spanned<String>>,
     /// Address of the admin endpoints (healthz, readyz, metrics, config).
     /// Default `127.0.0.1:9901`.
-    pub admin: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub admin: Option<Spanned<String>>,
     /// Request limits, timeouts and the access log.
     #[serde(default)]
     pub server: Server,
@@ -53,6 +55,22 @@ pub struct ConfigFile {
     #[serde(default)]
     #[schemars(with = "Vec<Backend>")]
     pub backends: Vec<Spanned<Backend>>,
+}
+
+impl ConfigFile {
+    /// The proxy's address, or its default.
+    pub fn listen(&self) -> &str {
+        self.listen
+            .as_ref()
+            .map_or("0.0.0.0:8080", |s| s.value.as_str())
+    }
+
+    /// The admin endpoints' address, or its default.
+    pub fn admin(&self) -> &str {
+        self.admin
+            .as_ref()
+            .map_or("127.0.0.1:9901", |s| s.value.as_str())
+    }
 }
 
 /// `server:` — how the proxy treats requests.

@@ -267,11 +267,8 @@ fn check_settings(
     for problem in &problems {
         // At the backend's entry when the error is about one.
         let mut label = path.display().to_string();
-        if let Some(b) = problem
-            .backend()
-            .and_then(|name| loaded.file.backends.iter().find(|b| b.value.name == name))
-        {
-            let pos = loaded.document_pos(b.referenced.into());
+        if let Some(span) = problem_span(problem, &loaded.file) {
+            let pos = loaded.document_pos(span);
             label = format!("{label}:{}:{}", pos.line, pos.column);
         }
         if problem.is_environmental() {
@@ -285,6 +282,22 @@ fn check_settings(
         }
     }
     Ok(ok)
+}
+
+/// Where in the file a problem is: the backend's entry, or the `listen`/`admin` value.
+fn problem_span(
+    problem: &crate::settings::SettingsError,
+    file: &celgate_engine::ConfigFile,
+) -> Option<celgate_engine::config::Pos> {
+    if let Some(name) = problem.backend() {
+        let b = file.backends.iter().find(|b| b.value.name == name)?;
+        return Some(b.referenced.into());
+    }
+    let address = match problem.address_key()? {
+        "listen" => file.listen.as_ref(),
+        _ => file.admin.as_ref(),
+    };
+    address.map(|a| a.referenced.into())
 }
 
 /// The request and response a preview runs on: the given files, or the built-in

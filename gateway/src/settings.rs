@@ -138,6 +138,14 @@ impl SettingsError {
         }
     }
 
+    /// The top-level address key (`listen`, `admin`) the error is about, if any.
+    pub fn address_key(&self) -> Option<&'static str> {
+        match self {
+            SettingsError::BadAddress { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
     /// The backend the error is about, if it is about one.
     pub fn backend(&self) -> Option<&str> {
         match self {
@@ -335,11 +343,8 @@ impl Settings {
                 }),
             access_log: server.access_log.format.unwrap_or_default(),
         };
-        let listen = file.listen.clone().unwrap_or_else(|| "0.0.0.0:8080".into());
-        let admin = file
-            .admin
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:9901".into());
+        let listen = file.listen().to_owned();
+        let admin = file.admin().to_owned();
         check_address("listen", &listen)?;
         check_address("admin", &admin)?;
         let client_keys = resolve_client_keys(file, &backends, config_dir)?;
@@ -380,8 +385,8 @@ impl Settings {
             .iter()
             .filter_map(|b| resolve_backend(&b.value, env, config_dir).err())
             .collect();
-        let listen = file.listen.as_deref().unwrap_or("0.0.0.0:8080");
-        let admin = file.admin.as_deref().unwrap_or("127.0.0.1:9901");
+        let listen = file.listen();
+        let admin = file.admin();
         out.extend(check_address("listen", listen).err());
         out.extend(check_address("admin", admin).err());
         out.extend(resolve_export(plan, env).err());
