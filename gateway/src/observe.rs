@@ -134,7 +134,7 @@ impl InFlight {
     }
 
     /// `message` with the generation's backend keys masked, and those found counted.
-    fn mask(&self, message: String) -> String {
+    pub(crate) fn mask(&self, message: String) -> String {
         let (message, found) = self.generation.settings.redactor.mask_str(message);
         if found > 0 {
             let backend = self.backend.as_deref().unwrap_or_default();

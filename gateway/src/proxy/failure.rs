@@ -16,7 +16,6 @@ use crate::client_auth::{Admission, Unauthenticated};
 use crate::error_type::ErrorType;
 use crate::observe::{InFlight, Outcome};
 use crate::protocol::default_error_body;
-use crate::redact::Tally;
 use crate::state::{Shared, whole_body};
 
 /// OpenAI's error `type` for a request celgate refuses.
@@ -86,16 +85,7 @@ impl Failure {
     pub fn respond(mut self, mut flight: InFlight) -> Response<ClientBody> {
         Shared::count(&flight.shared.stats.errors);
         // A cause quoted from below (a TLS or connection error) must not carry a key.
-        let (message, found) = flight
-            .generation
-            .settings
-            .redactor
-            .mask_str(std::mem::take(&mut self.message));
-        if found > 0 {
-            let metric = &flight.shared.sinks.metrics.secrets_redacted;
-            let backend = flight.backend.as_deref().unwrap_or_default();
-            Tally::new(metric, backend, "in an error message").add(found);
-        }
+        let message = flight.mask(std::mem::take(&mut self.message));
         let body = match flight.protocol {
             Some(protocol) => protocol.error_body(&message, self.kind, self.code),
             None => default_error_body(&message, self.kind, self.code),

@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use crate::protocol::Protocol;
 use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt as _;
@@ -21,8 +20,10 @@ use hyper::body::Incoming;
 use super::ClientBody;
 use super::headers::{strip_hop_by_hop, visible_headers};
 use crate::capture::Capture;
+use crate::client_auth;
 use crate::error_type::ErrorType;
 use crate::observe::{InFlight, ObservedBody};
+use crate::protocol::Protocol;
 use crate::redact::{RedactedBody, Redactor, StreamRedactor, Tally};
 use crate::settings::Backend;
 use crate::state::{Generation, Shared};
@@ -153,7 +154,7 @@ fn response_redactor(
             .position(|b| *b == b' ')
             .map_or(v, |at| v[at + 1..].trim_ascii())
     });
-    let own: Vec<&[u8]> = ["api-key", "x-api-key"]
+    let own: Vec<&[u8]> = client_auth::KEY_HEADERS
         .iter()
         .flat_map(|name| client.get_all(*name).iter().map(HeaderValue::as_bytes))
         .chain(authorization)
