@@ -64,13 +64,13 @@ async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> R
     let config = dir.join("config.yaml");
     std::fs::write(&config, config_text(preset, listen, &upstream.base_url()))
         .with_context(|| format!("cannot write {}", config.display()))?;
-    let first = crate::server::load_generation(&config, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first = crate::load::load_generation(&config, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(crate::server::serve(
         config.clone(),
         first,
-        crate::server::shutdown_signal(),
+        crate::server::signals::shutdown_signal(),
         Some(ready_tx),
     ));
     let (proxy, admin) = match ready_rx.await {

@@ -30,9 +30,8 @@ use crate::export::Exporter;
 use crate::settings::Settings;
 use crate::state::{Generation, Shared};
 
-/// Where the demo finds them (`crate::load` owns loading).
-pub use self::signals::shutdown_signal;
-pub use crate::load::load_generation;
+use self::signals::shutdown_signal;
+use crate::load::load_generation;
 
 /// The multi-threaded runtime every long-running command uses.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
