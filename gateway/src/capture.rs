@@ -20,7 +20,8 @@ pub enum Capture {
     /// to parse.
     Nothing,
     /// `text/event-stream`: accumulated event by event.
-    Sse(Box<SseAccumulator>),
+    /// Held inline: its reader (the protocol's accumulator) is boxed already.
+    Sse(SseAccumulator),
     /// A JSON body, kept up to `limit` bytes.
     Json {
         /// Reads the body once it is whole.
@@ -162,7 +163,7 @@ impl Capture {
     /// `response_body` at the end.
     pub fn sse(protocol: &dyn Protocol, body: bool) -> Capture {
         let acc = SseAccumulator::for_protocol(protocol);
-        Capture::Sse(Box::new(if body { acc } else { acc.without_body() }))
+        Capture::Sse(if body { acc } else { acc.without_body() })
     }
 
     /// A JSON body kept up to `limit` bytes; `expected` (its `content-length`) sizes
