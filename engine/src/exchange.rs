@@ -8,7 +8,9 @@
 use serde_json::Value as Json;
 use std::sync::Arc;
 
-/// What kind of OpenAI-compatible call this was (`llm.operation`).
+/// What kind of call this was (`llm.operation`), in the OTel GenAI
+/// `gen_ai.operation.name` vocabulary: Anthropic Messages and OpenAI Responses are
+/// `chat`, as the conventions say; the wire protocol is [`Api`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Operation {
     /// `/v1/chat/completions`
@@ -18,6 +20,8 @@ pub enum Operation {
     TextCompletion,
     /// `/v1/embeddings`
     Embeddings,
+    /// Gemini's `models/{model}:generateContent` and `:streamGenerateContent`.
+    GenerateContent,
     /// Anything else that was proxied.
     Other,
 }
@@ -29,7 +33,44 @@ impl Operation {
             Operation::Chat => "chat",
             Operation::TextCompletion => "text_completion",
             Operation::Embeddings => "embeddings",
+            Operation::GenerateContent => "generate_content",
             Operation::Other => "other",
+        }
+    }
+}
+
+/// The wire protocol a call spoke (`llm.api`): what a preset needs to render a call
+/// the way that API's own instrumentation does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI Chat Completions, `/v1/chat/completions`.
+    #[default]
+    ChatCompletions,
+    /// OpenAI legacy Completions, `/v1/completions`.
+    Completions,
+    /// OpenAI Embeddings, `/v1/embeddings`.
+    Embeddings,
+    /// OpenAI Responses, `/v1/responses`.
+    Responses,
+    /// Anthropic Messages, `/v1/messages`.
+    Messages,
+    /// Gemini `generateContent` / `streamGenerateContent`.
+    GenerateContent,
+    /// A call no protocol reads.
+    Other,
+}
+
+impl Api {
+    /// The `llm.api` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Completions => "completions",
+            Api::Embeddings => "embeddings",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+            Api::GenerateContent => "generate_content",
+            Api::Other => "other",
         }
     }
 }
@@ -68,7 +109,12 @@ pub struct Choice {
     /// The text; streamed deltas joined. `None` when the choice carried no text.
     pub content: Option<String>,
     pub tool_calls: Vec<ToolCall>,
+    /// The finish (stop) reason as the provider spells it (`stop`, `end_turn`,
+    /// `STOP`, `tool_use`, ...).
     pub finish_reason: Option<String>,
+    /// Reasoning the model showed: Anthropic `thinking` text, a Responses
+    /// `reasoning` item's summary, Gemini thought parts; joined with `\n`.
+    pub reasoning: Option<String>,
 }
 
 /// Breakdowns of the token counts, where the upstream reports them (OpenAI's
@@ -121,6 +167,8 @@ pub struct Client {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
     pub operation: Operation,
+    /// The wire protocol of the call.
+    pub api: Api,
     /// Provider name of the backend that served the request (`openai`, `gemini`, ...).
     pub provider: String,
     pub request_model: Option<String>,
@@ -128,6 +176,15 @@ pub struct Exchange {
     pub response_id: Option<String>,
     /// The request asked for SSE streaming.
     pub streaming: bool,
+    /// System instructions, text parts in order: Anthropic `system`, Responses
+    /// `instructions`, Gemini `systemInstruction`, and the text of chat `system` /
+    /// `developer` messages. They are also the first messages of `prompt` (role
+    /// `system`), as agentgateway renders them.
+    pub system: Vec<String>,
+    /// Every message of the conversation in the chat vocabulary: roles `system`,
+    /// `user`, `assistant`, `tool` (Gemini's `model` is `assistant`; a tool result
+    /// block or item is a `tool` message with its `tool_call_id`; tool use blocks and
+    /// function call items are the `tool_calls` of an `assistant` message).
     pub prompt: Vec<Message>,
     pub choices: Vec<Choice>,
     /// Tool definitions sent in the request, as sent.
@@ -135,12 +192,25 @@ pub struct Exchange {
     /// Sampling and generation parameters as sent (temperature, max_tokens, ...), in
     /// request order. Never contains `messages`, `tools`, `model` or `stream`.
     pub params: Vec<(String, Json)>,
+    /// Every input token, cached ones included (the OTel GenAI rule): for Anthropic,
+    /// `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`.
     pub input_tokens: Option<i64>,
+    /// Every output token, reasoning included (Gemini: candidates + thoughts).
     pub output_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
     pub token_details: TokenDetails,
     /// The raw request body (for `input.value`-style attributes).
     pub request_body: Option<String>,
+    /// The agent session the call belongs to, as the client said: Claude Code's
+    /// `metadata.user_id` (a JSON string holding `session_id`), a `session-id`,
+    /// `x-session-id` or `thread-id` header.
+    pub session_id: Option<String>,
+    /// Who the client says the end user is (`metadata.user_id` when it is not a
+    /// JSON document, a `user` field, an `x-user-id` header).
+    pub user_id: Option<String>,
+    /// Milliseconds from request arrival to the first content byte of the answer
+    /// (the first streamed event that carries output; for a JSON answer, the body).
+    pub time_to_first_token_ms: Option<f64>,
     /// The raw response body; for streams, the accumulated response rendered as the
     /// equivalent non-streaming JSON.
     pub response_body: Option<String>,

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::exchange::{
-    Choice, Client, Exchange, HttpRequest, HttpResponse, Message, Operation, TokenDetails, ToolCall,
+    Api, Choice, Client, Exchange, HttpRequest, HttpResponse, Message, Operation, TokenDetails,
+    ToolCall,
 };
 
 fn call(id: &str, name: &str) -> ToolCall {
@@ -37,6 +38,8 @@ pub fn rich() -> Exchange {
         response_model: Some("gpt-4o-2024".into()),
         response_id: Some("chatcmpl-1".into()),
         streaming: true,
+        api: Api::ChatCompletions,
+        system: vec!["Be brief. héllo".into()],
         prompt: rich_prompt(),
         choices: vec![
             Choice {
@@ -45,6 +48,7 @@ pub fn rich() -> Exchange {
                 content: Some("Sunny.".into()),
                 tool_calls: vec![],
                 finish_reason: Some("stop".into()),
+                reasoning: Some("The user wants weather.".into()),
             },
             Choice {
                 index: 1,
@@ -52,6 +56,7 @@ pub fn rich() -> Exchange {
                 content: None,
                 tool_calls: vec![call("c3", "lookup")],
                 finish_reason: None,
+                reasoning: None,
             },
         ],
         tools: vec![
@@ -70,6 +75,9 @@ pub fn rich() -> Exchange {
             ..TokenDetails::default()
         },
         request_body: Some("{\"model\":\"gpt-4o\"}".into()),
+        session_id: Some("s-1".into()),
+        user_id: Some("u-1".into()),
+        time_to_first_token_ms: Some(120.5),
         response_body: Some("{\"id\":\"chatcmpl-1\"}".into()),
         response_truncated: true,
         error_type: Some("timeout".into()),
@@ -208,6 +216,8 @@ pub fn bookshop_chat() -> Exchange {
         response_model: Some("gpt-4o-mini-2024-07-18".into()),
         response_id: Some("chatcmpl-AbC123xyz".into()),
         streaming: false,
+        api: Api::ChatCompletions,
+        system: vec![],
         prompt,
         choices: vec![Choice {
             index: 0,
@@ -215,6 +225,7 @@ pub fn bookshop_chat() -> Exchange {
             content: Some(completion),
             tool_calls: vec![],
             finish_reason: Some("stop".into()),
+            reasoning: None,
         }],
         tools: vec![],
         params,
@@ -223,6 +234,9 @@ pub fn bookshop_chat() -> Exchange {
         total_tokens: Some(569),
         token_details: Default::default(),
         request_body: Some(request_body),
+        session_id: None,
+        user_id: None,
+        time_to_first_token_ms: Some(640.0),
         response_body: Some(response_body),
         response_truncated: false,
         error_type: None,

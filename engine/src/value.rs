@@ -109,6 +109,10 @@ pub(crate) enum Value<'a> {
     ToolCall(&'a ToolCall),
     /// `llm.completion`: each choice's content, `""` when absent.
     Contents(&'a [Choice]),
+    /// `llm.reasoning`: each choice's reasoning, `""` when absent.
+    Reasonings(&'a [Choice]),
+    /// A list of strings (`llm.systemInstructions`).
+    Strings(&'a [String]),
     /// `llm.finishReasons`: each choice's finish reason, `""` when absent.
     FinishReasons(&'a [Choice]),
     /// `llm.toolCalls`: the tool calls of every choice.
@@ -191,7 +195,11 @@ impl<'a> Value<'a> {
         Some(match self {
             Value::List(l) => l.len(),
             Value::Messages(m) => m.len(),
-            Value::Choices(c) | Value::Contents(c) | Value::FinishReasons(c) => c.len(),
+            Value::Choices(c)
+            | Value::Contents(c)
+            | Value::Reasonings(c)
+            | Value::FinishReasons(c) => c.len(),
+            Value::Strings(s) => s.len(),
             Value::ToolCalls(t) => t.len(),
             Value::AllToolCalls(c) => c.iter().map(|c| c.tool_calls.len()).sum(),
             Value::JsonList(j) => j.len(),
@@ -207,6 +215,8 @@ impl<'a> Value<'a> {
             Value::Messages(m) => Value::Message(&m[i]),
             Value::Choices(c) => Value::Choice(&c[i]),
             Value::Contents(c) => Value::Str(c[i].content.as_deref().unwrap_or("")),
+            Value::Reasonings(c) => Value::Str(c[i].reasoning.as_deref().unwrap_or("")),
+            Value::Strings(s) => Value::Str(&s[i]),
             Value::FinishReasons(c) => Value::Str(c[i].finish_reason.as_deref().unwrap_or("")),
             Value::ToolCalls(t) => Value::ToolCall(&t[i]),
             Value::AllToolCalls(c) => {

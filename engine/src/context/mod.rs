@@ -36,12 +36,15 @@ pub struct VarSpec {
 pub(crate) enum Var {
     Provider,
     Operation,
+    Api,
     RequestModel,
     ResponseModel,
     ResponseId,
     Streaming,
+    System,
     Prompt,
     Completion,
+    Reasoning,
     Choices,
     ToolCalls,
     Tools,
@@ -58,6 +61,9 @@ pub(crate) enum Var {
     RequestBody,
     ResponseBody,
     ResponseTruncated,
+    SessionId,
+    UserId,
+    TimeToFirstToken,
     ReqMethod,
     ReqPath,
     ReqHeaders,
@@ -110,7 +116,14 @@ pub const VARIABLES: &[VarSpec] = &[
         None,
         "string",
         Operation,
-        "`chat`, `text_completion`, `embeddings` or `other`: the OTel `gen_ai.operation.name`."
+        "`chat` (Chat Completions, Anthropic Messages, OpenAI Responses), `text_completion`, `embeddings`, `generate_content` (Gemini) or `other`: the OTel `gen_ai.operation.name`."
+    ),
+    var!(
+        "llm.api",
+        None,
+        "string",
+        Api,
+        "The wire protocol: `chat_completions`, `completions`, `embeddings`, `responses` (OpenAI), `messages` (Anthropic), `generate_content` (Gemini) or `other`."
     ),
     var!(
         "llm.requestModel",
@@ -141,11 +154,18 @@ pub const VARIABLES: &[VarSpec] = &[
         "The request asked for SSE streaming."
     ),
     var!(
+        "llm.systemInstructions",
+        Some("llm.system_instructions"),
+        "list of string",
+        System,
+        "System instructions, text parts in order: Anthropic `system`, Responses `instructions`, Gemini `systemInstruction`, chat `system`/`developer` messages. They also open `llm.prompt` as `system` messages. Empty when inputs are hidden."
+    ),
+    var!(
         "llm.prompt",
         None,
         "list of map",
         Prompt,
-        "Request messages: `{role, content, name, tool_calls, tool_call_id}`; text parts joined; `tool_calls` entries are `{id, name, arguments}`. Empty when inputs are hidden."
+        "Request messages in the chat vocabulary, system instructions first: `{role, content, name, tool_calls, tool_call_id}`; roles `system`, `user`, `assistant`, `tool` (Gemini `model` is `assistant`; Anthropic `tool_result` blocks, Responses `function_call_output` items and Gemini `functionResponse` parts are `tool` messages); text parts joined; `tool_calls` entries are `{id, name, arguments}`. Empty when inputs are hidden."
     ),
     var!(
         "llm.completion",
@@ -153,6 +173,13 @@ pub const VARIABLES: &[VarSpec] = &[
         "list of string",
         Completion,
         "One string per choice, streamed deltas joined. Empty when outputs are hidden."
+    ),
+    var!(
+        "llm.reasoning",
+        None,
+        "list of string",
+        Reasoning,
+        "One string per choice: the reasoning the model showed (Anthropic `thinking`, Responses reasoning summaries, Gemini thought parts), `\"\"` when none. Empty when outputs are hidden."
     ),
     var!(
         "llm.choices",
@@ -180,35 +207,35 @@ pub const VARIABLES: &[VarSpec] = &[
         Some("llm.input_tokens"),
         "int | null",
         InputTokens,
-        "Prompt tokens as reported by the upstream."
+        "Every input token, cached ones included (the OTel GenAI rule): OpenAI `prompt_tokens`/`input_tokens` and Gemini `promptTokenCount` as reported; Anthropic `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`."
     ),
     var!(
         "llm.outputTokens",
         Some("llm.output_tokens"),
         "int | null",
         OutputTokens,
-        "Completion tokens as reported by the upstream."
+        "Every output token, reasoning included: OpenAI `completion_tokens`/`output_tokens` and Anthropic `output_tokens` as reported; Gemini `candidatesTokenCount + thoughtsTokenCount`."
     ),
     var!(
         "llm.totalTokens",
         Some("llm.total_tokens"),
         "int | null",
         TotalTokens,
-        "Total tokens as reported by the upstream."
+        "Total tokens as reported by the upstream; where it reports none (Anthropic), input plus output."
     ),
     var!(
         "llm.cacheReadTokens",
         Some("llm.cache_read_tokens"),
         "int | null",
         CacheReadTokens,
-        "Prompt tokens read from the provider's prompt cache (`prompt_tokens_details.cached_tokens`)."
+        "Input tokens read from the provider's prompt cache, a part of `llm.inputTokens` (`cached_tokens`, Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`)."
     ),
     var!(
         "llm.cacheWriteTokens",
         Some("llm.cache_write_tokens"),
         "int | null",
         CacheWriteTokens,
-        "Prompt tokens written to the prompt cache (`prompt_tokens_details.cache_write_tokens`)."
+        "Input tokens written to the prompt cache, a part of `llm.inputTokens` (`cache_write_tokens`, Anthropic `cache_creation_input_tokens`)."
     ),
     var!(
         "llm.inputAudioTokens",
@@ -222,7 +249,7 @@ pub const VARIABLES: &[VarSpec] = &[
         Some("llm.reasoning_tokens"),
         "int | null",
         ReasoningTokens,
-        "Completion tokens spent on reasoning (`completion_tokens_details.reasoning_tokens`)."
+        "Output tokens spent on reasoning, a part of `llm.outputTokens` (`reasoning_tokens`, Gemini `thoughtsTokenCount`)."
     ),
     var!(
         "llm.outputAudioTokens",
@@ -265,6 +292,27 @@ pub const VARIABLES: &[VarSpec] = &[
         "bool",
         ResponseTruncated,
         "Part of the response was left out of the span: the gateway keeps at most 8 MiB of streamed text, 1024 choices and tool calls, 256 bytes per id, name or finish reason, and 32 MiB of a JSON body. The client got every byte."
+    ),
+    var!(
+        "llm.sessionId",
+        Some("llm.session_id"),
+        "string | null",
+        SessionId,
+        "The agent session the call belongs to, as the client says: Claude Code's `metadata.user_id` (JSON holding `session_id`), else a `session-id`, `x-session-id` or `thread-id` request header (Codex, OpenAI Agents SDK)."
+    ),
+    var!(
+        "llm.userId",
+        Some("llm.user_id"),
+        "string | null",
+        UserId,
+        "The end user the client names: Anthropic `metadata.user_id` (or the `account_uuid`/`user_id` inside it when it is JSON), OpenAI `user`/`safety_identifier`, else an `x-user-id` header."
+    ),
+    var!(
+        "llm.timeToFirstToken",
+        Some("llm.time_to_first_token"),
+        "double | null",
+        TimeToFirstToken,
+        "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came."
     ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
@@ -384,11 +432,14 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "client" => Var::Client,
         "llm.provider" => Var::Provider,
         "llm.operation" => Var::Operation,
+        "llm.api" => Var::Api,
         "llm.requestModel" | "llm.request_model" => Var::RequestModel,
         "llm.responseModel" | "llm.response_model" => Var::ResponseModel,
         "llm.responseId" | "llm.response_id" => Var::ResponseId,
         "llm.streaming" => Var::Streaming,
+        "llm.systemInstructions" | "llm.system_instructions" => Var::System,
         "llm.prompt" => Var::Prompt,
+        "llm.reasoning" => Var::Reasoning,
         "llm.completion" => Var::Completion,
         "llm.choices" => Var::Choices,
         "llm.toolCalls" | "llm.tool_calls" => Var::ToolCalls,
@@ -406,6 +457,9 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.requestBody" | "llm.request_body" => Var::RequestBody,
         "llm.responseBody" | "llm.response_body" => Var::ResponseBody,
         "llm.responseTruncated" | "llm.response_truncated" => Var::ResponseTruncated,
+        "llm.sessionId" | "llm.session_id" => Var::SessionId,
+        "llm.userId" | "llm.user_id" => Var::UserId,
+        "llm.timeToFirstToken" | "llm.time_to_first_token" => Var::TimeToFirstToken,
         "request.method" => Var::ReqMethod,
         "request.path" => Var::ReqPath,
         "request.headers" => Var::ReqHeaders,

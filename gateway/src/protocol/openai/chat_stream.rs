@@ -339,6 +339,7 @@ impl ChoiceState {
             content: self.content,
             tool_calls,
             finish_reason: self.finish_reason,
+            reasoning: None,
         }
     }
 }

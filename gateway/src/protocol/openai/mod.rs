@@ -99,7 +99,7 @@ pub fn for_operation(operation: Operation) -> Option<&'static Endpoint> {
         Operation::Chat => Some(&chat::CHAT),
         Operation::TextCompletion => Some(&completions::COMPLETIONS),
         Operation::Embeddings => Some(&embeddings::EMBEDDINGS),
-        Operation::Other => None,
+        Operation::GenerateContent | Operation::Other => None,
     }
 }
 

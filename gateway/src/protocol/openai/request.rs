@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use celgate_engine::exchange::{Exchange, Message, Operation};
+use celgate_engine::exchange::{Api, Exchange, Message, Operation};
 use serde_json::Value;
 
 use super::super::RequestFacts;
@@ -28,6 +28,26 @@ pub(crate) type ReadPrompt = fn(PromptFields) -> Result<Vec<Message>, ParseError
 /// Top-level request keys that are modelled explicitly and therefore never appear in
 /// [`Exchange::params`].
 const NON_PARAM_KEYS: [&str; 6] = ["model", "messages", "tools", "stream", "prompt", "input"];
+
+/// The wire protocol of an OpenAI endpoint's calls.
+fn api(operation: Operation) -> Api {
+    match operation {
+        Operation::Chat => Api::ChatCompletions,
+        Operation::TextCompletion => Api::Completions,
+        Operation::Embeddings => Api::Embeddings,
+        Operation::GenerateContent | Operation::Other => Api::Other,
+    }
+}
+
+/// The text of the `system` and `developer` messages, in order: chat's system
+/// instructions (they stay in the prompt too).
+fn system_instructions(prompt: &[Message]) -> Vec<String> {
+    prompt
+        .iter()
+        .filter(|m| matches!(m.role.as_str(), "system" | "developer"))
+        .filter_map(|m| m.content.clone())
+        .collect()
+}
 
 /// Parses a request body into `ex`, the prompt read by `read_prompt` (see
 /// [`super::parse_request`] for what is set).
@@ -94,6 +114,8 @@ pub(crate) fn parse(
     ex.request_model = request_model;
     ex.streaming = streaming;
     ex.tools = tools;
+    ex.api = api(operation);
+    ex.system = system_instructions(&prompt);
     ex.prompt = prompt;
     ex.params = if duplicate_keys {
         dedup_last_wins(params)
