@@ -96,6 +96,7 @@ fn chat_stream_fixture() {
             content: Some(CHAT_TEXT.to_owned()),
             tool_calls: vec![],
             finish_reason: Some("stop".to_owned()),
+            reasoning: None,
         }]
     );
     assert_eq!(ex.response_id.as_deref(), Some("chatcmpl-stream789"));
@@ -183,6 +184,7 @@ fn tools_stream_fixture() {
                 ),
             ],
             finish_reason: Some("tool_calls".to_owned()),
+            reasoning: None,
         }]
     );
     assert_eq!(ex.response_id.as_deref(), Some("chatcmpl-tools456"));

@@ -186,6 +186,7 @@ fn completions_fixtures() {
             content: Some("\n\nScoops of happiness in every cone.".to_owned()),
             tool_calls: vec![],
             finish_reason: Some("stop".to_owned()),
+            reasoning: None,
         }]
     );
     assert_eq!(
@@ -235,6 +236,7 @@ fn chat_response_fixture() {
             content: Some("May or September: warm, sunny days and fewer crowds.".to_owned()),
             tool_calls: vec![],
             finish_reason: Some("stop".to_owned()),
+            reasoning: None,
         }]
     );
     assert_eq!(
