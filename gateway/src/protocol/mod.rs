@@ -32,7 +32,7 @@
 //! back into the proxy.
 
 use celgate_engine::exchange::{Exchange, Operation};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub mod json;
 pub mod lenient;
@@ -114,10 +114,17 @@ pub trait Protocol: Sync {
     /// The event that ends a streamed answer.
     fn final_event(&self) -> FinalEvent;
 
-    /// The body of an error celgate answers itself: `message` for the operator and
-    /// client, `kind` and `code` the protocol's error type and code (`None`: the
-    /// protocol's "no code", as OpenAI answers a request without a key).
-    fn error_body(&self, message: &str, kind: &str, code: Option<&str>) -> serde_json::Value;
+    /// The body of an error celgate answers itself with `status`: `message` for the
+    /// operator and client, `kind` and `code` in OpenAI's vocabulary
+    /// (`invalid_request_error`, `model_not_allowed`; `None`: no code, as OpenAI
+    /// answers a request without a key), which a protocol maps to its own.
+    fn error_body(
+        &self,
+        status: StatusCode,
+        message: &str,
+        kind: &str,
+        code: Option<&str>,
+    ) -> serde_json::Value;
 
     /// Where a backend's API key goes on the upstream request.
     fn backend_auth(&self) -> BackendAuth;

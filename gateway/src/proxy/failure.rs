@@ -87,7 +87,7 @@ impl Failure {
         // A cause quoted from below (a TLS or connection error) must not carry a key.
         let message = flight.mask(std::mem::take(&mut self.message));
         let body = match flight.protocol {
-            Some(protocol) => protocol.error_body(&message, self.kind, self.code),
+            Some(protocol) => protocol.error_body(self.status, &message, self.kind, self.code),
             None => default_error_body(&message, self.kind, self.code),
         };
         flight.exchange.response.status = Some(self.status.as_u16());

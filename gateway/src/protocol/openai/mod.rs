@@ -21,7 +21,7 @@
 //! yields less information.
 
 use celgate_engine::exchange::{Exchange, Operation, TokenDetails, ToolCall};
-use http::Method;
+use http::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::json::{ParseError, string_field};
@@ -84,7 +84,13 @@ impl Protocol for Endpoint {
         FinalEvent::Data("[DONE]")
     }
 
-    fn error_body(&self, message: &str, kind: &str, code: Option<&str>) -> Value {
+    fn error_body(
+        &self,
+        _status: StatusCode,
+        message: &str,
+        kind: &str,
+        code: Option<&str>,
+    ) -> Value {
         error_body(message, kind, code)
     }
 

@@ -804,6 +804,7 @@ fn each_endpoint_parses_as_its_operation_does() {
 #[test]
 fn errors_celgate_answers_have_openai_s_shape() {
     let body = CHAT.error_body(
+        http::StatusCode::BAD_REQUEST,
         "no route for model `m`",
         "invalid_request_error",
         Some("model_not_found"),
