@@ -649,6 +649,7 @@ backends:
     baseUrl: {base}
     apiKey: {{env: {BACKEND_KEY_ENV}}}
     models: [\"gpt-*\"]
+    passthrough: [/v1/files]
   - name: reasoning
     provider: openai
     baseUrl: {base}

@@ -467,11 +467,11 @@ async fn the_keys_file_reloads_under_load_like_a_secret() {
         200
     );
     let metrics = support::get(&format!("{admin}/metrics")).await.text();
-    assert_eq!(
-        support::metric(&metrics, "celgate_config_reloads_total{result=\"error\"}"),
-        Some(1.0),
-        "{metrics}"
-    );
+    // One broken write may be seen as more than one change (the kubelet's swap
+    // raises several events, and a busy machine can deliver them apart): each is
+    // refused and counted.
+    let errors = support::metric(&metrics, "celgate_config_reloads_total{result=\"error\"}");
+    assert!(errors.is_some_and(|n| n >= 1.0), "{metrics}");
 
     stop.store(true, Ordering::Relaxed);
     for c in clients {

@@ -367,11 +367,23 @@ pub struct Privacy {
 pub struct Backend {
     /// Name used in logs, metrics and `backend.name`.
     pub name: String,
-    /// What `llm.provider` evaluates to (`openai`, `gemini`, ...). Default `openai`.
+    /// The API it speaks and what `llm.provider` evaluates to. `anthropic` serves
+    /// Anthropic Messages (`/v1/messages`, key as `x-api-key`), `gemini` serves
+    /// Gemini `generateContent` (key as `x-goog-api-key`), any other (`openai`, the
+    /// default, `azure`, `vllm`, ...) the OpenAI Responses API; every provider serves
+    /// the OpenAI-compatible Chat Completions, Completions and Embeddings.
     #[serde(default = "default_provider")]
     pub provider: String,
-    /// What you would give an OpenAI SDK as `base_url`, e.g. `https://api.openai.com/v1`.
+    /// The API root with its version, as an SDK's `base_url`:
+    /// `https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta`. A client's path goes
+    /// after it without its own version segment (`/v1`, `/v1beta`, `/v1alpha`).
     pub base_url: String,
+    /// Path prefixes (`/v1/files`, `/v1/audio`) of requests no protocol knows that
+    /// this backend takes, forwarded unread with its key. A path in no backend's
+    /// list is answered 404 (default: the list is empty).
+    #[serde(default)]
+    pub passthrough: Vec<String>,
     /// Where the API key comes from: never plain text in the ConfigMap.
     pub api_key: Option<SecretRef>,
     /// Exact model names and `*` patterns this backend serves; first match wins.

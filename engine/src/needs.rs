@@ -19,6 +19,8 @@ pub struct Needs {
     pub request_headers: bool,
     /// `response.headers`.
     pub response_headers: bool,
+    /// `llm.systemInstructions`.
+    pub system: bool,
     /// `llm.prompt`.
     pub prompt: bool,
     /// `llm.tools`.
@@ -41,6 +43,7 @@ impl Needs {
         Needs {
             request_headers: reads.reads(Var::ReqHeaders),
             response_headers: reads.reads(Var::RespHeaders),
+            system: reads.reads(Var::System),
             prompt: reads.reads(Var::Prompt),
             tools: reads.reads(Var::Tools),
             params: reads.reads(Var::Params),
@@ -51,6 +54,9 @@ impl Needs {
 
     /// Drops from `ex` the request parts nothing reads.
     pub fn trim(&self, ex: &mut Exchange) {
+        if !self.system {
+            ex.system = Vec::new();
+        }
         if !self.prompt {
             ex.prompt = Vec::new();
         }
@@ -89,6 +95,7 @@ mod tests {
         );
         let n = needs("        a: 'llm[\"prompt\"]'\n");
         assert!(n.prompt && n.tools && n.params && n.request_body && n.response_body);
+        assert!(n.system);
         assert!(!n.request_headers && !n.response_headers);
         let yaml = "config:\n  tracing:\n    clientSampling: 'has(request.headers.x)'\n";
         let n = Needs::of(&load(yaml, &LoadOptions::default()).unwrap().plan);

@@ -205,6 +205,18 @@ impl Capture {
         self
     }
 
+    /// Whether what was fed so far holds output: a streamed event with text,
+    /// reasoning or a tool call, or any byte of a JSON answer. `None` when nothing
+    /// is read (a pass-through body).
+    pub fn has_output(&self) -> Option<bool> {
+        match self {
+            Capture::Nothing => None,
+            Capture::Sse(acc) => Some(acc.saw_output()),
+            Capture::Json { buf, overflow, .. } => Some(!buf.is_empty() || *overflow),
+            Capture::Gzip(gunzip) => gunzip.inner.has_output(),
+        }
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         match self {
             Capture::Nothing => {}

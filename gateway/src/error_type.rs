@@ -36,6 +36,9 @@ pub enum ErrorType {
     // Refused at routing.
     /// No backends are configured.
     NoBackends,
+    /// No backend speaks the request's API (no `provider: anthropic` backend for a
+    /// Messages call), or takes its path (no `passthrough` prefix of it).
+    RouteNotFound,
     /// No backend serves the model.
     ModelNotFound,
     /// An LLM call that names no model.
@@ -72,7 +75,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every named kind (not [`ErrorType::Status`]), for documentation and tests.
-    pub const NAMED: [ErrorType; 24] = [
+    pub const NAMED: [ErrorType; 25] = [
         ErrorType::InvalidHost,
         ErrorType::MethodNotAllowed,
         ErrorType::InvalidPath,
@@ -84,6 +87,7 @@ impl ErrorType {
         ErrorType::JsonTooDeep,
         ErrorType::InvalidRequest,
         ErrorType::NoBackends,
+        ErrorType::RouteNotFound,
         ErrorType::ModelNotFound,
         ErrorType::ModelRequired,
         ErrorType::ModelNotAllowed,
@@ -121,6 +125,7 @@ impl ErrorType {
             ErrorType::JsonTooDeep => "json_too_deep",
             ErrorType::InvalidRequest => "invalid_request",
             ErrorType::NoBackends => "no_backends",
+            ErrorType::RouteNotFound => "route_not_found",
             ErrorType::ModelNotFound => "model_not_found",
             ErrorType::ModelRequired => "model_required",
             ErrorType::ModelNotAllowed => "model_not_allowed",

@@ -65,6 +65,9 @@ pub struct InFlight {
     pub exchange: Exchange,
     /// The wire protocol the request speaks; `None` for a path passed through unread.
     pub protocol: Option<&'static dyn crate::protocol::Protocol>,
+    /// The protocol the request belongs to (its side routes too): the shape of
+    /// celgate's own errors.
+    pub owner: Option<&'static dyn crate::protocol::Protocol>,
     pub ids: SpanIds,
     pub sampled: bool,
     pub start: Instant,
@@ -270,6 +273,19 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         Some("the gateway is shutting down".into())
     }
 
+    /// Records the time to first token once the capture holds output.
+    fn mark_first_token(&mut self) {
+        let Some(flight) = self.flight.as_mut() else {
+            return;
+        };
+        if flight.exchange.time_to_first_token_ms.is_none()
+            && self.capture.has_output() == Some(true)
+        {
+            let elapsed = flight.start.elapsed();
+            flight.exchange.time_to_first_token_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         let Some(flight) = self.flight.take() else {
             return;
@@ -331,6 +347,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.capture.feed(data);
+                    this.mark_first_token();
                 }
                 let deadline = tokio::time::Instant::now() + this.idle;
                 this.timer.as_mut().reset(deadline);

@@ -56,6 +56,10 @@ pub enum SettingsError {
         origin: KeyOrigin,
         problem: &'static str,
     },
+    #[error(
+        "backend `{backend}`: passthrough entry {index} is not a path prefix: it must start with `/` and hold no `..`, `?` or `#`"
+    )]
+    BadPassthrough { backend: String, index: usize },
     /// `url` is masked: it never shows userinfo.
     #[error("backend `{backend}`: baseUrl `{url}` is not a valid URL: {reason}")]
     BadBaseUrl {
@@ -153,7 +157,8 @@ impl SettingsError {
             | SettingsError::KeyFile { backend, .. }
             | SettingsError::EmptyKey { backend, .. }
             | SettingsError::BadKey { backend, .. }
-            | SettingsError::BadBaseUrl { backend, .. } => Some(backend),
+            | SettingsError::BadBaseUrl { backend, .. }
+            | SettingsError::BadPassthrough { backend, .. } => Some(backend),
             _ => None,
         }
     }
@@ -207,6 +212,16 @@ impl Backend {
     /// Whether this backend serves `model`.
     pub fn serves(&self, model: &str) -> bool {
         self.config.serves(model)
+    }
+
+    /// Whether this backend takes `path` unread (its `passthrough` list has a prefix
+    /// of it, ending at a segment boundary).
+    pub fn passes_through(&self, path: &str) -> bool {
+        self.config.passthrough.iter().any(|prefix| {
+            let prefix = prefix.trim_end_matches('/');
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.is_empty())
+        })
     }
 
     /// The models this backend lists (for `/v1/models`); patterns are left out.
@@ -523,6 +538,12 @@ fn resolve_backend(
     let port = authority
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    if let Some(index) = b.passthrough.iter().position(|p| !is_path_prefix(p)) {
+        return Err(SettingsError::BadPassthrough {
+            backend: b.name.clone(),
+            index,
+        });
+    }
     let api_key = match &b.api_key {
         None => None,
         Some(source) => Some(read_key(&b.name, source, env, config_dir)?),
@@ -546,6 +567,12 @@ fn resolve_backend(
         idle_timeout: b.idle_timeout.map_or(Duration::from_secs(300), |d| d.0),
         config: b.clone(),
     })
+}
+
+/// Whether `p` can be a `passthrough` entry: an absolute path without dot
+/// segments, query or fragment.
+fn is_path_prefix(p: &str) -> bool {
+    p.starts_with('/') && !p.contains("..") && !p.contains(['?', '#'])
 }
 
 /// A backend's key from its source: one trailing newline dropped, then it must be

@@ -63,6 +63,28 @@ pub fn for_request(method: &Method, path: &str) -> Option<&'static dyn Protocol>
         .find(|p| p.recognises(method, path))
 }
 
+/// The protocol a request belongs to without being one of its traced calls: one of
+/// its [side routes](Protocol::side_route), or its call's path with another method
+/// (`GET /v1/chat/completions`, a CORS preflight), which its backends answer. `None`
+/// for a path no protocol knows.
+pub fn owner_of(method: &Method, path: &str) -> Option<&'static dyn Protocol> {
+    let mut protocols = PROTOCOLS.iter().copied();
+    protocols
+        .clone()
+        .find(|p| p.side_route(method, path))
+        .or_else(|| protocols.find(|p| p.recognises(&Method::POST, path)))
+}
+
+/// Where the key of a backend of `provider` goes on a request no protocol reads (a
+/// path the backend's `passthrough` list forwards): the provider's own API's header.
+pub fn provider_auth(provider: &str) -> BackendAuth {
+    match provider {
+        "anthropic" => BackendAuth::Header("x-api-key"),
+        "gemini" => BackendAuth::Header("x-goog-api-key"),
+        _ => BackendAuth::Bearer,
+    }
+}
+
 /// The protocol whose calls are `operation` (for `celgate preview`, which is given an
 /// operation rather than a request line); `None` for [`Operation::Other`].
 pub fn for_operation(operation: Operation) -> Option<&'static dyn Protocol> {
@@ -128,6 +150,31 @@ pub trait Protocol: Sync {
 
     /// Where a backend's API key goes on the upstream request.
     fn backend_auth(&self) -> BackendAuth;
+
+    /// Whether a backend of `provider` (its `provider:` in config.yaml) speaks this
+    /// protocol. The OpenAI-compatible protocols are spoken by every provider (Gemini
+    /// and Anthropic have OpenAI-compatible endpoints too); a provider's own API only by
+    /// that provider.
+    fn serves(&self, provider: &str) -> bool {
+        let _ = provider;
+        true
+    }
+
+    /// Whether `method path` is one of this protocol's side routes: requests of its
+    /// API that celgate forwards to the protocol's backends, with the protocol's key
+    /// and error shape, without reading them (Anthropic `count_tokens`, a stored
+    /// Responses answer, Gemini's models list).
+    fn side_route(&self, method: &Method, path: &str) -> bool {
+        let _ = (method, path);
+        false
+    }
+
+    /// The model a request path names, for a protocol that puts it there (Gemini's
+    /// `models/{model}:generateContent`); `None` when the body names it.
+    fn path_model<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let _ = path;
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn Protocol {

@@ -36,6 +36,9 @@ pub enum FinalEvent {
 pub enum EventRead {
     /// Read (applied to the answer, or recorded as the stream's error).
     Read,
+    /// Read, and it carried output: text, reasoning or a tool call. The first such
+    /// event marks the answer's time to first token.
+    Output,
     /// Not what the protocol sends (e.g. data that is not JSON); skipped and counted
     /// in [`StreamSummary::malformed_events`].
     Malformed,
@@ -113,6 +116,7 @@ struct Reader {
     final_event: FinalEvent,
     accumulator: Box<dyn StreamAccumulator>,
     saw_final: bool,
+    saw_output: bool,
     events: u64,
     malformed_events: u64,
 }
@@ -128,8 +132,10 @@ impl EventSink for Reader {
             FinalEvent::Named(name) if event.name == name.as_bytes() => self.saw_final = true,
             _ => {}
         }
-        if self.accumulator.event(&event) == EventRead::Malformed {
-            self.malformed_events += 1;
+        match self.accumulator.event(&event) {
+            EventRead::Read => {}
+            EventRead::Output => self.saw_output = true,
+            EventRead::Malformed => self.malformed_events += 1,
         }
     }
 
@@ -157,6 +163,7 @@ impl SseAccumulator {
                 final_event,
                 accumulator,
                 saw_final: false,
+                saw_output: false,
                 events: 0,
                 malformed_events: 0,
             },
@@ -174,6 +181,11 @@ impl SseAccumulator {
     pub fn without_body(mut self) -> Self {
         self.render_body = false;
         self
+    }
+
+    /// Whether an event so far carried output ([`EventRead::Output`]).
+    pub fn saw_output(&self) -> bool {
+        self.reader.saw_output
     }
 
     /// Consumes the next bytes of the stream, exactly as received.

@@ -27,8 +27,13 @@ use crate::state::BoxError;
 /// What a request's head says before its span exists.
 #[derive(Debug)]
 pub struct Head {
-    /// The wire protocol the method and path name; `None` passes through unread.
+    /// The wire protocol whose call the method and path name (read and traced);
+    /// `None` passes through unread.
     pub protocol: Option<&'static dyn Protocol>,
+    /// The protocol the request belongs to: `protocol`, or the one whose side route
+    /// it is (`count_tokens`, a stored response). It chooses the backends that may
+    /// take the request, where their key goes and the shape of celgate's errors.
+    pub owner: Option<&'static dyn Protocol>,
     pub operation: Operation,
     /// Why the `Host` is unacceptable, if it is.
     host_problem: Option<&'static str>,
@@ -44,12 +49,14 @@ impl Head {
         let host_problem = host_problem(parts);
         let admission = client_auth::admit(keys, &parts.headers);
         let protocol = protocol::for_request(&parts.method, parts.uri.path());
+        let owner = protocol.or_else(|| protocol::owner_of(&parts.method, parts.uri.path()));
         let operation = protocol.map_or(Operation::Other, |p| p.operation());
         let models = parts.method == Method::GET
             && parts.uri.path() == "/v1/models"
             && (host_problem.is_some() || admission.admitted());
         Head {
             protocol,
+            owner,
             operation,
             host_problem,
             admission,

@@ -86,7 +86,7 @@ impl Failure {
         Shared::count(&flight.shared.stats.errors);
         // A cause quoted from below (a TLS or connection error) must not carry a key.
         let message = flight.mask(std::mem::take(&mut self.message));
-        let body = match flight.protocol {
+        let body = match flight.owner {
             Some(protocol) => protocol.error_body(self.status, &message, self.kind, self.code),
             None => default_error_body(&message, self.kind, self.code),
         };

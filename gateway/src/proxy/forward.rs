@@ -20,7 +20,7 @@ use super::headers::strip_hop_by_hop;
 use super::parse::MODEL_HEADER;
 use crate::client_auth;
 use crate::error_type::ErrorType;
-use crate::protocol::{BackendAuth, Protocol};
+use crate::protocol::{BackendAuth, Protocol, provider_auth};
 use crate::settings::Backend;
 use crate::state::{BoxError, UpstreamBody, whole_body};
 use crate::upstream::Clients;
@@ -41,10 +41,12 @@ impl Outgoing {
 
 /// The request for `backend`: the client's `parts` with `outgoing` as the body
 /// (its model replaced by `send_model`), and `traceparent` for the child span.
+/// `protocol` is the one that read the body, `owner` the one the request belongs to
+/// (the same, or the protocol of a side route): it says where the key goes.
 pub fn request(
     backend: &Backend,
     parts: &Parts,
-    protocol: Option<&dyn Protocol>,
+    (protocol, owner): (Option<&dyn Protocol>, Option<&dyn Protocol>),
     outgoing: Outgoing,
     send_model: Option<&str>,
     traceparent: &str,
@@ -57,6 +59,7 @@ pub fn request(
         }),
     };
     let uri = upstream_uri(backend, &parts.uri);
+    let auth = owner.map_or_else(|| provider_auth(&backend.provider), |p| p.backend_auth());
     let mut req = Request::builder()
         .method(parts.method.clone())
         .uri(&uri)
@@ -71,7 +74,7 @@ pub fn request(
                 ),
             )
         })?;
-    *req.headers_mut() = upstream_headers(&parts.headers, backend, protocol);
+    *req.headers_mut() = upstream_headers(&parts.headers, backend, protocol.is_some(), auth);
     if let Ok(tp) = HeaderValue::from_str(traceparent) {
         req.headers_mut().insert("traceparent", tp);
     }
@@ -99,36 +102,60 @@ pub async fn send(
     }
 }
 
-/// The backend URL for the client's path: `/v1/chat/completions` on a backend
-/// whose base URL is `https://host/openai/v1` becomes
-/// `https://host/openai/v1/chat/completions`. The query string is kept.
+/// The backend URL for the client's path: the path after its version segment
+/// (`/v1`, `/v1beta`, `/v1alpha`) goes after the base URL, so `/v1/chat/completions`
+/// on a backend whose base URL is `https://host/openai/v1` becomes
+/// `https://host/openai/v1/chat/completions`, and `/v1beta/models/m:generateContent`
+/// on `https://host/v1beta` becomes `https://host/v1beta/models/m:generateContent`.
+/// The query string is kept, less a client's `key=` (Gemini's key parameter) unless
+/// the backend passes the client's credentials through.
 fn upstream_uri(backend: &Backend, uri: &http::Uri) -> String {
     let path = uri.path();
-    let rest = path
-        .strip_prefix("/v1")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
+    let rest = ["/v1beta", "/v1alpha", "/v1"]
+        .iter()
+        .find_map(|v| {
+            path.strip_prefix(v)
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        })
         .unwrap_or(path);
-    match uri.query() {
-        Some(q) => format!("{}{}{}?{q}", backend.origin, backend.base_path, rest),
-        None => format!("{}{}{}", backend.origin, backend.base_path, rest),
+    let query = uri.query().map(|q| match backend.auth_passthrough {
+        true => std::borrow::Cow::Borrowed(q),
+        false => without_key(q),
+    });
+    match query.as_deref() {
+        Some(q) if !q.is_empty() => {
+            format!("{}{}{}?{q}", backend.origin, backend.base_path, rest)
+        }
+        _ => format!("{}{}{}", backend.origin, backend.base_path, rest),
     }
 }
 
+/// A query string without its `key` parameters (a client's Gemini API key).
+fn without_key(query: &str) -> std::borrow::Cow<'_, str> {
+    let is_key = |pair: &&str| pair.split('=').next() == Some("key");
+    if !query.split('&').any(|p| is_key(&p)) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_key(p)).collect();
+    std::borrow::Cow::Owned(kept.join("&"))
+}
+
 /// The client's headers as the backend gets them: hop-by-hop and celgate's own
-/// removed, the client's key replaced by the backend's, in the header the protocol
-/// names (a pass-through path: `Authorization: Bearer`, the gateway's API being
-/// OpenAI's).
+/// removed, the client's credentials (`Authorization` and every provider's key
+/// header) replaced by the backend's key in the header `auth` names. `read`: the
+/// body was read whole.
 fn upstream_headers(
     client: &HeaderMap,
     backend: &Backend,
-    protocol: Option<&dyn Protocol>,
+    read: bool,
+    auth: BackendAuth,
 ) -> HeaderMap {
     let mut h = client.clone();
     strip_hop_by_hop(&mut h);
     h.remove(header::HOST);
     h.remove("traceparent");
     h.remove(MODEL_HEADER);
-    if protocol.is_some() {
+    if read {
         // The body was read whole (and maybe rewritten): hyper sets the length.
         h.remove(header::CONTENT_LENGTH);
         // The span needs to read the response: ask for it uncompressed.
@@ -139,7 +166,6 @@ fn upstream_headers(
         for name in client_auth::KEY_HEADERS {
             h.remove(name);
         }
-        let auth = protocol.map_or(BackendAuth::Bearer, |p| p.backend_auth());
         if let Some((name, value)) = backend
             .api_key
             .as_ref()
@@ -249,7 +275,7 @@ mod tests {
         );
         let body = Outgoing::Whole(Bytes::from_static(br#"{"model":"m","messages":[]}"#));
         let chat = Some(&crate::protocol::openai::chat::CHAT as &dyn Protocol);
-        let req = request(backend, &client, chat, body, Some("n"), "00-tp").unwrap();
+        let req = request(backend, &client, (chat, chat), body, Some("n"), "00-tp").unwrap();
         assert_eq!(req.uri(), "http://a.test/base/v1/chat/completions?x=1");
         let h = req.headers();
         assert_eq!(h["authorization"], "Bearer sk-forward-test");
@@ -278,6 +304,34 @@ mod tests {
         let uri = |p: &str| upstream_uri(b, &p.parse().unwrap());
         assert_eq!(uri("/v1/embeddings"), "https://h.test/openai/v1/embeddings");
         assert_eq!(uri("/v1"), "https://h.test/openai/v1");
-        assert_eq!(uri("/v1beta/x"), "https://h.test/openai/v1/v1beta/x");
+        assert_eq!(uri("/v1beta/x"), "https://h.test/openai/v1/x");
+        assert_eq!(uri("/v1alpha/x/y"), "https://h.test/openai/v1/x/y");
+        assert_eq!(uri("/v1betax/y"), "https://h.test/openai/v1/v1betax/y");
+        assert_eq!(uri("/v2/x"), "https://h.test/openai/v1/v2/x");
+    }
+
+    #[test]
+    fn a_clients_key_parameter_never_goes_next_to_ours() {
+        let yaml = "backends:\n  - {name: a, baseUrl: 'https://h.test/v1beta'}\n  - {name: b, baseUrl: 'https://h.test/v1beta', authPassthrough: true}\n";
+        let g = generation(yaml);
+        let uri = |b: usize, p: &str| upstream_uri(&g.settings.backends[b], &p.parse().unwrap());
+        let path = "/v1beta/models/m:streamGenerateContent";
+        assert_eq!(
+            uri(0, &format!("{path}?alt=sse&key=client-key")),
+            format!("https://h.test/v1beta/models/m:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(
+            uri(0, &format!("{path}?key=a&key=b")),
+            "https://h.test/v1beta/models/m:streamGenerateContent"
+        );
+        assert_eq!(
+            uri(0, &format!("{path}?keys=1&monkey=2")),
+            format!("https://h.test/v1beta/models/m:streamGenerateContent?keys=1&monkey=2")
+        );
+        assert_eq!(
+            uri(1, &format!("{path}?key=client-key")),
+            format!("https://h.test/v1beta/models/m:streamGenerateContent?key=client-key"),
+            "authPassthrough sends the client's own credentials"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! 1. [`admit`]: the head (`Host`, method, path, client key) and, for an LLM call,
 //!    the body read whole within the gateway's limits (encoding, size, time, depth);
-//! 2. [`parse`]: that body as its protocol's request, into the exchange;
+//! 2. [`parse`]: that body as its protocol's request, into the exchange, and the
+//!    agent [`session`] the headers name;
 //! 3. [`route`]: the backend for the model, and the model it may run there;
 //! 4. [`sample`]: whether the span is exported;
 //! 5. [`forward`]: the upstream request, sent within the backend's timeout;
@@ -26,6 +27,7 @@ pub mod parse;
 pub mod respond;
 pub mod route;
 pub mod sample;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,16 +100,27 @@ async fn phases<'g>(
         // A request no protocol reads streams through untouched.
         None => (
             Outgoing::streamed(body),
-            parse::header_model(&call.parts.headers),
+            parse::header_model(&call.parts.headers).or_else(|| {
+                head.owner
+                    .and_then(|p| p.path_model(call.parts.uri.path()))
+                    .map(str::to_owned)
+            }),
         ),
         Some(protocol) => {
             let bytes = admit::read_body(&call.parts, body, &generation.settings.server).await?;
             let (bytes, model) =
                 parse::request(protocol, bytes, &call.parts.headers, &mut flight.exchange)?;
+            session::from_headers(&call.parts.headers, &mut flight.exchange);
             (Outgoing::Whole(bytes), model)
         }
     };
-    let route = route::choose(generation, model.as_deref(), &mut flight.exchange)?;
+    let route = route::choose(
+        generation,
+        head.owner,
+        call.parts.uri.path(),
+        model.as_deref(),
+        &mut flight.exchange,
+    )?;
     flight.backend = Some(route.backend.name.clone());
     flight.sampled = sample::decide(generation, &flight.exchange, &flight.ids);
     if !flight.sampled {
@@ -119,7 +132,7 @@ async fn phases<'g>(
     let request = forward::request(
         route.backend,
         &call.parts,
-        head.protocol,
+        (head.protocol, head.owner),
         outgoing,
         route.send_model.as_deref(),
         &traceparent,
@@ -160,6 +173,7 @@ impl Call {
             generation,
             exchange,
             protocol: head.protocol,
+            owner: head.owner,
             ids: SpanIds::new(parent),
             sampled: true,
             start,

@@ -1,16 +1,22 @@
 //! Route: the backend a call goes to, and the model it may run there.
 //!
-//! The first backend whose `models` serve the routing model takes the call; a
-//! pass-through path that names no model goes to the first backend. The model the
-//! backend then runs must be one it allows (the model allow-list): a body model it
-//! does not serve is refused, so the `x-ai-eg-model` header cannot launder it.
-//! Once chosen, the backend's facts go into the exchange for the span.
+//! A request may go only to a backend that speaks its API: a protocol's call (or
+//! side route) to a backend whose `provider` the protocol [serves](Protocol::serves)
+//! (a Messages call to an `anthropic` backend, never with another provider's key);
+//! a path no protocol knows to a backend whose `passthrough` list takes it. Among
+//! those, the first whose `models` serve the routing model takes the call; a
+//! request that names no model (a side route, a pass-through path) goes to the
+//! first. No such backend: the protocol's own 404. The model the backend then runs
+//! must be one it allows (the model allow-list): a body model it does not serve is
+//! refused, so the `x-ai-eg-model` header cannot launder it. Once chosen, the
+//! backend's facts go into the exchange for the span.
 
 use celgate_engine::exchange::{Exchange, Operation};
 use http::StatusCode;
 
 use super::failure::Failure;
 use crate::error_type::ErrorType;
+use crate::protocol::Protocol;
 use crate::settings::Backend;
 use crate::state::Generation;
 
@@ -26,11 +32,13 @@ pub struct Route<'g> {
 /// exchange names the backend, and the model asked for when the body named none.
 pub fn choose<'g>(
     generation: &'g Generation,
+    owner: Option<&dyn Protocol>,
+    path: &str,
     model: Option<&str>,
     exchange: &mut Exchange,
 ) -> Result<Route<'g>, Failure> {
     let operation = exchange.operation;
-    let backend = backend_for(generation, model, operation)?;
+    let backend = backend_for(generation, Eligible { owner, path }, model, operation)?;
     // The header chose the backend; the body's model is what it would run.
     let send_model = upstream_model(backend, exchange, model).map_err(|message| {
         Failure::refused(StatusCode::BAD_REQUEST, ErrorType::ModelNotAllowed, message)
@@ -49,10 +57,40 @@ pub fn choose<'g>(
     })
 }
 
-/// The backend for `model`: the first that serves it. Calls that name no model
-/// (only possible for pass-through paths) go to the first backend.
+/// Which backends may take a request: those speaking `owner`'s API, or for a
+/// request no protocol knows, those whose `passthrough` takes `path`.
+#[derive(Clone, Copy)]
+struct Eligible<'a> {
+    owner: Option<&'a dyn Protocol>,
+    path: &'a str,
+}
+
+impl Eligible<'_> {
+    fn admits(&self, backend: &Backend) -> bool {
+        match self.owner {
+            Some(p) => p.serves(&backend.provider),
+            None => backend.passes_through(self.path),
+        }
+    }
+
+    /// Why no backend may take the request.
+    fn none(&self) -> Failure {
+        let message = match self.owner {
+            Some(p) => format!(
+                "no backend speaks the API of {}: add a backend whose `provider` serves it (see the README's routes)",
+                p.route()
+            ),
+            None => "celgate does not forward this path: add a prefix of it to a backend's `passthrough` list".to_owned(),
+        };
+        Failure::refused(StatusCode::NOT_FOUND, ErrorType::RouteNotFound, message)
+    }
+}
+
+/// The backend for `model`: the first eligible one that serves it. Calls that name
+/// no model (side routes, pass-through paths) go to the first eligible backend.
 fn backend_for<'g>(
     generation: &'g Generation,
+    eligible: Eligible<'_>,
     model: Option<&str>,
     operation: Operation,
 ) -> Result<&'g Backend, Failure> {
@@ -65,17 +103,21 @@ fn backend_for<'g>(
                 .into(),
         ));
     }
+    let mut backends = settings.backends.iter().filter(|b| eligible.admits(b));
+    let Some(first) = backends.clone().next() else {
+        return Err(eligible.none());
+    };
     match model {
-        Some(m) => settings.route(m).ok_or_else(|| {
+        Some(m) => backends.find(|b| b.serves(m)).ok_or_else(|| {
             Failure::refused(
                 StatusCode::NOT_FOUND,
                 ErrorType::ModelNotFound,
                 format!(
-                    "no backend serves model `{m}`; check the `models` lists under `backends:`"
+                    "no backend that speaks this API serves model `{m}`; check the `models` lists under `backends:`"
                 ),
             )
         }),
-        None if operation == Operation::Other => Ok(&settings.backends[0]),
+        None if operation == Operation::Other => Ok(first),
         None => Err(Failure::refused(
             StatusCode::BAD_REQUEST,
             ErrorType::ModelRequired,
@@ -142,6 +184,7 @@ pub fn models(generation: &Generation) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::openai::chat::CHAT;
     use crate::proxy::tests::generation;
 
     const TWO: &str = "backends:\n  - {name: a, baseUrl: 'http://a.test/v1', models: [m1]}\n  - {name: b, baseUrl: 'http://b.test:81/v1', models: [m2, m3], rewriteModel: m3}\n";
@@ -154,6 +197,15 @@ mod tests {
         }
     }
 
+    /// A chat call's route.
+    fn chat<'g>(
+        g: &'g Generation,
+        model: Option<&str>,
+        ex: &mut Exchange,
+    ) -> Result<Route<'g>, Failure> {
+        choose(g, Some(&CHAT), "/v1/chat/completions", model, ex)
+    }
+
     fn refused(r: Result<Route<'_>, Failure>) -> ErrorType {
         r.map(|r| r.backend.name.clone()).unwrap_err().error_type
     }
@@ -162,7 +214,7 @@ mod tests {
     fn the_first_backend_serving_the_model_takes_the_call() {
         let g = generation(TWO);
         let mut ex = exchange(Operation::Chat, Some("m2"));
-        let route = choose(&g, Some("m2"), &mut ex).unwrap();
+        let route = chat(&g, Some("m2"), &mut ex).unwrap();
         assert_eq!(route.backend.name, "b");
         assert_eq!(route.send_model.as_deref(), Some("m3"), "rewriteModel wins");
         assert_eq!(ex.backend_name.as_deref(), Some("b"));
@@ -170,8 +222,25 @@ mod tests {
             (ex.backend_host.as_deref(), ex.backend_port),
             (Some("b.test"), Some(81))
         );
-        let mut ex = exchange(Operation::Other, None);
-        assert_eq!(choose(&g, None, &mut ex).unwrap().backend.name, "a");
+    }
+
+    #[test]
+    fn paths_no_protocol_knows_go_only_where_a_passthrough_list_takes_them() {
+        let g = generation(
+            "backends:\n  - {name: a, baseUrl: 'http://a.test/v1'}\n  - {name: b, baseUrl: 'http://b.test/v1', passthrough: [/v1/files, /v1/audio/]}\n",
+        );
+        let pass = |path: &str| {
+            let mut ex = exchange(Operation::Other, None);
+            choose(&g, None, path, None, &mut ex).map(|r| r.backend.name.clone())
+        };
+        assert_eq!(pass("/v1/files").unwrap(), "b");
+        assert_eq!(pass("/v1/files/f-1/content").unwrap(), "b");
+        assert_eq!(pass("/v1/audio/speech").unwrap(), "b");
+        for path in ["/v1/filesystem", "/v1/batches", "/", "/v1/file"] {
+            let failure = pass(path).unwrap_err();
+            assert_eq!(failure.error_type, ErrorType::RouteNotFound, "{path}");
+            assert_eq!(failure.status, StatusCode::NOT_FOUND);
+        }
     }
 
     #[test]
@@ -179,23 +248,23 @@ mod tests {
         let g = generation(TWO);
         let mut ex = exchange(Operation::Chat, Some("m2"));
         assert_eq!(
-            refused(choose(&g, Some("m1"), &mut ex)),
+            refused(chat(&g, Some("m1"), &mut ex)),
             ErrorType::ModelNotAllowed
         );
         assert_eq!(ex.backend_name, None);
         let mut ex = exchange(Operation::Chat, None);
         assert_eq!(
-            refused(choose(&g, Some("nope"), &mut ex)),
+            refused(chat(&g, Some("nope"), &mut ex)),
             ErrorType::ModelNotFound
         );
-        assert_eq!(refused(choose(&g, None, &mut ex)), ErrorType::ModelRequired);
+        assert_eq!(refused(chat(&g, None, &mut ex)), ErrorType::ModelRequired);
         // A body without a model gets the header's, sent and traced.
-        let route = choose(&g, Some("m1"), &mut ex).unwrap();
+        let route = chat(&g, Some("m1"), &mut ex).unwrap();
         assert_eq!(route.send_model.as_deref(), Some("m1"));
         assert_eq!(ex.request_model.as_deref(), Some("m1"));
         let none = generation("backends: []\n");
         assert_eq!(
-            refused(choose(&none, Some("m1"), &mut ex)),
+            refused(chat(&none, Some("m1"), &mut ex)),
             ErrorType::NoBackends
         );
     }

@@ -68,7 +68,11 @@ impl StreamAccumulator for ChatStream {
         let is_error = event.name == b"error";
         let data = event.data.trim_ascii();
         match serde_json::from_slice::<RawChunk<'_>>(data) {
-            Ok(chunk) if !is_error && chunk.error.is_none() => self.acc.apply(chunk),
+            Ok(chunk) if !is_error && chunk.error.is_none() => {
+                if self.acc.apply(chunk) {
+                    return EventRead::Output;
+                }
+            }
             Ok(_) => self.record_error(data),
             Err(_) if is_error => self.record_error(data),
             Err(_) => return EventRead::Malformed,
@@ -174,7 +178,9 @@ fn error_message(v: &Value) -> String {
 }
 
 impl Accumulated {
-    fn apply(&mut self, chunk: RawChunk<'_>) {
+    /// Applies one chunk; whether it carried output (text or a tool call).
+    fn apply(&mut self, chunk: RawChunk<'_>) -> bool {
+        let mut output = false;
         self.saw_chunk = true;
         set_once(&mut self.id, chunk.id.0);
         set_once(&mut self.model, chunk.model.0);
@@ -211,20 +217,23 @@ impl Accumulated {
                 {
                     choice.role = Some(budget.label(role));
                 }
-                append(&mut choice.content, delta.content.0, budget);
+                output |= append(&mut choice.content, delta.content.0, budget);
                 for call in delta.tool_calls.unwrap_or_default() {
+                    output = true;
                     apply_tool_call(&mut choice.tool_calls, call, budget);
                 }
                 if let Some(f) = delta.function_call {
+                    output = true;
                     let call = choice.function_call.get_or_insert_with(ToolCall::default);
                     apply_function(call, f, budget);
                 }
             }
-            append(&mut choice.content, raw.text.0, budget);
+            output |= append(&mut choice.content, raw.text.0, budget);
             if let Some(reason) = raw.finish_reason.0.filter(|r| !r.is_empty()) {
                 choice.finish_reason = Some(budget.label(reason));
             }
         }
+        output
     }
 }
 
@@ -238,15 +247,17 @@ fn set_once(slot: &mut Option<String>, value: Option<Cow<'_, str>>) {
     }
 }
 
-/// Appends what of `fragment` the budget still allows.
-fn append(slot: &mut Option<String>, fragment: Option<Cow<'_, str>>, budget: &mut Budget) {
-    if let Some(fragment) = fragment {
-        let kept = budget.text(&fragment);
-        match slot {
-            Some(s) => s.push_str(kept),
-            None => *slot = Some(kept.to_owned()),
-        }
+/// Appends what of `fragment` the budget still allows; whether there was text.
+fn append(slot: &mut Option<String>, fragment: Option<Cow<'_, str>>, budget: &mut Budget) -> bool {
+    let Some(fragment) = fragment else {
+        return false;
+    };
+    let kept = budget.text(&fragment);
+    match slot {
+        Some(s) => s.push_str(kept),
+        None => *slot = Some(kept.to_owned()),
     }
+    !fragment.is_empty()
 }
 
 fn choice_mut(choices: &mut Vec<ChoiceState>, index: u32) -> Option<&mut ChoiceState> {
