@@ -1,10 +1,11 @@
 //! `celgate demo`: see celgate's spans with nothing installed but cargo.
 //!
 //! Starts the scripted upstream, writes a config (the chosen preset, spans printed
-//! to the console) and runs the real gateway on it; sends a plain, a streamed and
-//! a tool-calling chat completion through it so their spans print; then keeps
-//! serving so the user can `curl` it and edit the config file to see a change
-//! applied live.
+//! to the console, one backend per provider) and runs the real gateway on it;
+//! sends a plain, a streamed and a tool-calling chat completion, an Anthropic
+//! Messages call, an OpenAI Responses call and a streamed Gemini call through it so
+//! their spans print; then keeps serving so the user can `curl` it and edit the
+//! config file to see a change applied live.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,10 +50,74 @@ config:
 backends:
   - name: scripted
     provider: openai
-    baseUrl: {upstream}
+    baseUrl: {upstream}/v1
+    models: [\"gpt-*\"]
+  - name: scripted-anthropic
+    provider: anthropic
+    baseUrl: {upstream}/v1
+    models: [\"claude-*\"]
+  - name: scripted-gemini
+    provider: gemini
+    baseUrl: {upstream}/v1beta
+    models: [\"gemini-*\"]
 ",
         preset = preset.as_str()
     )
+}
+
+/// One call the demo sends: what it is, its path under the gateway, its body.
+type DemoCall = (&'static str, &'static str, serde_json::Value);
+
+/// The demo's calls: chat three ways, then one call per other protocol.
+fn calls() -> Vec<DemoCall> {
+    let weather = serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    vec![
+        (
+            "a chat completion",
+            "/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o-mini", "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "What is CEL?"}]}),
+        ),
+        (
+            "a streamed chat completion",
+            "/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "Stream me a sentence."}]}),
+        ),
+        (
+            "a streamed call with two tool calls",
+            "/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "stream": true,
+                "stream_options": {"include_usage": true},
+                "tools": [
+                    {"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+                    {"type": "function", "function": {"name": "get_time", "parameters": weather}}],
+                "messages": [{"role": "user", "content": "Weather and time in Paris?"}]}),
+        ),
+        (
+            "a streamed Anthropic Messages call with thinking and a tool call",
+            "/v1/messages",
+            serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "stream": true,
+                "system": [{"type": "text", "text": "You are terse."}],
+                "thinking": {"type": "enabled", "budget_tokens": 1024},
+                "tools": [{"name": "get_weather", "input_schema": weather}],
+                "messages": [{"role": "user", "content": "call get_weather {\"city\": \"Paris\"}"}]}),
+        ),
+        (
+            "an OpenAI Responses call",
+            "/v1/responses",
+            serde_json::json!({"model": "gpt-4.1", "instructions": "You are terse.",
+                "input": "What is a span?"}),
+        ),
+        (
+            "a streamed Gemini call",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            serde_json::json!({"systemInstruction": {"parts": [{"text": "You are terse."}]},
+                "contents": [{"role": "user", "parts": [{"text": "What is OTLP?"}]}]}),
+        ),
+    ]
 }
 
 async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> Result<i32> {
@@ -62,7 +127,8 @@ async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> R
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("celgate-demo"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = dir.join("config.yaml");
-    std::fs::write(&config, config_text(preset, listen, &upstream.base_url()))
+    let origin = upstream.base_url().trim_end_matches("/v1").to_owned();
+    std::fs::write(&config, config_text(preset, listen, &origin))
         .with_context(|| format!("cannot write {}", config.display()))?;
     let first = crate::load::load_generation(&config, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -77,7 +143,8 @@ async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> R
         Ok(addrs) => addrs,
         Err(_) => return server.await.context("the gateway stopped")?,
     };
-    let base = format!("http://{proxy}/v1");
+    let gateway = format!("http://{proxy}");
+    let base = format!("{gateway}/v1");
     println!(
         "\ncelgate demo: preset {}, gateway at {base}, scripted upstream at {}\n",
         preset.as_str(),
@@ -85,32 +152,9 @@ async fn demo(preset: PresetName, listen: SocketAddr, dir: Option<PathBuf>) -> R
     );
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let calls = [
-        (
-            "a chat completion",
-            serde_json::json!({"model": "gpt-4o-mini", "messages": [
-                {"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "What is CEL?"}]}),
-        ),
-        (
-            "a streamed chat completion",
-            serde_json::json!({"model": "gpt-4o-mini", "stream": true,
-                "stream_options": {"include_usage": true},
-                "messages": [{"role": "user", "content": "Stream me a sentence."}]}),
-        ),
-        (
-            "a streamed call with two tool calls",
-            serde_json::json!({"model": "gpt-4o", "stream": true,
-                "stream_options": {"include_usage": true},
-                "tools": [
-                    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
-                    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
-                "messages": [{"role": "user", "content": "Weather and time in Paris?"}]}),
-        ),
-    ];
-    for (what, body) in calls {
-        println!("→ sending {what} (POST {base}/chat/completions)");
-        let req = http::Request::post(format!("{base}/chat/completions"))
+    for (what, path, body) in calls() {
+        println!("→ sending {what} (POST {gateway}{path})");
+        let req = http::Request::post(format!("{gateway}{path}"))
             .header("content-type", "application/json")
             .header("x-session-id", "demo-session")
             .body(Full::new(Bytes::from(body.to_string())))
