@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 
 use crate::body::ScriptedBody;
 use crate::pace::Pace;
-use crate::request::{at, word_count};
-use crate::turn::{Last, Offered, Reply, Said, Turn, reply};
+use crate::request::{word_count, words};
+use crate::turn::{Last, Offered, Reply, Said, Turn, reply, synthesized_arguments};
 use crate::wire::{EVENT_STREAM, Ids, json_response, streamed_response};
 
 /// How a Gemini answer is framed.
@@ -39,7 +39,8 @@ pub(crate) fn generate(
     pace: &Pace,
     framing: Framing,
 ) -> Response<ScriptedBody> {
-    let reply = reply(&turn(request));
+    let mut reply = reply(&turn(request));
+    structured(request, &mut reply);
     let usage = usage(request, &reply);
     let framing = match framing {
         _ if !pace.streams_when(framing != Framing::Whole) => Framing::Whole,
@@ -75,10 +76,31 @@ pub(crate) fn generate(
     streamed_response(ids.seq, events, content_type, pace)
 }
 
+/// A text reply to a request for JSON (`responseMimeType: application/json` with a
+/// `responseJsonSchema` or `responseSchema`, as Gemini CLI's model router asks) becomes
+/// an object synthesized from that schema, as tool arguments are.
+fn structured(request: &Map<String, Value>, reply: &mut Reply) {
+    let config = top(request, "generationConfig");
+    let wants_json = config
+        .and_then(|c| field(c, "responseMimeType"))
+        .and_then(Value::as_str)
+        == Some("application/json");
+    let schema =
+        config.and_then(|c| field(c, "responseJsonSchema").or_else(|| field(c, "responseSchema")));
+    let (true, Some(schema), Said::Text { words: said, .. }) =
+        (wants_json, schema, &mut reply.said)
+    else {
+        return;
+    };
+    let user_text = said.concat();
+    let object = Value::Object(synthesized_arguments(Some(schema), &user_text));
+    *said = words(&object.to_string());
+}
+
 /// `:countTokens`: the words of the prompt (of `contents`, or of a wrapped
 /// `generateContentRequest`).
 pub(crate) fn count_tokens(request: &Map<String, Value>, seq: usize) -> Response<ScriptedBody> {
-    let request = match request.get("generateContentRequest") {
+    let request = match top(request, "generateContentRequest") {
         Some(Value::Object(inner)) => inner,
         _ => request,
     };
@@ -91,6 +113,38 @@ pub(crate) fn count_tokens(request: &Map<String, Value>, seq: usize) -> Response
         body["cachedContentTokenCount"] = json!(cached);
     }
     json_response(StatusCode::OK, seq, &body)
+}
+
+/// A member of a request object. Gemini reads its (protobuf) fields in camelCase or
+/// in snake_case, and google-genai sends some in snake_case (`include_thoughts`,
+/// `parameters_json_schema`), so both are read.
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    value.get(name).or_else(|| value.get(snake_case(name)))
+}
+
+/// A top-level member of the request, in either case.
+fn top<'a>(request: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    request.get(name).or_else(|| request.get(&snake_case(name)))
+}
+
+/// The member at `names` (each in either case).
+fn path<'a>(request: &'a Map<String, Value>, names: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = names.split_first()?;
+    rest.iter()
+        .try_fold(top(request, first)?, |value, name| field(value, name))
+}
+
+fn snake_case(name: &str) -> String {
+    let mut snake = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            snake.push('_');
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    snake
 }
 
 fn array(value: Option<&Value>) -> &[Value] {
@@ -125,7 +179,7 @@ fn text_of(content: &Value) -> String {
 /// The text of a `functionResponse`: its `response` when that holds one string
 /// member (`{"output": "..."}`, as Gemini CLI sends), else the response as JSON.
 fn function_response_text(part: &Value) -> Option<String> {
-    let response = part.get("functionResponse")?.get("response")?;
+    let response = field(part, "functionResponse")?.get("response")?;
     let single = response
         .as_object()
         .filter(|o| o.len() == 1)
@@ -159,28 +213,32 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
     };
     let tools = array(request.get("tools"))
         .iter()
-        .flat_map(|tool| array(tool.get("functionDeclarations")))
+        .flat_map(|tool| array(field(tool, "functionDeclarations")))
         .filter_map(|declaration| {
             Some(Offered {
                 name: declaration.get("name")?.as_str()?,
                 schema: declaration
                     .get("parameters")
-                    .or_else(|| declaration.get("parametersJsonSchema")),
+                    .or_else(|| field(declaration, "parametersJsonSchema")),
                 namespace: None,
             })
         })
         .collect();
-    let mode = at(request, "/toolConfig/functionCallingConfig/mode").and_then(Value::as_str);
+    let mode =
+        path(request, &["toolConfig", "functionCallingConfig", "mode"]).and_then(Value::as_str);
     Turn {
         last,
         user_text,
         tools,
         tools_allowed: mode != Some("NONE"),
-        limit: at(request, "/generationConfig/maxOutputTokens")
+        limit: path(request, &["generationConfig", "maxOutputTokens"])
             .and_then(Value::as_u64)
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        thinking: at(request, "/generationConfig/thinkingConfig/includeThoughts")
-            .and_then(Value::as_bool)
+        thinking: path(
+            request,
+            &["generationConfig", "thinkingConfig", "includeThoughts"],
+        )
+        .and_then(Value::as_bool)
             == Some(true),
     }
 }
@@ -196,14 +254,13 @@ fn prompt_tokens(request: &Map<String, Value>) -> (usize, Option<usize>) {
                 .map(|t| word_count(&t))
                 .sum::<usize>()
     };
-    let system = request.get("systemInstruction").map_or(0, content_words);
+    let system = top(request, "systemInstruction").map_or(0, content_words);
     let contents: usize = array(request.get("contents"))
         .iter()
         .map(content_words)
         .sum();
     let prompt = (system + contents).max(1);
-    let cached = request
-        .get("cachedContent")
+    let cached = top(request, "cachedContent")
         .is_some_and(|c| !c.is_null())
         .then_some(prompt / 2);
     (prompt, cached)

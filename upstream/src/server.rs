@@ -89,6 +89,12 @@ impl ScriptedUpstream {
         format!("http://{}/v1", self.addr)
     }
 
+    /// What to give an Anthropic or Gemini client, whose paths start with the version
+    /// (`/v1/messages`, `/v1beta/models/...`): `http://ADDR`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Every request received so far, in order of arrival (of their complete bodies);
     /// empty when started with [`start_unrecorded`](Self::start_unrecorded).
     pub fn requests(&self) -> Vec<RecordedRequest> {

@@ -759,6 +759,7 @@ async fn gemini(up: &ScriptedUpstream, model: &str, method: &str, body: &Value) 
 fn gemini_tools() -> Value {
     json!([{"functionDeclarations": [
         {"name": "read_file", "parametersJsonSchema": {"type": "object", "properties": {"absolute_path": {"type": "string"}}}},
+        {"name": "get_weather", "parameters_json_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
         {"name": "list_directory", "parameters": {"type": "OBJECT", "properties": {"path": {"type": "STRING"}}}}
     ]}])
 }
@@ -876,6 +877,15 @@ async fn gemini_calls_declared_functions_thinks_and_counts_cache() {
         reply["candidates"][0]["content"]["parts"]
     );
 
+    let snake = with(gemini_request("call get_weather"), "tools", gemini_tools());
+    let reply = gemini(&up, "gemini-2.5-pro", "generateContent", &snake)
+        .await
+        .json();
+    assert_eq!(
+        reply["candidates"][0]["content"]["parts"][0]["functionCall"]["args"],
+        json!({"city": "call get_weather"})
+    );
+
     let not_asked = with(
         gemini_request("list the directory"),
         "tools",
@@ -900,8 +910,8 @@ async fn gemini_calls_declared_functions_thinks_and_counts_cache() {
     );
 
     let mut thinking = gemini_request("What is CEL?");
-    thinking["generationConfig"]["thinkingConfig"] =
-        json!({"includeThoughts": true, "thinkingBudget": -1});
+    // As google-genai sends it: some field names in snake_case, which Gemini accepts.
+    thinking["generationConfig"]["thinkingConfig"] = json!({"include_thoughts": true});
     thinking["cachedContent"] = json!("cachedContents/abc");
     let reply = gemini(&up, "gemini-2.5-pro", "generateContent", &thinking)
         .await
@@ -995,4 +1005,26 @@ async fn gemini_lists_models_and_errs_in_google_shape() {
 
     let gzip = gemini(&up, "gzip", "generateContent", &gemini_request("hi")).await;
     assert_eq!(gzip.headers["content-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn gemini_answers_a_json_request_with_an_object_of_its_schema() {
+    let up = scripted::start().await;
+    let mut request = gemini_request("Which model?");
+    request["generationConfig"] = json!({
+        "responseMimeType": "application/json",
+        "responseJsonSchema": {"type": "object", "properties": {
+            "reasoning": {"type": "string"},
+            "model_choice": {"type": "string", "enum": ["flash", "pro"]}
+        }}
+    });
+    let reply = gemini(&up, "gemini-2.5-flash-lite", "generateContent", &request)
+        .await
+        .json();
+    let text = reply["candidates"][0]["content"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    let answer: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(answer["model_choice"], "flash");
+    assert_eq!(answer["reasoning"], "Scripted reply to: Which model?");
 }
