@@ -204,7 +204,17 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
                 .filter_map(function_response_text)
                 .collect();
             if results.is_empty() {
-                Last::User(text_of(content))
+                let asking = parts_of(content)
+                    .iter()
+                    .rev()
+                    .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+                    .find_map(|p| p.get("text").and_then(Value::as_str))
+                    .unwrap_or_default()
+                    .to_owned();
+                Last::User {
+                    text: text_of(content),
+                    asking,
+                }
             } else {
                 Last::ToolResult(results.join(" "))
             }

@@ -88,7 +88,8 @@
 //!   `tool_result`, Responses `function_call_output`, Gemini `functionResponse`) is
 //!   answered `Scripted reply to tool result: {their text, first 200 characters}`
 //!   (a Gemini `response` holding one string member is that string, else its JSON);
-//! - **tool calls only when asked**: the last turn is a user's whose text contains
+//! - **tool calls only when asked**: the last turn is a user's whose last text part
+//!   (agents put their context in parts before the user's words) contains
 //!   `call <name>` for a tool the request offers (Anthropic `tools` of no type or
 //!   `custom`; Responses `function` tools, those inside a `namespace` tool too (the
 //!   call then names its `namespace`); Gemini `functionDeclarations`), and

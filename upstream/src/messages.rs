@@ -73,7 +73,10 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
         Some(m) if role(m) == Some("user") => {
             let results = tool_results(m.get("content"));
             if results.is_empty() {
-                Last::User(text_of(m.get("content")))
+                Last::User {
+                    text: text_of(m.get("content")),
+                    asking: last_text(m.get("content")),
+                }
             } else {
                 Last::ToolResult(results.join(" "))
             }
@@ -133,6 +136,20 @@ fn text_of(content: Option<&Value>) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
+    }
+}
+
+/// The text of a `content`'s last `text` block (or the string it is).
+fn last_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        _ => array(content)
+            .iter()
+            .rev()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .find_map(|b| b.get("text").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 

@@ -141,6 +141,20 @@ fn text_of(content: Option<&Value>) -> String {
     }
 }
 
+/// The text of a message's last part with text (or the string it is).
+fn last_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .rev()
+            .find_map(|p| p.get("text").and_then(Value::as_str))
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// The request read into a turn.
 fn turn(request: &Map<String, Value>) -> Turn<'_> {
     let items = input_list(request);
@@ -167,7 +181,10 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
                 .collect::<Vec<_>>()
                 .join(" "),
         ),
-        Some(item) if is_user(item) => Last::User(text_of(item.get("content"))),
+        Some(item) if is_user(item) => Last::User {
+            text: text_of(item.get("content")),
+            asking: last_text(item.get("content")),
+        },
         _ => Last::Other,
     };
     Turn {

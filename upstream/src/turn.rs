@@ -31,8 +31,10 @@ pub(crate) struct Offered<'a> {
 /// What the conversation ends with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Last {
-    /// A user turn with this text.
-    User(String),
+    /// A user turn: its `text`, and the text of its last text part, where a tool
+    /// call is asked for (agents put their context in parts before the user's words,
+    /// and that context may well mention a tool).
+    User { text: String, asking: String },
     /// A turn carrying tool results, with their text.
     ToolResult(String),
     /// Nothing, or a turn of the assistant's own.
@@ -125,7 +127,7 @@ impl Reply {
 }
 
 /// The reply of the three newer protocols: tool calls only when the last turn is a
-/// user's asking `call <name>` of an offered tool; a tool result is answered by
+/// user's asking (in its last text part) `call <name>` of an offered tool; a tool result is answered by
 /// quoting it; anything else by replying to the last user text.
 pub(crate) fn reply(turn: &Turn<'_>) -> Reply {
     let user_text = turn.user_text.as_deref().unwrap_or_default();
@@ -133,7 +135,9 @@ pub(crate) fn reply(turn: &Turn<'_>) -> Reply {
         .thinking
         .then(|| words(&format!("Scripted thinking about: {user_text}")));
     let calls = match &turn.last {
-        Last::User(text) if turn.tools_allowed => requested_calls(text, &turn.tools, user_text),
+        Last::User { asking, .. } if turn.tools_allowed => {
+            requested_calls(asking, &turn.tools, user_text)
+        }
         _ => Vec::new(),
     };
     if !calls.is_empty() {
@@ -144,7 +148,7 @@ pub(crate) fn reply(turn: &Turn<'_>) -> Reply {
     }
     let content = match &turn.last {
         Last::ToolResult(result) => tool_result_reply(result),
-        Last::User(text) => reply_text(Some(text)),
+        Last::User { text, .. } => reply_text(Some(text)),
         Last::Other => reply_text(turn.user_text.as_deref()),
     };
     let (words, truncated) = limit_words(words(&content), turn.limit);
@@ -294,7 +298,10 @@ mod tests {
 
     fn turn<'a>(text: &str, tools: &[Offered<'a>]) -> Turn<'a> {
         Turn {
-            last: Last::User(text.to_owned()),
+            last: Last::User {
+                text: text.to_owned(),
+                asking: text.to_owned(),
+            },
             user_text: Some(text.to_owned()),
             tools: tools.to_vec(),
             tools_allowed: true,

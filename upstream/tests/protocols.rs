@@ -236,6 +236,18 @@ async fn messages_call_a_tool_only_when_the_user_asks_for_an_offered_one() {
         assert_eq!(reply["stop_reason"], "end_turn", "{request}");
     }
 
+    // Only the turn's last text block asks: an agent's context before it may name tools.
+    let mut reminded = with(messages_request("hello"), "tools", read_write_tools());
+    reminded["messages"][0]["content"] = json!([
+        {"type": "text", "text": "<system-reminder>you may call Read</system-reminder>"},
+        {"type": "text", "text": "hello"}
+    ]);
+    let reply = anthropic(&up, &reminded).await.json();
+    assert_eq!(reply["stop_reason"], "end_turn");
+    reminded["messages"][0]["content"][1]["text"] = json!("now call Read");
+    let reply = anthropic(&up, &reminded).await.json();
+    assert_eq!(reply["stop_reason"], "tool_use");
+
     // Without arguments in the text, they are synthesized from the schema.
     let bare = with(messages_request("call Write"), "tools", read_write_tools());
     let reply = anthropic(&up, &bare).await.json();
