@@ -22,6 +22,8 @@ use crate::body::{End, ScriptedBody};
 use crate::record::{
     ActiveGuard, Journal, RecordedRequest, RecordedResponse, ResponseLog, header_list,
 };
+use crate::route::State;
+use crate::store::ResponseStore;
 
 /// State shared by the accept loop, every connection and the handle.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ struct Shared {
     journal: Arc<Journal>,
     /// Flipped to `true` when the upstream is dropped; `hang` requests wait for it.
     shutdown: watch::Sender<bool>,
+    /// The Responses answers remembered for `GET /v1/responses/{id}`.
+    store: ResponseStore,
 }
 
 /// A running scripted upstream. Serves on the tokio runtime that started it until this
@@ -69,6 +73,7 @@ impl ScriptedUpstream {
         let shared = Arc::new(Shared {
             journal: Arc::new(Journal::new(record)),
             shutdown,
+            store: ResponseStore::default(),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(ScriptedUpstream { addr, shared, task })
@@ -82,6 +87,12 @@ impl ScriptedUpstream {
     /// What to give an OpenAI client (or a backend's `baseUrl`): `http://ADDR/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// What to give an Anthropic or Gemini client, whose paths start with the version
+    /// (`/v1/messages`, `/v1beta/models/...`): `http://ADDR`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Every request received so far, in order of arrival (of their complete bodies);
@@ -215,8 +226,12 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ScriptedBody>, Infallible> {
     let active = ActiveGuard::new(&shared.journal);
-    let (seq, mut response) =
-        crate::route::answer(&shared.journal, &shared.shutdown, request).await;
+    let state = State {
+        journal: &shared.journal,
+        shutdown: &shared.shutdown,
+        store: &shared.store,
+    };
+    let (seq, mut response) = crate::route::answer(state, request).await;
     let status = response.status().as_u16();
     let headers = header_list(response.headers());
     let body = response.body_mut();
