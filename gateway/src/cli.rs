@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::protocol::{self, SseAccumulator};
 
-/// An OpenAI-compatible LLM gateway whose trace attributes are CEL expressions.
+/// An LLM gateway (OpenAI, Anthropic Messages, OpenAI Responses, Gemini) whose trace attributes are CEL expressions.
 #[derive(Debug, Parser)]
 #[command(name = "celgate", version, about)]
 pub struct Cli {
@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// A scripted OpenAI-compatible upstream (no model, no key): for demos and
+    /// A scripted upstream speaking OpenAI, Anthropic Messages, Responses and Gemini (no model, no key): for demos and
     /// end-to-end tests. Fault scripts are chosen by model name (`error-500`,
     /// `slow-3000`, `cut-after-3`, `reset-after-3`, `drip-200`, `stall-30000`, `hang`,
     /// `malformed-sse`, `sse-error`, `invalid-json`, `gzip`, `big-10`).
