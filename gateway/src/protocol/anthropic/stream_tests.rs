@@ -534,3 +534,54 @@ fn without_a_body_nothing_is_rendered() {
     assert_eq!(ex.response_body, None);
     assert_eq!(ex.choices.len(), 1);
 }
+
+/// The fuzz target's property (`fuzz/fuzz_targets/anthropic_stream.rs`) on random
+/// mutations of the fixtures: chunking never changes the result, and a rendered
+/// body reads back to the same answer.
+#[test]
+fn mutated_streams_read_the_same_however_chunked_and_render_faithfully() {
+    let error = sse(&[
+        start("msg_e", json!({"input_tokens": 2})),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ]);
+    let seeds = [text_stream(), tool_stream(), error];
+    let mut rng = Rng(0xA17B_0C5E_EDF0_0002);
+    for round in 0..600 {
+        let mut bytes = seeds[round % seeds.len()].clone().into_bytes();
+        for _ in 0..1 + rng.below(4) {
+            mutate(&mut bytes, &mut rng);
+        }
+        let whole = run_chunks([bytes.as_slice()]);
+        let cut = rng.below(bytes.len() + 1);
+        let (head, tail) = bytes.split_at(cut);
+        assert_eq!(run_chunks([head, tail]), whole, "cut at {cut}");
+        let (ex, _) = &whole;
+        if ex.choices.is_empty() {
+            continue;
+        }
+        let body = ex.response_body.clone().expect("a rendered body");
+        let mut parsed = Exchange::default();
+        MESSAGES.parse_response(body.as_bytes(), &mut parsed).unwrap();
+        assert_eq!(response_side(&parsed), response_side(ex), "{body}");
+    }
+}
+
+/// One random edit: a byte changed, a span dropped or repeated.
+fn mutate(bytes: &mut Vec<u8>, rng: &mut Rng) {
+    if bytes.is_empty() {
+        return;
+    }
+    let at = rng.below(bytes.len());
+    let len = (1 + rng.below(64)).min(bytes.len() - at);
+    match rng.below(4) {
+        0 => bytes[at] = b"{}[]\":,0-9ae \n"[rng.below(14)],
+        1 => {
+            bytes.drain(at..at + len);
+        }
+        2 => {
+            let span = bytes[at..at + len].to_vec();
+            bytes.splice(at..at, span);
+        }
+        _ => bytes[at] = rng.below(256) as u8,
+    }
+}
