@@ -561,7 +561,9 @@ fn mutated_streams_read_the_same_however_chunked_and_render_faithfully() {
         }
         let body = ex.response_body.clone().expect("a rendered body");
         let mut parsed = Exchange::default();
-        MESSAGES.parse_response(body.as_bytes(), &mut parsed).unwrap();
+        MESSAGES
+            .parse_response(body.as_bytes(), &mut parsed)
+            .unwrap();
         assert_eq!(response_side(&parsed), response_side(ex), "{body}");
     }
 }
