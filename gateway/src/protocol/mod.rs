@@ -34,6 +34,7 @@
 use celgate_engine::exchange::{Exchange, Operation};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+pub mod anthropic;
 pub mod json;
 pub mod lenient;
 pub mod limits;
@@ -52,6 +53,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &openai::chat::CHAT,
     &openai::completions::COMPLETIONS,
     &openai::embeddings::EMBEDDINGS,
+    &anthropic::MESSAGES,
 ];
 
 /// The protocol of a request, by method and path; `None` for a request celgate
@@ -241,6 +243,8 @@ mod tests {
             found(Method::POST, "/v1/embeddings"),
             Some(Operation::Embeddings)
         );
+        let messages = for_request(&Method::POST, "/v1/messages");
+        assert_eq!(messages.map(|p| p.route()), Some("/v1/messages"));
         for (method, path) in [
             (Method::GET, "/v1/chat/completions"),
             (Method::POST, "/v1/chat/completions/"),
@@ -271,7 +275,11 @@ mod tests {
         assert!(value.is_sensitive());
         assert_eq!(BackendAuth::Bearer.header("sk\n1"), None);
         for p in PROTOCOLS {
-            assert_eq!(p.backend_auth(), BackendAuth::Bearer, "{}", p.route());
+            let expected = match p.route() {
+                "/v1/messages" => BackendAuth::Header("x-api-key"),
+                _ => BackendAuth::Bearer,
+            };
+            assert_eq!(p.backend_auth(), expected, "{}", p.route());
         }
     }
 }
