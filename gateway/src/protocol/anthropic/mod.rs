@@ -94,7 +94,21 @@ impl Protocol for Messages {
     fn backend_auth(&self) -> BackendAuth {
         BackendAuth::Header("x-api-key")
     }
+
+    /// Anthropic's own API: `provider: anthropic` backends only.
+    fn serves(&self, provider: &str) -> bool {
+        provider == "anthropic"
+    }
+
+    /// `POST /v1/messages/count_tokens`: forwarded to an Anthropic backend unread
+    /// (it runs no model, so it is not a call to trace).
+    fn side_route(&self, method: &Method, path: &str) -> bool {
+        method == Method::POST && path == COUNT_TOKENS_PATH
+    }
 }
+
+/// Anthropic's token counting endpoint.
+const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
 
 /// An error celgate answers itself, in Anthropic's shape:
 /// `{"type": "error", "error": {"type", "message"}}`. Anthropic's error object has
