@@ -488,13 +488,22 @@ fn duplicate_keys_removal_and_limits_match() {
 #[test]
 fn preset_fields_are_settled_natively() {
     // The bars in BENCHMARKS.md rely on these never reaching the interpreter on
-    // an ordinary chat exchange.
+    // an ordinary chat exchange, nor on a Messages, Responses or Gemini call.
+    let mut exchanges = vec![("rich", rich())];
+    exchanges.extend(crate::fixture::protocol_calls());
     for preset in PresetName::ALL {
         let extra = format!("    preset: {}\n", preset.as_str());
         for privacy in PRIVACY {
             let plan = plan_of(&[], privacy, &extra);
-            for (key, ok) in plan.native_outcomes(&rich()) {
-                assert_eq!(ok, Some(true), "{preset:?} {privacy:?}: {key}");
+            for (name, ex) in &exchanges {
+                for (key, ok) in plan.native_outcomes(ex) {
+                    assert_eq!(ok, Some(true), "{preset:?} {privacy:?} {name}: {key}");
+                }
+                assert_eq!(
+                    plan.evaluate(ex),
+                    plan.evaluate_interpreted(ex),
+                    "{preset:?} {name}"
+                );
             }
         }
     }
