@@ -52,6 +52,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &openai::chat::CHAT,
     &openai::completions::COMPLETIONS,
     &openai::embeddings::EMBEDDINGS,
+    &openai::responses::RESPONSES,
 ];
 
 /// The protocol of a request, by method and path; `None` for a request celgate
