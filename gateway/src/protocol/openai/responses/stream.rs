@@ -13,7 +13,8 @@
 //! `output`, which replaces what the deltas built. So a stream cut before its end
 //! still yields the text its deltas carried, and a whole one the same choice as the
 //! equivalent JSON body (see `response.rs`). An `error` event (or a `response.failed`
-//! error) is the stream's error.
+//! error) is the stream's error. Events after the final one are not read: the
+//! SDKs stop there, so they are no part of the answer.
 //!
 //! Memory follows what the span keeps, capped by a [`Budget`] (text, labels) and
 //! [`MAX_TRACKED`] items and text parts; text replaced by a `.done` event is given
@@ -30,6 +31,7 @@ use super::super::super::limits::{Budget, MAX_ERROR_BYTES, MAX_TEXT_BYTES, MAX_T
 use super::super::super::sse::SseEvent;
 use super::super::super::stream::{EventRead, StreamAccumulator, StreamEnd};
 use super::super::super::tokens::set_usage;
+use super::FINAL_EVENTS;
 use super::response::{EventResponse, Item, Kind, Part, ResponseFields, choice, usage};
 
 /// Accumulates the events of one Responses stream.
@@ -45,6 +47,9 @@ pub struct ResponsesStream {
     usage: Option<Map<String, Value>>,
     /// A response object or an output item went by: the stream is an answer.
     answered: bool,
+    /// The final event went by; what follows it is not part of the answer (the
+    /// SDKs stop reading there).
+    finished: bool,
     /// Output items, sorted by `output_index`.
     items: Vec<(u32, Item)>,
     /// Text parts that may still be kept, all items together.
@@ -66,6 +71,7 @@ impl Default for ResponsesStream {
             response_error: None,
             usage: None,
             answered: false,
+            finished: false,
             items: Vec::new(),
             parts_left: MAX_TRACKED,
             budget: Budget::default(),
@@ -121,6 +127,9 @@ impl Field {
 
 impl StreamAccumulator for ResponsesStream {
     fn event(&mut self, event: &SseEvent<'_>) -> EventRead {
+        if self.finished {
+            return EventRead::Read;
+        }
         let data = event.data.trim_ascii();
         let raw = match serde_json::from_slice::<RawEvent<'_>>(data) {
             Ok(raw) => raw,
@@ -193,6 +202,10 @@ impl ResponsesStream {
         }
         if let Some(response) = raw.response.0 {
             self.apply_response(response);
+        }
+        if FINAL_EVENTS.contains(&kind) {
+            self.finished = true;
+            return;
         }
         let output_index = raw.output_index.as_u32().unwrap_or(0);
         if let Some((field, done)) = Field::of_event(kind) {
