@@ -81,7 +81,8 @@ pub(super) struct Item {
     pub kind: Kind,
     /// The item's own `id` (`msg_...`, `fc_...`), for the rendered body.
     pub id: Option<String>,
-    /// A message's text parts; a reasoning item's summary parts. By index.
+    /// A message's text parts (a whole item's read as one, its parts joined); a
+    /// reasoning item's summary parts. By index.
     pub text: Vec<Part>,
     /// A reasoning item's `reasoning_text` content parts, by index.
     pub reasoning_text: Vec<Part>,
@@ -112,7 +113,7 @@ impl Item {
                 item.text = m
                     .remove("content")
                     .and_then(content_text)
-                    .map(first)
+                    .map(|text| (0, text))
                     .into_iter()
                     .collect();
             }
@@ -142,11 +143,6 @@ impl Item {
         let parts = self.text.iter().chain(&self.reasoning_text);
         parts.map(|(_, t)| t.len()).sum::<usize>() + self.call.arguments.len()
     }
-}
-
-/// A text as the only part, index 0.
-fn first(text: String) -> Part {
-    (0, text)
 }
 
 fn string(v: Option<Value>) -> Option<String> {

@@ -131,7 +131,7 @@ impl StreamAccumulator for ResponsesStream {
             return EventRead::Read;
         }
         let data = event.data.trim_ascii();
-        let raw = match serde_json::from_slice::<RawEvent<'_>>(data) {
+        let mut raw = match serde_json::from_slice::<RawEvent<'_>>(data) {
             Ok(raw) => raw,
             Err(_) if event.name == b"error" => {
                 self.record_error(String::from_utf8_lossy(data).into_owned(), None);
@@ -139,8 +139,8 @@ impl StreamAccumulator for ResponsesStream {
             }
             Err(_) => return EventRead::Malformed,
         };
-        let name = String::from_utf8_lossy(event.name);
-        let kind = raw.kind.0.as_deref().unwrap_or(&name).to_owned();
+        // The data's `type`, else the event's name (borrowed, not copied).
+        let kind = (raw.kind.0.take()).unwrap_or_else(|| String::from_utf8_lossy(event.name));
         self.apply(&kind, raw, data);
         EventRead::Read
     }
