@@ -54,6 +54,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &openai::completions::COMPLETIONS,
     &openai::embeddings::EMBEDDINGS,
     &anthropic::MESSAGES,
+    &openai::responses::RESPONSES,
 ];
 
 /// The protocol of a request, by method and path; `None` for a request celgate

@@ -26,9 +26,12 @@ pub enum FinalEvent {
     /// answer and is not handed to the accumulator.
     Data(&'static str),
     /// An event of this name, whatever its data: e.g. `message_stop` (Anthropic
-    /// Messages) or `response.completed` (OpenAI Responses). Its data is read like any
-    /// other event's.
+    /// Messages). Its data is read like any other event's.
     Named(&'static str),
+    /// An event of any of these names, for a protocol whose answer ends in one of
+    /// several ways: `response.completed`, `response.failed` or `response.incomplete`
+    /// (OpenAI Responses). Its data is read like any other event's.
+    AnyNamed(&'static [&'static str]),
 }
 
 /// What a [`StreamAccumulator`] made of one event.
@@ -130,6 +133,9 @@ impl EventSink for Reader {
                 return;
             }
             FinalEvent::Named(name) if event.name == name.as_bytes() => self.saw_final = true,
+            FinalEvent::AnyNamed(names) if names.iter().any(|n| event.name == n.as_bytes()) => {
+                self.saw_final = true;
+            }
             _ => {}
         }
         match self.accumulator.event(&event) {

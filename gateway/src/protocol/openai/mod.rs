@@ -36,6 +36,7 @@ pub mod completions;
 pub mod embeddings;
 mod request;
 mod response;
+pub mod responses;
 
 /// One endpoint of the family, as a [`Protocol`].
 #[derive(Debug)]
@@ -293,7 +294,7 @@ pub(crate) fn function_call(mut call: Map<String, Value>) -> ToolCall {
 
 /// Tool-call arguments as text. They are a JSON document *as a string* on the wire;
 /// some clients send the object itself, which is rendered back to JSON text.
-fn arguments_text(v: Option<Value>) -> String {
+pub(crate) fn arguments_text(v: Option<Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s,
