@@ -34,6 +34,7 @@
 use celgate_engine::exchange::{Exchange, Operation};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+pub mod gemini;
 pub mod json;
 pub mod lenient;
 pub mod limits;
@@ -52,6 +53,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &openai::chat::CHAT,
     &openai::completions::COMPLETIONS,
     &openai::embeddings::EMBEDDINGS,
+    &gemini::GENERATE,
 ];
 
 /// The protocol of a request, by method and path; `None` for a request celgate
@@ -223,8 +225,13 @@ mod tests {
         );
         assert!(value.is_sensitive());
         assert_eq!(BackendAuth::Bearer.header("sk\n1"), None);
-        for p in PROTOCOLS {
-            assert_eq!(p.backend_auth(), BackendAuth::Bearer, "{}", p.route());
+        for op in [
+            Operation::Chat,
+            Operation::TextCompletion,
+            Operation::Embeddings,
+        ] {
+            let endpoint = openai::for_operation(op).unwrap();
+            assert_eq!(endpoint.backend_auth(), BackendAuth::Bearer, "{op:?}");
         }
     }
 }
