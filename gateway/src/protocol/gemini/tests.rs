@@ -924,3 +924,69 @@ fn an_accumulator_that_never_says_final_leaves_the_stream_unfinished() {
         "`[DONE]` is no JSON chunk then"
     );
 }
+
+/// The stream's JSON-object events (not `event: error` ones) as one JSON array.
+fn events_as_array(stream: &[u8]) -> Vec<u8> {
+    use crate::protocol::sse::{EventSink, SseEvent, SseFramer};
+    #[derive(Default)]
+    struct Objects(Vec<Vec<u8>>);
+    impl EventSink for Objects {
+        fn event(&mut self, e: SseEvent<'_>) {
+            let data = e.data.trim_ascii();
+            if e.name != b"error"
+                && data.first() == Some(&b'{')
+                && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+            {
+                self.0.push(data.to_vec());
+            }
+        }
+        fn oversized(&mut self) {}
+    }
+    let (mut framer, mut objects) = (SseFramer::default(), Objects::default());
+    framer.feed(stream, &mut objects);
+    framer.finish(&mut objects);
+    let mut array = b"[".to_vec();
+    array.extend_from_slice(&objects.0.join(&b","[..]));
+    array.push(b']');
+    array
+}
+
+#[test]
+fn mutated_streams_keep_the_fuzz_target_s_invariants() {
+    // What `fuzz/fuzz_targets/gemini_stream.rs` checks, on seeded mutations of the
+    // streams above: chunking changes nothing, the events as an array read alike,
+    // and the rendering reads back.
+    let tool_answer = compact(TOOL_ANSWER);
+    let seeds = [sse(&TEXT_CHUNKS), sse(&TOOL_CHUNKS), sse(&[&tool_answer])];
+    let mut rng = Rng(0x6E41_1A57_F022_0013);
+    for round in 0..400 {
+        let mut stream = seeds[round % seeds.len()].clone().into_bytes();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(stream.len());
+            match rng.below(4) {
+                0 => stream[at] = b"{}[]\":,0a \n"[rng.below(11)],
+                1 => drop(stream.drain(at..(at + 1 + rng.below(16)).min(stream.len()))),
+                2 => {
+                    let piece = stream[at..(at + rng.below(64)).min(stream.len())].to_vec();
+                    stream.splice(at..at, piece);
+                }
+                _ => stream.truncate(at),
+            }
+            if stream.is_empty() {
+                break;
+            }
+        }
+        let whole = run_chunks([stream.as_slice()]);
+        assert_eq!(run_chunks(stream.chunks(1)), whole, "byte at a time");
+        let (ex, _) = &whole;
+        let array = events_as_array(&stream);
+        let mut parsed = Exchange::default();
+        if GENERATE.parse_response(&array, &mut parsed).is_ok() {
+            assert_eq!(response_side(&parsed), response_side(ex), "as an array");
+        }
+        if !ex.choices.is_empty() && !ex.response_truncated {
+            let rendered = response(ex.response_body.as_deref().unwrap());
+            assert_eq!(response_side(&rendered), response_side(ex), "rendered");
+        }
+    }
+}
