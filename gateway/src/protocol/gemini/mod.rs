@@ -3,10 +3,11 @@
 //! Studio, the `google-genai` SDKs and the Gemini CLI speak it.
 //!
 //! Unlike OpenAI's, the model is a segment of the path, not a field of the body, and
-//! whether the call streams is the method after the `:`; [`split_path`] reads both.
-//! The body is a `GenerateContentRequest` (`contents`, `systemInstruction`, `tools`,
-//! `generationConfig`, ...; the REST API accepts every field in camelCase and in
-//! snake_case, so both are read), turned into the chat vocabulary by `request`.
+//! whether the call streams is the method after the `:` ([`model_of_path`] gives the
+//! router the former). The body is a `GenerateContentRequest` (`contents`,
+//! `systemInstruction`, `tools`, `generationConfig`, ...; the REST API accepts every
+//! field in camelCase and in snake_case, so both are read), turned into the chat
+//! vocabulary by `request`.
 //!
 //! An answer is a `GenerateContentResponse`; a streamed answer is a sequence of them,
 //! either as SSE `data:` events (`?alt=sse`) or, without `alt=sse`, as one JSON array.
