@@ -10,7 +10,7 @@ secs="${1:-20}"
 export RUSTC_BOOTSTRAP=1
 
 cargo fuzz build
-for target in config_parse expr_eval sse_stream request_parse anthropic_stream responses_stream; do
+for target in config_parse expr_eval sse_stream request_parse anthropic_stream responses_stream gemini_stream; do
     # A scratch corpus: libFuzzer writes new inputs into its first corpus dir, and
     # the seeds (and regressions) stay untouched as read-only extra dirs.
     work="$(mktemp -d)"

@@ -35,6 +35,7 @@ use celgate_engine::exchange::{Exchange, Operation};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub mod anthropic;
+pub mod gemini;
 pub mod json;
 pub mod lenient;
 pub mod limits;
@@ -55,6 +56,7 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[
     &openai::embeddings::EMBEDDINGS,
     &anthropic::MESSAGES,
     &openai::responses::RESPONSES,
+    &gemini::GENERATE,
 ];
 
 /// The protocol of a request, by method and path; `None` for a request celgate
@@ -278,6 +280,7 @@ mod tests {
         for p in PROTOCOLS {
             let expected = match p.route() {
                 "/v1/messages" => BackendAuth::Header("x-api-key"),
+                "/v1beta/models/{model}:generateContent" => BackendAuth::Header("x-goog-api-key"),
                 _ => BackendAuth::Bearer,
             };
             assert_eq!(p.backend_auth(), expected, "{}", p.route());

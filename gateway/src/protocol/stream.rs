@@ -32,6 +32,10 @@ pub enum FinalEvent {
     /// several ways: `response.completed`, `response.failed` or `response.incomplete`
     /// (OpenAI Responses). Its data is read like any other event's.
     AnyNamed(&'static [&'static str]),
+    /// No event is final by its name or data: the answer is complete once the
+    /// accumulator has read what completes it ([`StreamAccumulator::saw_final`]), e.g.
+    /// Gemini, whose stream just ends after a chunk carrying a `finishReason`.
+    Accumulator,
 }
 
 /// What a [`StreamAccumulator`] made of one event.
@@ -69,6 +73,12 @@ pub trait StreamAccumulator: Send + fmt::Debug {
     /// `response_truncated`, and `response_body` when `render_body`: the answer as
     /// the equivalent non-streaming body).
     fn finish(self: Box<Self>, ex: &mut Exchange, render_body: bool) -> StreamEnd;
+
+    /// Whether the events read so far complete the answer; asked at the end of the
+    /// stream when the protocol's final event is [`FinalEvent::Accumulator`].
+    fn saw_final(&self) -> bool {
+        false
+    }
 }
 
 /// How a stream went, beyond what is written into the [`Exchange`].
@@ -204,9 +214,11 @@ impl SseAccumulator {
     pub fn finish(mut self, ex: &mut Exchange) -> StreamSummary {
         self.framer.finish(&mut self.reader);
         let reader = self.reader;
+        let saw_final = reader.saw_final
+            || (reader.final_event == FinalEvent::Accumulator && reader.accumulator.saw_final());
         let end = reader.accumulator.finish(ex, self.render_body);
         StreamSummary {
-            saw_final: reader.saw_final,
+            saw_final,
             events: reader.events,
             malformed_events: reader.malformed_events,
             error: end.error,
