@@ -69,7 +69,9 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
         .filter(|m| role(m) == Some("user"))
         .map(|m| text_of(m.get("content")))
         .find(|text| !text.is_empty());
-    let last = match messages.last() {
+    // Claude Code puts `role: "system"` entries after the user's turn: the turn is
+    // the last message that is not one.
+    let last = match messages.iter().rev().find(|m| role(m) != Some("system")) {
         Some(m) if role(m) == Some("user") => {
             let results = tool_results(m.get("content"));
             if results.is_empty() {
@@ -400,6 +402,18 @@ mod tests {
             }
         );
         assert_eq!(input(&request).uncached(), 3);
+    }
+
+    #[test]
+    fn system_entries_after_the_user_turn_do_not_hide_it() {
+        let request = object(json!({
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": "call Read {\"file_path\": \"a\"}"},
+                {"role": "system", "content": "reminder"}
+            ]
+        }));
+        assert!(matches!(turn(&request).last, Last::User { .. }));
     }
 
     #[test]

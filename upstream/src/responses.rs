@@ -200,11 +200,19 @@ fn turn(request: &Map<String, Value>) -> Turn<'_> {
     }
 }
 
-/// The function tools of a request, those nested in `namespace` tools included.
+/// The function tools of a request, those nested in `namespace` tools and those
+/// offered by `additional_tools` input items (where Codex sends its tools) included.
 fn offered_tools(request: &Map<String, Value>) -> Vec<Offered<'_>> {
     let mut offered = Vec::new();
     let tools = request.get("tools").and_then(Value::as_array);
-    for tool in tools.into_iter().flatten() {
+    let items = request.get("input").and_then(Value::as_array);
+    let additional = items
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("additional_tools"))
+        .filter_map(|i| i.get("tools").and_then(Value::as_array))
+        .flatten();
+    for tool in tools.into_iter().flatten().chain(additional) {
         match tool.get("type").and_then(Value::as_str) {
             Some("function") => offered.extend(function(tool, None)),
             Some("namespace") => {

@@ -12,7 +12,13 @@ use celgate_engine::exchange::Exchange;
 use http::HeaderMap;
 
 /// Headers that name the session, in the order they are tried.
-pub const SESSION_HEADERS: [&str; 4] = ["x-session-id", "session-id", "session_id", "thread-id"];
+pub const SESSION_HEADERS: [&str; 5] = [
+    "x-session-id",
+    "session-id",
+    "session_id",
+    "x-claude-code-session-id",
+    "thread-id",
+];
 
 /// Headers that name the end user, in the order they are tried.
 pub const USER_HEADERS: [&str; 1] = ["x-user-id"];

@@ -91,10 +91,14 @@ impl StreamAccumulator for MessagesStream {
         };
         if named_error || kind == EventKind::Error {
             self.record_error(data);
-        } else {
-            self.acc.apply(kind, raw);
+            return EventRead::Read;
         }
-        EventRead::Read
+        self.acc.apply(kind, raw);
+        match kind {
+            // Text, thinking and tool input arrive as block deltas.
+            EventKind::BlockDelta => EventRead::Output,
+            _ => EventRead::Read,
+        }
     }
 
     /// Writes the one choice (when the stream carried a message), id, model, token

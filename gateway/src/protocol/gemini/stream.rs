@@ -57,7 +57,13 @@ impl StreamAccumulator for GeminiStream {
             _ => None,
         };
         match chunk {
-            Some(chunk) if !is_error && chunk.error.is_none() => self.answer.apply(chunk),
+            Some(chunk) if !is_error && chunk.error.is_none() => {
+                let output = chunk.candidates.items.iter().any(|c| c.content.is_some());
+                self.answer.apply(chunk);
+                if output {
+                    return EventRead::Output;
+                }
+            }
             Some(_) => self.record_error(data),
             None if is_error => self.record_error(data),
             None => return EventRead::Malformed,

@@ -45,6 +45,21 @@ struct Fields {
     safety_identifier: Option<Value>,
 }
 
+/// The tools offered by `additional_tools` input items (Codex sends its tools there
+/// rather than in `tools`), as sent.
+fn additional_tools(input: Option<&Value>) -> Vec<Value> {
+    let Some(Value::Array(items)) = input else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|item| item.get("type").and_then(Value::as_str) == Some("additional_tools"))
+        .filter_map(|item| item.get("tools").and_then(Value::as_array))
+        .flatten()
+        .cloned()
+        .collect()
+}
+
 /// Parses a request body into `ex`: `operation` (chat), `api`, `request_model`,
 /// `streaming`, `system`, `prompt`, `tools`, `params` (of a key given twice, the
 /// last value at the first position), `user_id` and `request_body`, which is set
@@ -98,11 +113,12 @@ pub(super) fn parse(body: &[u8], ex: &mut Exchange) -> Result<RequestFacts, Pars
         Some(Value::Bool(b)) => b,
         Some(other) => return Err(invalid("stream", "a boolean", &other)),
     };
-    let tools = match fields.tools {
+    let mut tools = match fields.tools {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items,
         Some(other) => return Err(invalid("tools", "an array", &other)),
     };
+    tools.extend(additional_tools(fields.input.as_ref()));
     let instructions = match fields.instructions {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),

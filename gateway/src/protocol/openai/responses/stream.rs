@@ -141,7 +141,12 @@ impl StreamAccumulator for ResponsesStream {
         };
         // The data's `type`, else the event's name (borrowed, not copied).
         let kind = (raw.kind.0.take()).unwrap_or_else(|| String::from_utf8_lossy(event.name));
+        // Text, reasoning and call arguments arrive as `*.delta` events.
+        let output = kind.ends_with(".delta");
         self.apply(&kind, raw, data);
+        if output {
+            return EventRead::Output;
+        }
         EventRead::Read
     }
 

@@ -1025,3 +1025,21 @@ fn random_bytes_and_mutated_streams_never_panic() {
         }
     }
 }
+
+#[test]
+fn tools_offered_by_additional_tools_items_are_the_calls_tools_too() {
+    // Codex 0.171 sends its tools as an input item rather than in `tools`.
+    let namespace = json!({"type": "namespace", "name": "clock", "tools": [
+        {"type": "function", "name": "sleep", "parameters": {"type": "object"}}]});
+    let ex = request(&json!({
+        "model": "gpt-5-codex",
+        "tools": [{"type": "web_search"}],
+        "input": [
+            {"type": "additional_tools", "role": "developer", "tools": [namespace]},
+            {"type": "additional_tools", "tools": "not a list"},
+            {"type": "message", "role": "user", "content": "hi"}
+        ]
+    }));
+    assert_eq!(ex.tools, vec![json!({"type": "web_search"}), namespace]);
+    assert_eq!(ex.prompt.last(), Some(&msg("user", "hi")));
+}
