@@ -4,7 +4,6 @@
 //! fragments). The crate doc says what each answer contains.
 
 use std::collections::VecDeque;
-use std::hash::Hasher as _;
 
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
@@ -13,10 +12,8 @@ use crate::CREATED;
 use crate::body::ScriptedBody;
 use crate::pace::Pace;
 use crate::request::{limit_words, token_limit, wants_usage, word_count, words};
+use crate::turn::{call_hash, fragments, reply_text, synthesized_arguments};
 use crate::wire::{Ids, json_response, sse_response};
-
-/// Characters per streamed tool-call argument fragment.
-const ARGUMENT_FRAGMENT_CHARS: usize = 7;
 
 /// Bytes of content per event of a streamed `big-<MB>` answer (and of a `flood-<MB>`
 /// one).
@@ -110,10 +107,7 @@ fn reply(request: &Map<String, Value>, pace: &Pace) -> (ChatReply, usize) {
                 .collect(),
         )
     } else {
-        let content = match user_text {
-            Some(text) => format!("Scripted reply to: {text}"),
-            None => "Hello from the scripted upstream.".to_owned(),
-        };
+        let content = reply_text(user_text.as_deref());
         let (words, truncated) = limit_words(words(&content), token_limit(request));
         ChatReply::Text { words, truncated }
     };
@@ -286,37 +280,9 @@ fn tool_call(index: usize, tool: &Value, user_text: &str) -> ToolCall {
         .and_then(Value::as_str)
         .unwrap_or("tool")
         .to_owned();
-    let mut arguments = Map::new();
-    if let Some(properties) = function
-        .pointer("/parameters/properties")
-        .and_then(Value::as_object)
-    {
-        for (key, schema) in properties {
-            let value = if let Some(first) = schema
-                .get("enum")
-                .and_then(Value::as_array)
-                .and_then(|values| values.first())
-            {
-                first.clone()
-            } else {
-                match schema.get("type").and_then(Value::as_str) {
-                    Some("string") => json!(user_text),
-                    Some("integer") => json!(1),
-                    Some("number") => json!(1.5),
-                    Some("boolean") => json!(true),
-                    Some("array") => json!([]),
-                    Some("object") => json!({}),
-                    _ => Value::Null,
-                }
-            };
-            arguments.insert(key.clone(), value);
-        }
-    }
+    let arguments = synthesized_arguments(function.get("parameters"), user_text);
     let arguments = Value::Object(arguments).to_string();
-    // FNV-1a: stable across runs and platforms, as std's hashers are not promised to be.
-    let mut hash = fnv::FnvHasher::default();
-    hash.write(format!("{index}\0{name}\0{arguments}").as_bytes());
-    let id = format!("call_{:016x}", hash.finish());
+    let id = format!("call_{}", call_hash(index, &name, &arguments));
     ToolCall {
         id,
         name,
@@ -324,22 +290,9 @@ fn tool_call(index: usize, tool: &Value, user_text: &str) -> ToolCall {
     }
 }
 
-/// `arguments` in fragments of [`ARGUMENT_FRAGMENT_CHARS`] characters (at least one,
-/// possibly empty, so a call always streams its arguments).
-fn fragments(arguments: &str) -> Vec<String> {
-    let chars: Vec<char> = arguments.chars().collect();
-    if chars.is_empty() {
-        return vec![String::new()];
-    }
-    chars
-        .chunks(ARGUMENT_FRAGMENT_CHARS)
-        .map(|c| c.iter().collect())
-        .collect()
-}
-
 /// The text of a message's `content`: a string, or the `text` of its content parts
 /// joined with a space.
-fn message_text(content: &Value) -> String {
+pub(crate) fn message_text(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
         Value::Array(parts) => parts

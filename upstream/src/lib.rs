@@ -113,15 +113,21 @@
 mod body;
 mod chat;
 mod completions;
+mod dialect;
 mod embeddings;
 mod faults;
+mod gemini;
+mod messages;
 mod models;
 mod pace;
 mod record;
 mod request;
+mod responses;
 mod route;
 mod server;
 mod shape;
+mod store;
+mod turn;
 mod wire;
 
 pub use embeddings::EMBEDDING_DIMENSIONS;

@@ -37,6 +37,12 @@ pub(crate) struct Pace {
 impl Pace {
     /// Whether the answer is a stream: as asked, unless the script says otherwise.
     pub(crate) fn streams(&self, request: &Map<String, Value>) -> bool {
-        !self.force_plain && (wants_stream(request) || self.force_stream)
+        self.streams_when(wants_stream(request))
+    }
+
+    /// Whether the answer is a stream when the request `asked` for one (Gemini asks
+    /// by its path).
+    pub(crate) fn streams_when(&self, asked: bool) -> bool {
+        !self.force_plain && (asked || self.force_stream)
     }
 }

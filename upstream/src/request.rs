@@ -4,12 +4,56 @@
 
 use serde_json::{Map, Value};
 
+use crate::dialect::Dialect;
+
 /// The endpoints with a JSON request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    MessagesCountTokens,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// Gemini `:generateContent`.
+    GeminiGenerate,
+    /// Gemini `:streamGenerateContent`; `sse`: asked with `alt=sse` (else the chunks
+    /// are one JSON array).
+    GeminiStream {
+        sse: bool,
+    },
+    /// Gemini `:countTokens`.
+    GeminiCountTokens,
+}
+
+impl Endpoint {
+    /// The protocol's error shape.
+    pub(crate) fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => Dialect::OpenAi,
+            Endpoint::Responses => Dialect::Responses,
+            Endpoint::Messages | Endpoint::MessagesCountTokens => Dialect::Anthropic,
+            Endpoint::GeminiGenerate
+            | Endpoint::GeminiStream { .. }
+            | Endpoint::GeminiCountTokens => Dialect::Gemini,
+        }
+    }
+
+    /// Whether its answer can be a stream.
+    pub(crate) fn streams(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Embeddings | Endpoint::MessagesCountTokens | Endpoint::GeminiCountTokens
+        )
+    }
+
+    /// Whether it answers a conversation (the `echo-key-*` scripts apply).
+    pub(crate) fn converses(self) -> bool {
+        self.streams() && self != Endpoint::Completions
+    }
 }
 
 pub(crate) fn wants_stream(request: &Map<String, Value>) -> bool {
@@ -62,6 +106,15 @@ pub(crate) fn limit_words(mut words: Vec<String>, limit: Option<usize>) -> (Vec<
             (words, true)
         }
         _ => (words, false),
+    }
+}
+
+/// The member of `request` at a JSON pointer (`/a/b`), as `Value::pointer` finds it.
+pub(crate) fn at<'a>(request: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
+    let path = pointer.strip_prefix('/')?;
+    match path.split_once('/') {
+        Some((first, rest)) => request.get(first)?.pointer(&format!("/{rest}")),
+        None => request.get(path),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::body::{End, ScriptedBody};
 use crate::record::{
     ActiveGuard, Journal, RecordedRequest, RecordedResponse, ResponseLog, header_list,
 };
+use crate::route::State;
+use crate::store::ResponseStore;
 
 /// State shared by the accept loop, every connection and the handle.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ struct Shared {
     journal: Arc<Journal>,
     /// Flipped to `true` when the upstream is dropped; `hang` requests wait for it.
     shutdown: watch::Sender<bool>,
+    /// The Responses answers remembered for `GET /v1/responses/{id}`.
+    store: ResponseStore,
 }
 
 /// A running scripted upstream. Serves on the tokio runtime that started it until this
@@ -69,6 +73,7 @@ impl ScriptedUpstream {
         let shared = Arc::new(Shared {
             journal: Arc::new(Journal::new(record)),
             shutdown,
+            store: ResponseStore::default(),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(ScriptedUpstream { addr, shared, task })
@@ -215,8 +220,12 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ScriptedBody>, Infallible> {
     let active = ActiveGuard::new(&shared.journal);
-    let (seq, mut response) =
-        crate::route::answer(&shared.journal, &shared.shutdown, request).await;
+    let state = State {
+        journal: &shared.journal,
+        shutdown: &shared.shutdown,
+        store: &shared.store,
+    };
+    let (seq, mut response) = crate::route::answer(state, request).await;
     let status = response.status().as_u16();
     let headers = header_list(response.headers());
     let body = response.body_mut();

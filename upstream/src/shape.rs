@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 
 use crate::body::ScriptedBody;
+use crate::dialect::Dialect;
 
 /// A rewrite of an answer's bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,8 +20,9 @@ pub(crate) enum Shape {
     Plain,
     /// See `malformed-sse` in the module doc.
     MalformedSse,
-    /// Keep this many events, then an error event, then end (no `[DONE]`).
-    ErrorAfter(usize),
+    /// Keep this many events, then an error event in the dialect's shape, then end
+    /// (no `[DONE]`, no final event).
+    ErrorAfter(usize, Dialect),
     /// Keep the first half of a JSON body.
     HalfBody,
     /// gzip the body (a stream event by event).
@@ -40,11 +42,10 @@ impl Shape {
             Shape::MalformedSse if is_sse => {
                 body.events = malformed(std::mem::take(&mut body.events));
             }
-            Shape::ErrorAfter(keep) if is_sse => {
+            Shape::ErrorAfter(keep, dialect) if is_sse => {
                 body.events.truncate(keep);
-                body.events.push_back(Bytes::from_static(
-                    b"event: error\ndata: {\"error\":{\"message\":\"The scripted upstream failed mid-stream (sse-error).\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
-                ));
+                let message = "The scripted upstream failed mid-stream (sse-error).";
+                body.events.push_back(dialect.stream_error(message, keep));
             }
             Shape::HalfBody if !is_sse => {
                 let whole: Vec<u8> = body.events.iter().flat_map(|b| b.to_vec()).collect();
@@ -63,7 +64,7 @@ impl Shape {
                     .headers_mut()
                     .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
-            Shape::MalformedSse | Shape::ErrorAfter(_) | Shape::HalfBody => {}
+            Shape::MalformedSse | Shape::ErrorAfter(..) | Shape::HalfBody => {}
         }
         response
     }

@@ -1,6 +1,7 @@
-//! OpenAI-shaped answers as HTTP responses: a JSON body, an SSE stream of chunks
-//! ending in `data: [DONE]` (paced as the request's [`Pace`] says), and the error body
-//! `{"error":{"message","type","param","code"}}`. Every answer carries
+//! Answers as HTTP responses: a JSON body, a stream of events (paced as the request's
+//! [`Pace`] says; OpenAI's chunks ending in `data: [DONE]`, or another protocol's
+//! events), and OpenAI's error body `{"error":{"message","type","param","code"}}`
+//! (the other protocols' error shapes are in [`crate::dialect`]). Every answer carries
 //! `x-request-id: req_scripted{N}`, `N` being its request's position ([`Ids`]).
 
 use std::collections::VecDeque;
@@ -47,6 +48,9 @@ pub(crate) fn json_text_response(
     response
 }
 
+/// The content type of an SSE answer.
+pub(crate) const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
+
 /// An SSE answer: one `data:` event per chunk, then `data: [DONE]`, paced by `pace`.
 pub(crate) fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Response<ScriptedBody> {
     let mut events: VecDeque<Bytes> = chunks
@@ -54,9 +58,24 @@ pub(crate) fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Respons
         .map(|chunk| Bytes::from(format!("data: {chunk}\n\n")))
         .collect();
     events.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    streamed_response(seq, events, EVENT_STREAM, pace)
+}
+
+/// A named SSE event, `event: NAME` then its data (Anthropic's and Responses' way).
+pub(crate) fn named_event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// A streamed answer of `events` (the last one ends the stream: `[DONE]`,
+/// `message_stop`, ...), paced by `pace`; a cut stream never sends the last one.
+pub(crate) fn streamed_response(
+    seq: usize,
+    mut events: VecDeque<Bytes>,
+    content_type: &'static str,
+    pace: &Pace,
+) -> Response<ScriptedBody> {
     if let Some(n) = pace.cut_after {
-        // Never let `[DONE]` through a cut stream, however large `n` is.
-        events.truncate(n.min(events.len() - 1));
+        events.truncate(n.min(events.len().saturating_sub(1)));
     }
     let mut body = ScriptedBody::new(events, None);
     body.delay = pace.delay;
@@ -65,10 +84,7 @@ pub(crate) fn sse_response(seq: usize, chunks: &[Value], pace: &Pace) -> Respons
     body.linger = pace.linger;
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     insert_request_id(headers, seq);
     response
@@ -92,12 +108,4 @@ pub(crate) fn error_response(
         "error": {"message": message, "type": kind, "param": null, "code": code}
     });
     json_response(status, seq, &body)
-}
-
-pub(crate) fn invalid_request(
-    status: StatusCode,
-    seq: usize,
-    message: &str,
-) -> Response<ScriptedBody> {
-    error_response(status, seq, message, "invalid_request_error", None)
 }

@@ -9,15 +9,18 @@ mod large;
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::body::{End, ScriptedBody};
+use crate::dialect::{Dialect, Problem};
 use crate::pace::Pace;
 use crate::request::Endpoint;
+use crate::route::State;
 use crate::shape::Shape;
-use crate::wire::{Ids, error_response};
+use crate::wire::Ids;
 
 /// Pause between the frames of a `malformed-sse` answer, so they reach the client as
 /// separate reads.
@@ -141,51 +144,56 @@ pub(crate) enum Prepared {
 }
 
 /// Carries out the part of `script` that comes before the answer (a `slow-*` wait, a
-/// `hang` until `shutdown` flips) and says how the request is answered.
+/// `hang` until the upstream shuts down) and says how the request is answered.
 pub(crate) async fn prepare(
     script: Script,
     endpoint: Endpoint,
     request: &Map<String, Value>,
-    headers: &HeaderMap,
+    parts: &Parts,
     ids: &Ids<'_>,
-    shutdown: &watch::Sender<bool>,
+    state: State<'_>,
 ) -> Prepared {
     let chat = endpoint == Endpoint::Chat;
+    let dialect = endpoint.dialect();
     match script {
-        Script::Error(status) => Prepared::Answer(Box::new(scripted_error(status, ids.seq))),
+        Script::Error(status) => {
+            Prepared::Answer(Box::new(scripted_error(status, ids.seq, dialect)))
+        }
         Script::Slow(delay) => {
             tokio::time::sleep(delay).await;
             Prepared::Pace(Pace::default())
         }
-        Script::Hang => Prepared::Answer(Box::new(hang(shutdown, ids.seq).await)),
+        Script::Hang => Prepared::Answer(Box::new(hang(state.shutdown, ids.seq, dialect).await)),
         Script::Flood(mib) if chat => Prepared::Answer(Box::new(large::flood(ids, mib))),
         Script::Choices(n) if chat => Prepared::Answer(Box::new(large::many_choices(ids, n))),
-        Script::EchoKey(kind) if chat => {
-            let key = echo::received_key(headers);
-            Prepared::Answer(Box::new(echo::echo_key(kind, &key, request, ids)))
+        Script::EchoKey(kind) if endpoint.converses() => {
+            let key = echo::received_key(parts, dialect);
+            let answer = echo::echo_key(kind, &key, endpoint, request, ids, state.store);
+            Prepared::Answer(Box::new(answer))
         }
-        other => Prepared::Pace(pace(other, endpoint != Endpoint::Embeddings)),
+        other => Prepared::Pace(pace(other, endpoint.streams(), dialect)),
     }
 }
 
-/// The pace of a normal answer under `script` (`streams`: the endpoint can stream).
-fn pace(script: Script, streams: bool) -> Pace {
+/// The pace of a normal answer under `script` (`streams`: the endpoint can stream;
+/// `dialect`: how its error events look).
+fn pace(script: Script, streams: bool, dialect: Dialect) -> Pace {
     let mut pace = Pace::default();
     match script {
-        Script::CutAfter(events) => {
+        Script::CutAfter(events) if streams => {
             pace.force_stream = true;
             pace.cut_after = Some(events);
             pace.end = End::Fail;
         }
-        Script::Drip(delay) => {
+        Script::Drip(delay) if streams => {
             pace.force_stream = true;
             pace.delay = delay;
         }
-        Script::Stall(pause) => {
+        Script::Stall(pause) if streams => {
             pace.force_stream = true;
             pace.stall = Some((STALL_AFTER_EVENTS, pause));
         }
-        Script::ResetAfter(events) => {
+        Script::ResetAfter(events) if streams => {
             pace.force_stream = true;
             pace.cut_after = Some(events);
             pace.end = End::Reset;
@@ -197,7 +205,7 @@ fn pace(script: Script, streams: bool) -> Pace {
         }
         Script::SseError if streams => {
             pace.force_stream = true;
-            pace.shape = Shape::ErrorAfter(2);
+            pace.shape = Shape::ErrorAfter(2, dialect);
         }
         Script::InvalidJson => {
             pace.force_plain = true;
@@ -214,6 +222,10 @@ fn pace(script: Script, streams: bool) -> Pace {
         | Script::Error(_)
         | Script::Slow(_)
         | Script::Hang
+        | Script::CutAfter(_)
+        | Script::Drip(_)
+        | Script::Stall(_)
+        | Script::ResetAfter(_)
         | Script::MalformedSse
         | Script::SseError
         | Script::DonePause(_)
@@ -226,37 +238,31 @@ fn pace(script: Script, streams: bool) -> Pace {
 
 /// `hang`: no answer until the upstream is dropped, then a 503 (which the closing
 /// connection usually swallows).
-async fn hang(shutdown: &watch::Sender<bool>, seq: usize) -> Response<ScriptedBody> {
+async fn hang(
+    shutdown: &watch::Sender<bool>,
+    seq: usize,
+    dialect: Dialect,
+) -> Response<ScriptedBody> {
     let mut shutdown = shutdown.subscribe();
     // Err means the sender is gone, i.e. the upstream is shutting down too.
     let _closed = shutdown.wait_for(|down| *down).await;
-    error_response(
+    let message = "The scripted upstream is shutting down.";
+    dialect.error(
         StatusCode::SERVICE_UNAVAILABLE,
         seq,
-        "The scripted upstream is shutting down.",
-        "server_error",
-        None,
+        Problem::Server,
+        message,
     )
 }
 
-/// The answer of the `error-*` scripts.
-fn scripted_error(status: StatusCode, seq: usize) -> Response<ScriptedBody> {
+/// The answer of the `error-*` scripts, in the endpoint's dialect.
+fn scripted_error(status: StatusCode, seq: usize, dialect: Dialect) -> Response<ScriptedBody> {
     let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
-        error_response(
-            status,
-            seq,
-            "Rate limit reached for requests (scripted error-429).",
-            "requests",
-            Some("rate_limit_exceeded"),
-        )
+        let message = "Rate limit reached for requests (scripted error-429).";
+        dialect.error(status, seq, Problem::RateLimited, message)
     } else {
-        error_response(
-            status,
-            seq,
-            "The server had an error while processing your request (scripted error-500).",
-            "server_error",
-            None,
-        )
+        let message = "The server had an error while processing your request (scripted error-500).";
+        dialect.error(status, seq, Problem::Server, message)
     };
     response
         .headers_mut()
