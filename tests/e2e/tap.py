@@ -18,7 +18,7 @@ import http.client
 import json
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
@@ -38,6 +38,10 @@ class Recorded:
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    # The answer as the tap relayed it (filled in while it streams).
+    status: int = 0
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_body: bytes = b""
 
     def header(self, name: str) -> list[str]:
         """Every value of a header (case-insensitive name), in order of arrival."""
@@ -106,9 +110,11 @@ class Tap:
 
     def _relay(self, h: BaseHTTPRequestHandler) -> None:
         body = read_body(h)
+        rec = Recorded(h.command, h.path, list(h.headers.items()), body)
         with self._lock:
-            self.requests.append(Recorded(h.command, h.path, list(h.headers.items()), body))
+            self.requests.append(rec)
         if self._target is None:
+            rec.status = 400
             send_whole(h, 400, b'{"error":{"message":"recording tap: no backend",'
                                b'"type":"invalid_request_error","code":null}}')
             return
@@ -118,7 +124,7 @@ class Tap:
             headers["Host"] = self._target.netloc
             conn.request(h.command, h.path, body=body, headers=headers)
             resp = conn.getresponse()
-            relay_response(h, resp)
+            relay_response(h, resp, rec)
         except (OSError, http.client.HTTPException) as e:
             send_whole(h, 502, json.dumps({"error": {"message": f"tap: {e}"}}).encode())
         finally:
@@ -148,8 +154,10 @@ def send_whole(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
     h.wfile.write(body)
 
 
-def relay_response(h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse) -> None:
+def relay_response(h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse,
+                   rec: Recorded) -> None:
     """Status and headers, then the body as it arrives (chunked when it had no length)."""
+    rec.status, rec.response_headers = resp.status, resp.getheaders()
     length = resp.getheader("Content-Length")
     h.send_response(resp.status, resp.reason)
     for k, v in resp.getheaders():
@@ -164,6 +172,7 @@ def relay_response(h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse) ->
         chunk = resp.read1(65536)
         if not chunk:
             break
+        rec.response_body += chunk
         h.wfile.write(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
         h.wfile.flush()
     if length is None:
