@@ -38,6 +38,9 @@ CLIENT_KEY = "sk-client-" + secrets.token_hex(8)
 # Where each backend's baseUrl points, below the backend tap: the path the client sends
 # (`/v1/messages`, `/v1/responses`, `/v1beta/models/...`) must reach the upstream as is.
 BASE_PATH = {"anthropic": "/v1", "openai": "/v1", "gemini": ""}
+# Models each backend serves, as a real config names them (the CLIs' default models and
+# the SDK tests' `*-e2e` ones match).
+MODELS = {"anthropic": '["claude-*"]', "openai": '["gpt-*"]', "gemini": '["gemini-*"]'}
 
 # The CEL context, one attribute per variable the checks read.
 FIELDS = {
@@ -74,6 +77,7 @@ def celgate_config(sink: str, backend: str) -> str:
     backends = "\n".join(f"""  - name: {p}
     provider: {p}
     baseUrl: {backend}{BASE_PATH[p]}
+    models: {MODELS[p]}
     apiKey: {{env: E2E_{p.upper()}_KEY}}""" for p in KEYS)
     return f"""listen: 127.0.0.1:0
 admin: 127.0.0.1:0
