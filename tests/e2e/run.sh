@@ -2,14 +2,17 @@
 # End-to-end tests of celgate driven by the official `openai` Python SDK and the
 # official `openai` npm package: against a real Arize Phoenix (test_phoenix.py), with
 # client keys on (test_client_keys.py), and streams the SDK closes right after `[DONE]`
-# (test_sdk_stream_close.py). See README.md here.
+# (test_sdk_stream_close.py); the official anthropic, openai (Responses) and google-genai
+# SDKs (test_protocols.py) and the Claude Code, Codex and Gemini CLIs (test_agents.py)
+# through celgate to the scripted upstream. See README.md here.
 #
 #   bash tests/e2e/run.sh
 #
 # Needs: the Rust toolchain (unless CELGATE_BIN is given), Python >= 3.11 with venv and
 # pip, Node >= 20 with npm, and access to PyPI and the npm registry on the first run.
-# Installs into tests/e2e/.venv and tests/e2e/node_modules, reused while
-# requirements.txt / package-lock.json are unchanged.
+# Installs into tests/e2e/.venv, tests/e2e/.venv-protocols and tests/e2e/node_modules,
+# reused while requirements.txt / requirements-protocols.txt / package-lock.json are
+# unchanged.
 #
 # Environment:
 #   CELGATE_BIN   use this celgate binary instead of building one (cargo build -p celgate)
@@ -33,21 +36,29 @@ fi
   echo "e2e: $PYTHON is $("$PYTHON" --version 2>&1); arize-phoenix needs Python 3.11 to 3.14" >&2
   exit 2
 }
+# One venv per requirements file: .venv (Phoenix, openai; requirements.txt) and
+# .venv-protocols (the current anthropic, google-genai, openai SDKs, which conflict with
+# Phoenix's pins; requirements-protocols.txt).
+ensure_venv() { # VENV REQUIREMENTS
+  local venv="$1" reqs="$2" stamp="$1/.celgate-requirements.sha256" want t
+  want="$({ cat "$reqs"; "$PYTHON" -VV; command -v "$PYTHON"; } | sha)"
+  t=$(now)
+  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "== python venv: up to date ($venv)"
+  else
+    echo "== python venv: installing $reqs into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+      -r "$reqs"
+    echo "$want" >"$stamp"
+    echo "   installed in $(since "$t")"
+  fi
+}
 venv="$here/.venv"
-stamp="$venv/.celgate-requirements.sha256"
-want="$({ cat requirements.txt; "$PYTHON" -VV; command -v "$PYTHON"; } | sha)"
-t=$(now)
-if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-  echo "== python venv: up to date ($venv)"
-else
-  echo "== python venv: installing requirements.txt into $venv"
-  rm -rf "$venv"
-  "$PYTHON" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r requirements.txt
-  echo "$want" >"$stamp"
-  echo "   installed in $(since "$t")"
-fi
+ensure_venv "$venv" requirements.txt
+pvenv="$here/.venv-protocols"
+ensure_venv "$pvenv" requirements-protocols.txt
 
 # --- Node packages (cached: npm ci only when package-lock.json changed)
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -83,10 +94,15 @@ export CELGATE_BIN
 # Each script runs whatever the others say and prints its own `e2e: N passed, M
 # failed` line (.ci/run sums them); the exit status is the worst of theirs.
 status=0
-for script in test_phoenix.py test_client_keys.py test_sdk_stream_close.py; do
+for script in test_phoenix.py test_client_keys.py test_sdk_stream_close.py \
+  test_protocols.py test_agents.py; do
+  py="$venv/bin/python"
+  case "$script" in test_protocols.py | test_agents.py) py="$pvenv/bin/python" ;; esac
   echo "== running $script"
+  t=$(now)
   rc=0
-  "$venv/bin/python" -u "$here/$script" || rc=$?
+  "$py" -u "$here/$script" || rc=$?
+  echo "   $script took $(since "$t")"
   if ((rc > status)); then status=$rc; fi
 done
 exit "$status"
