@@ -37,7 +37,7 @@ CLIENT_KEY = "sk-client-" + secrets.token_hex(8)
 
 # Where each backend's baseUrl points, below the backend tap: the path the client sends
 # (`/v1/messages`, `/v1/responses`, `/v1beta/models/...`) must reach the upstream as is.
-BASE_PATH = {"anthropic": "/v1", "openai": "/v1", "gemini": ""}
+BASE_PATH = {"anthropic": "/v1", "openai": "/v1", "gemini": "/v1beta"}
 # Models each backend serves, as a real config names them (the CLIs' default models and
 # the SDK tests' `*-e2e` ones match).
 MODELS = {"anthropic": '["claude-*"]', "openai": '["gpt-*"]', "gemini": '["gemini-*"]'}
