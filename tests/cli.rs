@@ -251,7 +251,8 @@ fn preview_honours_provider_and_env_privacy() {
     assert!(out.status.success());
     let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let attrs = &span["attributes"];
-    assert_eq!(attrs["llm.provider"], "gemini");
+    // OpenInference names Google's provider `google` (its `llm.provider` values).
+    assert_eq!(attrs["llm.provider"], "google");
     assert_eq!(attrs["input.value"], "__REDACTED__");
     assert!(attrs.get("llm.input_messages.0.message.content").is_none());
     assert_eq!(attrs["llm.token_count.prompt"], 42);
