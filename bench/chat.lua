@@ -2,6 +2,7 @@
 --   wrk -t2 -c32 -d10s -s bench/chat.lua http://HOST:PORT/v1/chat/completions
 --   ... -- stream          an SSE request ("stream": true, usage in the last chunk)
 --   ... -- limit=50000     each thread stops after that many responses
+--   ... -- body=FILE       POST FILE's contents instead (another protocol's request)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 -- A client key: celgate must replace it with the backend's, never forward it.
@@ -17,6 +18,10 @@ function init(args)
    for _, a in ipairs(args) do
       if a == "stream" then
          wrk.body = stream
+      elseif string.sub(a, 1, 5) == "body=" then
+         local f = assert(io.open(string.sub(a, 6), "rb"))
+         wrk.body = f:read("*a")
+         f:close()
       elseif string.sub(a, 1, 6) == "limit=" then
          -- Only defined when asked for: a response() hook costs a Lua call per response.
          local limit, seen = tonumber(string.sub(a, 7)), 0

@@ -251,6 +251,37 @@ server:
 EOF
 }
 
+# protocols_config ORIGIN [TRACING]: a backend per provider, each at ORIGIN (the
+# scripted upstream, which speaks every protocol).
+protocols_config() {
+    local tracing=${2:-}
+    [ -n "$tracing" ] || tracing=$'  tracing:\n    randomSampling: false'
+    cat <<EOF
+config:
+$tracing
+listen: 127.0.0.1:0
+admin: 127.0.0.1:0
+backends:
+  - {name: openai, provider: openai, baseUrl: $1/v1, apiKey: {env: BENCH_BACKEND_KEY}, models: ["gpt-*"]}
+  - {name: anthropic, provider: anthropic, baseUrl: $1/v1, apiKey: {env: BENCH_BACKEND_KEY}, models: ["claude-*"]}
+  - {name: gemini, provider: gemini, baseUrl: $1/v1beta, apiKey: {env: BENCH_BACKEND_KEY}, models: ["gemini-*"]}
+server:
+  accessLog: {format: "off"}
+EOF
+}
+
+# write_protocol_bodies DIR: a JSON and a streamed request per protocol, the same
+# conversation as the chat rows (a system prompt and a short question).
+write_protocol_bodies() {
+    local sys="You are a helpful assistant that answers briefly." q="What is the capital of France? Answer in one short sentence."
+    printf '{"model":"claude-sonnet-4-5","max_tokens":64,"system":"%s","messages":[{"role":"user","content":"%s"}]}' "$sys" "$q" >"$1/m-json.json"
+    printf '{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"system":"%s","messages":[{"role":"user","content":"%s"}]}' "$sys" "$q" >"$1/m-stream.json"
+    printf '{"model":"gpt-4.1-mini","max_output_tokens":64,"instructions":"%s","input":"%s"}' "$sys" "$q" >"$1/r-json.json"
+    printf '{"model":"gpt-4.1-mini","max_output_tokens":64,"stream":true,"instructions":"%s","input":"%s"}' "$sys" "$q" >"$1/r-stream.json"
+    printf '{"systemInstruction":{"parts":[{"text":"%s"}]},"contents":[{"role":"user","parts":[{"text":"%s"}]}],"generationConfig":{"maxOutputTokens":64}}' "$sys" "$q" >"$1/g-json.json"
+    cp "$1/g-json.json" "$1/g-stream.json"
+}
+
 # tracing_block PRESET ENDPOINT PROTOCOL
 tracing_block() {
     cat <<EOF

@@ -86,6 +86,11 @@ start_celgate phoenix "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "
 PHOENIX_ADDR=$CG_ADDR PHOENIX_PID=$CG_PID PHOENIX_ADMIN=$CG_ADMIN
 start_celgate stream "$(celgate_config "http://$UP_ADDR/v1" "$(tracing_block phoenix "http://$STREAM_SINK" grpc)")"
 STREAM_ADDR=$CG_ADDR STREAM_PID=$CG_PID STREAM_ADMIN=$CG_ADMIN
+# One gateway for the other protocols: a backend per provider, all the scripted upstream.
+start_sink protocols
+PROTO_SINK=$SINK_GRPC PROTO_SINK_STATS=$SINK_STATS PROTO_SINK_PID=$SINK_PID
+start_celgate protocols "$(protocols_config "http://$UP_ADDR" "$(tracing_block phoenix "http://$PROTO_SINK" grpc)")"
+PROTO_ADDR=$CG_ADDR PROTO_PID=$CG_PID PROTO_ADMIN=$CG_ADMIN
 
 if ((WITH_LITELLM)); then
     # shellcheck source=bench/litellm.sh
@@ -122,6 +127,29 @@ LABEL[f1]="stream: celgate (phoenix, OTLP/gRPC) -> f0"
 URL[f1]="http://$STREAM_ADDR$PATH_CHAT"
 ARGS[f1]=stream
 CPU_PIDS[f1]=$STREAM_PID
+# A row pair per protocol and shape: direct to the scripted upstream (x0, x2) and
+# through celgate with the phoenix preset (x1, x3); JSON (x0, x1) and stream (x2, x3).
+write_protocol_bodies "$WORK"
+declare -A DIRECT_OF PROTO_PATH
+PROTO_PATH[m]=/v1/messages PROTO_PATH[r]=/v1/responses
+PROTO_PATH[g]=/v1beta/models/gemini-2.5-flash:generateContent
+declare -A PROTO_NAME=([m]="Anthropic Messages" [r]="OpenAI Responses" [g]="Gemini generateContent")
+for p in m r g; do
+    for shape in json stream; do
+        if [ "$shape" = json ]; then d=${p}0 c=${p}1; else d=${p}2 c=${p}3; fi
+        path=${PROTO_PATH[$p]}
+        if [ "$p$shape" = gstream ]; then path="/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"; fi
+        ORDER+=("$d" "$c")
+        LABEL[$d]="${PROTO_NAME[$p]} $shape: direct to the scripted upstream"
+        URL[$d]="http://$UP_ADDR$path"
+        CPU_PIDS[$d]=$UP_PID
+        LABEL[$c]="${PROTO_NAME[$p]} $shape: celgate (phoenix, OTLP/gRPC) -> $d"
+        URL[$c]="http://$PROTO_ADDR$path"
+        CPU_PIDS[$c]=$PROTO_PID
+        ARGS[$d]="body=$WORK/$p-$shape.json" ARGS[$c]="body=$WORK/$p-$shape.json"
+        DIRECT_OF[$d]=$d DIRECT_OF[$c]=$d
+    done
+done
 if ((WITH_LITELLM)); then
     ORDER+=(L)
     LABEL[L]="LiteLLM $LITELLM_VERSION proxy, otel callback (OTLP/gRPC) -> a"
@@ -192,6 +220,11 @@ log "time to first byte ($TTFB_N requests each, alternating)"
     die "ttfb failed: $(cat "$WORK/ttfb.txt")"
 "$TTFB" --body "$WORK/drip.json" --n $((TTFB_N / 10 + 5)) --warmup 3 "${URL[f0]}" "${URL[f1]}" >"$WORK/ttfb-drip.txt" ||
     die "ttfb (drip) failed: $(cat "$WORK/ttfb-drip.txt")"
+declare -A PTTFB_D PTTFB_C
+for p in m r g; do
+    "$TTFB" --body "$WORK/$p-stream.json" --n "$TTFB_N" "${URL[${p}2]}" "${URL[${p}3]}" >"$WORK/ttfb-$p.txt" ||
+        die "ttfb ($p) failed: $(cat "$WORK/ttfb-$p.txt")"
+done
 ttfb_field() { # FILE LINE_NO FIELD
     sed -n "${2}p" "$1" | tr ' ' '\n' | awk -F= -v f="$3" '$1 == f { print $2 }'
 }
@@ -203,6 +236,10 @@ DRIP_DIRECT=$(ttfb_field "$WORK/ttfb-drip.txt" 1 first_byte_p50_us)
 DRIP_CELGATE=$(ttfb_field "$WORK/ttfb-drip.txt" 2 first_byte_p50_us)
 DRIP_TOTAL_DIRECT=$(ttfb_field "$WORK/ttfb-drip.txt" 1 total_p50_us)
 DRIP_TOTAL_CELGATE=$(ttfb_field "$WORK/ttfb-drip.txt" 2 total_p50_us)
+for p in m r g; do
+    PTTFB_D[$p]=$(ttfb_field "$WORK/ttfb-$p.txt" 1 first_byte_p50_us)
+    PTTFB_C[$p]=$(ttfb_field "$WORK/ttfb-$p.txt" 2 first_byte_p50_us)
+done
 
 # Spans: what celgate says it exported/dropped, and what the sinks received, once
 # every span is accounted for (the exporter's batch timer fires every 5 s).
@@ -289,6 +326,7 @@ SECTION="$WORK/section.md"
     for k in "${ORDER[@]}"; do
         case $k in
         f0 | f1) vs_proxy="—" vs_direct=$(pct "$(paired "$k" f0 3 /)") ;;
+        [mrg][0-3]) vs_proxy="—" vs_direct=$(pct "$(paired "$k" "${DIRECT_OF[$k]}" 3 /)") ;;
         *) vs_proxy=$(pct "$(paired "$k" b 3 /)") vs_direct=$(pct "$(paired "$k" a 3 /)") ;;
         esac
         printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s µs | %s | %s |\n' \
@@ -316,6 +354,9 @@ SECTION="$WORK/section.md"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     echo "| events back to back | $TTFB_N | $TTFB_DIRECT µs | $TTFB_CELGATE µs | $TTFB_ADDED µs | $TTFB_DIRECT_P90 µs | $TTFB_CELGATE_P90 µs |"
     echo "| \`drip-5\` (5 ms before each event) | $((TTFB_N / 10 + 5)) | $DRIP_DIRECT µs | $DRIP_CELGATE µs | $DRIP_ADDED µs | — | — |"
+    for p in m r g; do
+        echo "| ${PROTO_NAME[$p]} stream | $TTFB_N | ${PTTFB_D[$p]} µs | ${PTTFB_C[$p]} µs | $((PTTFB_C[$p] - PTTFB_D[$p])) µs | — | — |"
+    done
     echo
     echo "With \`drip-5\` the whole stream took $(fmt_us "$DRIP_TOTAL_DIRECT") direct and $(fmt_us "$DRIP_TOTAL_CELGATE") through"
     echo "celgate (p50): events are passed on as they arrive, not buffered."
@@ -327,6 +368,7 @@ SECTION="$WORK/section.md"
     spans_row "d (jaeger)" "$JAEGER_ADMIN" "$JAEGER_SINK_STATS" "$JAEGER_SINK_PID"
     spans_row "e (phoenix)" "$PHOENIX_ADMIN" "$PHOENIX_SINK_STATS" "$PHOENIX_SINK_PID"
     spans_row "f1 (phoenix, stream)" "$STREAM_ADMIN" "$STREAM_SINK_STATS" "$STREAM_SINK_PID"
+    spans_row "m1-g3 (phoenix, protocols)" "$PROTO_ADMIN" "$PROTO_SINK_STATS" "$PROTO_SINK_PID"
     if ((WITH_LITELLM)); then
         echo
         echo "LiteLLM $LITELLM_VERSION (\`bench/requirements.txt\`, config \`bench/litellm.yaml\`, one uvicorn"
