@@ -830,3 +830,601 @@ fn auth_passthrough_sends_the_clients_credentials_instead_of_ours() {
     assert_eq!(r.path, with_key(GENERATE), "the client's ?key= kept");
     assert!(r.headers.iter().all(|(_, v)| !v.contains(GEMINI_KEY)));
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile answers: the fault scripts
+// ---------------------------------------------------------------------------------------
+
+/// `path` and body of a call of each protocol to `model`, streamed or not.
+fn call_for(protocol: &str, model: &str, stream: bool) -> (String, Value) {
+    match protocol {
+        "messages" => {
+            let mut body = messages_request(stream);
+            body["model"] = json!(model);
+            ("/v1/messages".to_owned(), body)
+        }
+        "responses" => {
+            let mut body = responses_request(stream);
+            body["model"] = json!(model);
+            ("/v1/responses".to_owned(), body)
+        }
+        _ => {
+            let method = match stream {
+                true => "streamGenerateContent?alt=sse",
+                false => "generateContent",
+            };
+            (format!("/v1beta/models/{model}:{method}"), gemini_request())
+        }
+    }
+}
+
+/// The span of `c` failed with `error_type`, and a normal call of `protocol` after it
+/// still succeeds.
+fn assert_failed_then_healthy(
+    c: &Call,
+    error_type: &str,
+    protocol: &str,
+    (gateway, upstream, receiver): (&Gateway, &Upstream, &Receiver),
+) {
+    let span = c.span(receiver, gateway);
+    assert_eq!(span.str_attr("error.type"), Some(error_type), "{span:#?}");
+    assert_eq!(span.status_code, "ERROR");
+    let (path, body) = call_for(protocol, "fine-model", true);
+    let after = call(gateway, upstream, Method::POST, &path, &body, &[]);
+    assert_eq!(after.reply.status, 200);
+    assert_eq!(after.reply.error, None);
+    support::assert_ok_span(&after.span(receiver, gateway));
+}
+
+#[test]
+fn fault_scripts_reach_the_client_unchanged_and_the_span_says_what_went_wrong() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::http();
+    let o = origin(&upstream);
+    // Every model: the fault scripts are model names.
+    let backends = [
+        backend("claude", "anthropic", &o, None, ""),
+        backend("oai", "openai", &o, None, ""),
+        backend("gem", "gemini", &o, None, ""),
+    ]
+    .concat();
+    let gateway = start(&receiver, &backends);
+    let env = (&gateway, &upstream, &receiver);
+    // (script, streamed, the span's error.type, whether the client's body is cut)
+    let scripts = [
+        ("cut-after-3", true, "stream_cut", true),
+        ("sse-error", true, "stream_error", false),
+        ("malformed-sse", true, "invalid_response", false),
+        ("invalid-json", false, "invalid_response", false),
+        ("error-500", false, "500", false),
+    ];
+    for protocol in ["messages", "responses", "generate_content"] {
+        for (script, stream, error_type, cut) in scripts {
+            let (path, body) = call_for(protocol, script, stream);
+            let c = call(&gateway, &upstream, Method::POST, &path, &body, &[]);
+            let what = format!("{protocol} {script}");
+            assert_eq!(c.reply.error.is_some(), cut, "{what}: {:?}", c.reply.error);
+            let answered = c.answered.as_ref().expect("the upstream answered");
+            assert_eq!(c.reply.status.as_u16(), answered.status, "{what}");
+            assert_eq!(
+                c.reply.body(),
+                answered.body,
+                "{what}: other bytes than sent"
+            );
+            assert_failed_then_healthy(&c, error_type, protocol, env);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile answers no script can say: a raw upstream
+// ---------------------------------------------------------------------------------------
+
+/// A backend that answers every request with the bytes it was last given (status
+/// 200, the given content type, a `Content-Length`), then closes the connection.
+struct RawUpstream {
+    addr: SocketAddr,
+    answer: Arc<Mutex<(String, Vec<u8>)>>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the raw upstream");
+        let addr = listener.local_addr().expect("its address");
+        let answer = Arc::new(Mutex::new((String::new(), Vec::new())));
+        let shared = Arc::clone(&answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                std::thread::spawn(move || serve(stream, &answer));
+            }
+        });
+        RawUpstream { addr, answer }
+    }
+
+    fn answer_next(&self, content_type: &str, body: &str) {
+        *self.answer.lock().unwrap_or_else(PoisonError::into_inner) =
+            (content_type.to_owned(), body.as_bytes().to_vec());
+    }
+}
+
+/// Reads one request (head, and a body of its `Content-Length`), then writes `answer`.
+fn serve(mut stream: TcpStream, (content_type, body): &(String, Vec<u8>)) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while seen.len() < head_end + length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+/// An SSE body of named events: `(name, data)`; a `None` name writes no `event:`.
+fn sse(events: &[(Option<&str>, Value)]) -> String {
+    events
+        .iter()
+        .map(|(name, data)| match name {
+            Some(n) => format!("event: {n}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        })
+        .collect()
+}
+
+/// Anthropic events, each named by its `type` as Anthropic sends them.
+fn anthropic_sse(events: &[Value]) -> String {
+    let named: Vec<(Option<&str>, Value)> = events
+        .iter()
+        .map(|e| (e["type"].as_str(), e.clone()))
+        .collect();
+    sse(&named)
+}
+
+/// One hostile answer and what the span must make of it.
+struct Hostile {
+    name: &'static str,
+    why: &'static str,
+    content_type: &'static str,
+    body: String,
+    /// The span's `error.type`; `None`: a successful call.
+    error: Option<&'static str>,
+    /// The span's `llm.completion`, when checked.
+    completion: Option<Value>,
+}
+
+/// Sends a call of `protocol` for each answer in `cases` to a gateway in front of a
+/// [`RawUpstream`]: the client gets the answer's bytes, the span says what the case
+/// expects, and after all of them the gateway still serves a normal call.
+fn run_hostile(protocol: &str, cases: Vec<Hostile>) {
+    let raw = RawUpstream::start();
+    let receiver = Receiver::http();
+    let o = format!("http://{}", raw.addr);
+    let provider = match protocol {
+        "messages" => "anthropic",
+        "responses" => "openai",
+        _ => "gemini",
+    };
+    let gateway = start(&receiver, &backend("raw", provider, &o, None, ""));
+    let mut failures = Vec::new();
+    for case in &cases {
+        raw.answer_next(case.content_type, &case.body);
+        let stream = case.content_type == "text/event-stream";
+        let (path, body) = call_for(protocol, "hostile-model", stream);
+        let url = format!("http://{}{path}", gateway.addr());
+        let parent = Parent::new();
+        let tp = parent.traceparent(true);
+        let reply = runtime().block_on(async {
+            tokio::time::timeout(
+                CALL_TIMEOUT,
+                support::stream(
+                    Method::POST,
+                    &url,
+                    body.to_string(),
+                    &[("traceparent", &tp)],
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{}: no answer within {CALL_TIMEOUT:?}", case.name))
+        });
+        let mut wrong = Vec::new();
+        if reply.status != 200 || reply.error.is_some() {
+            wrong.push(format!("status {} error {:?}", reply.status, reply.error));
+        }
+        if reply.body() != case.body.as_bytes() {
+            wrong.push("the client got other bytes than the upstream sent".to_owned());
+        }
+        let span = span_of(&receiver, &parent.trace_id, case.name, &gateway);
+        if span.str_attr("error.type") != case.error {
+            wrong.push(format!(
+                "error.type {:?} (want {:?})",
+                span.str_attr("error.type"),
+                case.error
+            ));
+        }
+        if let Some(want) = &case.completion {
+            let got = span
+                .str_attr("t.completion")
+                .and_then(|t| serde_json::from_str::<Value>(t).ok());
+            if got.as_ref() != Some(want) {
+                wrong.push(format!("completion {got:?} (want {want})"));
+            }
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{}: {} [why: {}]",
+                case.name,
+                wrong.join("; "),
+                case.why
+            ));
+        }
+    }
+    // Still serving, and never panicked.
+    raw.answer_next("application/json", r#"{"fine": true}"#);
+    let (path, body) = call_for(protocol, "hostile-model", false);
+    let url = format!("http://{}{path}", gateway.addr());
+    let after = runtime().block_on(support::stream(Method::POST, &url, body.to_string(), &[]));
+    if after.status != 200 {
+        failures.push(format!("after the cases: a call got {}", after.status));
+    }
+    if gateway.stderr().contains("panicked") {
+        failures.push(format!("the gateway panicked:\n{}", gateway.stderr()));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile answers:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+fn text_delta(index: i64, text: &str) -> Value {
+    json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})
+}
+
+fn block_start(index: i64, block: Value) -> Value {
+    json!({"type": "content_block_start", "index": index, "content_block": block})
+}
+
+fn message_start() -> Value {
+    json!({"type": "message_start", "message": {"id": "msg_raw", "type": "message", "role": "assistant",
+        "model": "hostile-model", "content": [], "usage": {"input_tokens": 3, "output_tokens": 0}}})
+}
+
+fn message_end() -> [Value; 2] {
+    [
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+        json!({"type": "message_stop"}),
+    ]
+}
+
+/// A Messages stream with `middle` between its start and its end.
+fn messages_stream(middle: &[Value]) -> String {
+    let mut events = vec![message_start()];
+    events.extend_from_slice(middle);
+    events.extend(message_end());
+    anthropic_sse(&events)
+}
+
+#[test]
+fn hostile_messages_answers_are_relayed_and_traced_for_what_they_are() {
+    let text = json!({"type": "text", "text": ""});
+    let sse_type = "text/event-stream";
+    let cases = vec![
+        Hostile {
+            name: "blocks-out-of-order",
+            why: "block 1 starts and speaks before block 0: the span keeps index order",
+            content_type: sse_type,
+            body: messages_stream(&[
+                block_start(1, text.clone()),
+                block_start(0, text.clone()),
+                text_delta(1, "world"),
+                text_delta(0, "hello "),
+            ]),
+            error: None,
+            completion: Some(json!(["hello world"])),
+        },
+        Hostile {
+            name: "delta-for-a-block-never-started",
+            why: "a content_block_delta without its content_block_start is not lost",
+            content_type: sse_type,
+            body: messages_stream(&[text_delta(0, "no start")]),
+            error: None,
+            completion: Some(json!(["no start"])),
+        },
+        Hostile {
+            name: "negative-and-huge-indices",
+            why: "indices a hostile server picks must not index anything out of bounds",
+            content_type: sse_type,
+            body: messages_stream(&[
+                text_delta(-1, "neg"),
+                text_delta(i64::MAX, "huge"),
+                text_delta(0, "ok"),
+            ]),
+            error: None,
+            completion: None,
+        },
+        Hostile {
+            name: "unterminated",
+            why: "the body ends cleanly before message_stop: an incomplete answer, what came is kept",
+            content_type: sse_type,
+            body: anthropic_sse(&[
+                message_start(),
+                block_start(0, text.clone()),
+                text_delta(0, "partial"),
+            ]),
+            error: Some("stream_incomplete"),
+            completion: Some(json!(["partial"])),
+        },
+        Hostile {
+            name: "wrong-types",
+            why: "mistyped fields cost the field, not the stream",
+            content_type: sse_type,
+            body: messages_stream(&[
+                json!({"type": "content_block_start", "index": "0", "content_block": "text"}),
+                json!({"type": "content_block_delta", "index": 0, "delta": "hi"}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": {"a": 1}}}),
+                json!({"type": "message_delta", "usage": {"output_tokens": "many"}}),
+                text_delta(0, "kept"),
+            ]),
+            error: None,
+            completion: Some(json!(["kept"])),
+        },
+        Hostile {
+            name: "error-event-mid-stream",
+            why: "an overloaded error after some text: the stream's error",
+            content_type: sse_type,
+            body: anthropic_sse(&[
+                message_start(),
+                block_start(0, text.clone()),
+                text_delta(0, "partial"),
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ]),
+            error: Some("stream_error"),
+            completion: None,
+        },
+        Hostile {
+            name: "event-data-not-json",
+            why: "an event whose data is not JSON makes the answer invalid, even if it ends well",
+            content_type: sse_type,
+            body: format!(
+                "{}event: content_block_delta\ndata: {{not json\n\n{}",
+                anthropic_sse(&[message_start()]),
+                anthropic_sse(&message_end())
+            ),
+            error: Some("invalid_response"),
+            completion: None,
+        },
+        Hostile {
+            name: "events-without-names",
+            why: "a server that sends only `data:` lines: each event's `type` says what it is, message_stop included",
+            content_type: sse_type,
+            body: {
+                let mut events = vec![
+                    message_start(),
+                    block_start(0, text.clone()),
+                    text_delta(0, "unnamed"),
+                ];
+                events.extend(message_end());
+                let unnamed: Vec<(Option<&str>, Value)> =
+                    events.into_iter().map(|e| (None, e)).collect();
+                sse(&unnamed)
+            },
+            error: None,
+            completion: Some(json!(["unnamed"])),
+        },
+        Hostile {
+            name: "json-body-not-an-object",
+            why: "a 200 whose JSON body is an array is not a message",
+            content_type: "application/json",
+            body: "[1, 2, 3]".to_owned(),
+            error: Some("invalid_response"),
+            completion: None,
+        },
+        Hostile {
+            name: "json-body-wrong-types",
+            why: "a message whose content and usage have the wrong types is still a message",
+            content_type: "application/json",
+            body:
+                json!({"type": "message", "id": 7, "content": "hi", "usage": {"input_tokens": "5"}})
+                    .to_string(),
+            error: None,
+            completion: None,
+        },
+    ];
+    run_hostile("messages", cases);
+}
+
+fn responses_event(kind: &str, mut data: Value) -> (Option<&str>, Value) {
+    data["type"] = json!(kind);
+    (Some(kind), data)
+}
+
+fn completed(text: &str) -> Value {
+    json!({"response": {"id": "resp_raw", "object": "response", "status": "completed", "model": "hostile-model",
+        "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+            "content": [{"type": "output_text", "text": text}]}],
+        "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}})
+}
+
+#[test]
+fn hostile_responses_answers_are_relayed_and_traced_for_what_they_are() {
+    let sse_type = "text/event-stream";
+    let cases = vec![
+        Hostile {
+            name: "delta-for-an-item-never-added",
+            why: "an output_text delta for output_index 3 nobody added, then the completion",
+            content_type: sse_type,
+            body: {
+                let events = [
+                    responses_event(
+                        "response.output_text.delta",
+                        json!({"output_index": 3, "content_index": 0, "delta": "stray"}),
+                    ),
+                    responses_event("response.completed", completed("hello")),
+                ];
+                sse(&events)
+            },
+            error: None,
+            completion: None,
+        },
+        Hostile {
+            name: "unterminated",
+            why: "deltas, then the body ends without response.completed",
+            content_type: sse_type,
+            body: sse(&[
+                responses_event(
+                    "response.created",
+                    json!({"response": {"id": "resp_raw", "status": "in_progress"}}),
+                ),
+                responses_event(
+                    "response.output_text.delta",
+                    json!({"output_index": 0, "content_index": 0, "delta": "partial"}),
+                ),
+            ]),
+            error: Some("stream_incomplete"),
+            completion: None,
+        },
+        Hostile {
+            name: "failed",
+            why: "response.failed ends the stream with the model's failure",
+            content_type: sse_type,
+            body: sse(&[responses_event(
+                "response.failed",
+                json!({"response": {"id": "resp_raw", "status": "failed",
+                "error": {"code": "server_error", "message": "boom"}}}),
+            )]),
+            error: Some("stream_error"),
+            completion: None,
+        },
+        Hostile {
+            name: "error-event",
+            why: "an error event mid-stream",
+            content_type: sse_type,
+            body: sse(&[
+                responses_event(
+                    "response.output_text.delta",
+                    json!({"output_index": 0, "content_index": 0, "delta": "x"}),
+                ),
+                responses_event(
+                    "error",
+                    json!({"code": "server_error", "message": "boom", "sequence_number": 1}),
+                ),
+            ]),
+            error: Some("stream_error"),
+            completion: None,
+        },
+        Hostile {
+            name: "completed-wrong-types",
+            why: "a response.completed whose output and usage have the wrong types",
+            content_type: sse_type,
+            body: sse(&[responses_event(
+                "response.completed",
+                json!({"response": {"output": "text", "usage": {"input_tokens": "3"}}}),
+            )]),
+            error: None,
+            completion: None,
+        },
+    ];
+    run_hostile("responses", cases);
+}
+
+fn gemini_chunk(text: Value, finish: Option<&str>) -> (Option<&'static str>, Value) {
+    let mut candidate =
+        json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+    if let Some(f) = finish {
+        candidate["finishReason"] = json!(f);
+    }
+    (
+        None,
+        json!({"candidates": [candidate], "modelVersion": "hostile-model"}),
+    )
+}
+
+#[test]
+fn hostile_gemini_answers_are_relayed_and_traced_for_what_they_are() {
+    let sse_type = "text/event-stream";
+    let cases = vec![
+        Hostile {
+            name: "unterminated",
+            why: "chunks without a finishReason, then the body ends",
+            content_type: sse_type,
+            body: sse(&[gemini_chunk(json!("partial"), None)]),
+            error: Some("stream_incomplete"),
+            completion: Some(json!(["partial"])),
+        },
+        Hostile {
+            name: "wrong-types",
+            why: "a part whose text is a number, candidates that are not objects",
+            content_type: sse_type,
+            body: {
+                let mut events = vec![gemini_chunk(json!(5), None)];
+                events.push((None, json!({"candidates": ["x", 3, null]})));
+                events.push(gemini_chunk(json!("kept"), Some("STOP")));
+                sse(&events)
+            },
+            error: None,
+            completion: Some(json!(["kept"])),
+        },
+        Hostile {
+            name: "error-mid-stream",
+            why: "Google's error object after a chunk",
+            content_type: sse_type,
+            body: {
+                let mut events = vec![gemini_chunk(json!("partial"), None)];
+                events.push((
+                    None,
+                    json!({"error": {"code": 500, "message": "boom", "status": "INTERNAL"}}),
+                ));
+                sse(&events)
+            },
+            error: Some("stream_error"),
+            completion: None,
+        },
+        Hostile {
+            name: "chunk-not-json",
+            why: "a data line that is not JSON",
+            content_type: sse_type,
+            body: format!(
+                "data: {{oops\n\n{}",
+                sse(&[gemini_chunk(json!("done"), Some("STOP"))])
+            ),
+            error: Some("invalid_response"),
+            completion: None,
+        },
+        Hostile {
+            name: "json-body-not-an-object",
+            why: "a 200 generateContent answer that is a string",
+            content_type: "application/json",
+            body: "\"hello\"".to_owned(),
+            error: Some("invalid_response"),
+            completion: None,
+        },
+    ];
+    run_hostile("generate_content", cases);
+}
