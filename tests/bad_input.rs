@@ -119,6 +119,8 @@ struct Expect {
     max_rss_growth_mb: Option<u64>,
     #[serde(default)]
     no_upstream_header: Option<String>,
+    #[serde(default)]
+    shape: ErrorShape,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -661,9 +663,20 @@ backends:
     apiKey: {{env: {BACKEND_KEY_ENV}}}
     models: [\"legacy-*\"]
     rewriteModel: gpt-4o-mini
+  - name: claude
+    provider: anthropic
+    baseUrl: {base}
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    models: [\"claude-*\"]
+  - name: gem
+    provider: gemini
+    baseUrl: http://{addr}/v1beta
+    apiKey: {{env: {BACKEND_KEY_ENV}}}
+    models: [\"gemini-*\"]
 ",
         endpoint = receiver.endpoint(),
         base = upstream.base_url(),
+        addr = upstream.addr(),
     )
 }
 
@@ -699,6 +712,36 @@ fn normal_call(addr: SocketAddr, traceparent: &str, text: &str) -> Answer {
     )
 }
 
+/// Where celgate's own error names its message, type and code: the shape of the
+/// protocol the path belongs to (a case's `shape`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ErrorShape {
+    /// `{"error": {"message", "type", "code"}}`
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`: no code.
+    Anthropic,
+    /// `{"error": {"code": 400, "message", "status", "details": [{"reason"}]}}`: the
+    /// case's `type` is the `status`, its `code` the reason.
+    Gemini,
+}
+
+impl ErrorShape {
+    /// The error's `message`, `type` or `code` in this shape.
+    fn field(self, body: &Value, key: &str) -> Option<String> {
+        let error = &body["error"];
+        let value = match (self, key) {
+            (ErrorShape::Gemini, "type") => &error["status"],
+            (ErrorShape::Gemini, "code") => &error["details"][0]["reason"],
+            (ErrorShape::Anthropic, _) if body["type"] != "error" => return None,
+            _ => &error[key],
+        };
+        value.as_str().map(str::to_owned)
+    }
+}
+
 /// Checks one answer against the case; returns what is wrong.
 fn check(
     case: &Case,
@@ -721,8 +764,7 @@ fn check(
     }
     if e.kind.is_some() || e.code.is_some() {
         let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
-        let error = json.as_ref().map(|j| &j["error"]);
-        let field = |k: &str| error.and_then(|e| e[k].as_str()).map(str::to_owned);
+        let field = |k: &str| json.as_ref().and_then(|j| e.shape.field(j, k));
         if answer.header("content-type") != Some("application/json") {
             wrong.push(format!(
                 "content-type {:?}, not application/json",
