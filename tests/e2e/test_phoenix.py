@@ -767,8 +767,9 @@ def drive_gemini(root: str, transport: str, session: str, scope: Callable[[str],
     c.messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
     cl = client(c)  # held: a dropped client closes its connections
     with scope(c.session_id):
-        resp = cl.models.generate_content(model=c.model, contents=user, config=gt.GenerateContentConfig(
-            system_instruction=SYSTEM, temperature=0.5, cached_content="cachedContents/e2e"))
+        resp = cl.models.generate_content(
+            model=c.model, contents=user, config=gt.GenerateContentConfig(
+                system_instruction=SYSTEM, temperature=0.5, cached_content="cachedContents/e2e"))
     read_gemini(c, [resp])
     expect(c.reply == f"Scripted reply to: {user}", f"reply {c.reply!r}")
     expect(c.token_details.get("prompt_details.cache_read") == c.usage["prompt"] // 2,
