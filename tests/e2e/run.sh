@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of celgate driven by the official `openai` Python SDK and the
-# official `openai` npm package: against a real Arize Phoenix (test_phoenix.py), with
+# official `openai` npm package, and the anthropic, openai (Responses) and google-genai
+# SDKs' Messages / Responses / generateContent calls: against a real Arize Phoenix
+# (test_phoenix.py, compared with OpenInference's own instrumentations), with
 # client keys on (test_client_keys.py), and streams the SDK closes right after `[DONE]`
 # (test_sdk_stream_close.py); the official anthropic, openai (Responses) and google-genai
 # SDKs (test_protocols.py) and the Claude Code, Codex and Gemini CLIs (test_agents.py)
