@@ -312,7 +312,7 @@ pub const VARIABLES: &[VarSpec] = &[
         Some("llm.time_to_first_token"),
         "double | null",
         TimeToFirstToken,
-        "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came."
+        "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came, and for an error answer (4xx, 5xx)."
     ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
