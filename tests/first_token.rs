@@ -57,7 +57,10 @@ fn the_text_access_log_ends_with_the_spans_time_to_first_token() {
         .find_map(|f| f.strip_prefix("duration=")?.strip_suffix("ms"))
         .and_then(|d| d.parse().ok())
         .expect("a duration");
-    assert!(ttft.round() <= duration, "first token after the end: {line}");
+    assert!(
+        ttft.round() <= duration,
+        "first token after the end: {line}"
+    );
 
     // A call that failed before any output has no `ttft` field at all.
     let rt = runtime();
@@ -106,7 +109,10 @@ fn the_histogram_counts_successful_answers_with_the_genai_labels() {
     let count = |model: &str| {
         metric(
             &text,
-            &format!("gen_ai_server_time_to_first_token_seconds_count{{{}}}", labels(model)),
+            &format!(
+                "gen_ai_server_time_to_first_token_seconds_count{{{}}}",
+                labels(model)
+            ),
         )
     };
     assert_eq!(count("gpt-4o-mini"), Some(2.0), "{text}");
@@ -116,5 +122,8 @@ fn the_histogram_counts_successful_answers_with_the_genai_labels() {
         "gen_ai_server_time_to_first_token_seconds_bucket{{le=\"10.0\",{}}}",
         labels("gpt-4o-mini")
     );
-    assert!(metric(&text, &ten_seconds).is_some(), "semconv buckets: {text}");
+    assert!(
+        metric(&text, &ten_seconds).is_some(),
+        "semconv buckets: {text}"
+    );
 }
