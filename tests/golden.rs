@@ -158,7 +158,11 @@ fn cost_attributes_match_golden() {
         let mut got = serde_json::Map::new();
         for (name, ex) in all_exchanges() {
             let span = plan.evaluate(&ex);
-            assert!(span.errors.is_empty(), "{preset:?} {name}: {:?}", span.errors);
+            assert!(
+                span.errors.is_empty(),
+                "{preset:?} {name}: {:?}",
+                span.errors
+            );
             let costs: serde_json::Map<_, _> = span
                 .attributes
                 .iter()
@@ -167,7 +171,9 @@ fn cost_attributes_match_golden() {
                 .collect();
             got.insert(name, costs.into());
         }
-        let writes_cost = got.values().any(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+        let writes_cost = got
+            .values()
+            .any(|v| v.as_object().is_some_and(|o| !o.is_empty()));
         match preset {
             PresetName::Phoenix | PresetName::Langfuse => assert!(writes_cost, "{preset:?}"),
             PresetName::Jaeger | PresetName::Openllmetry => {
@@ -189,7 +195,11 @@ fn cost_attributes_match_golden() {
         )
         .unwrap();
         if got != want {
-            mismatches.push(format!("{}:\n{}", path.display(), serde_json::to_string_pretty(&got).unwrap()));
+            mismatches.push(format!(
+                "{}:\n{}",
+                path.display(),
+                serde_json::to_string_pretty(&got).unwrap()
+            ));
         }
     }
     assert!(
