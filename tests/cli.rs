@@ -251,7 +251,7 @@ fn preview_honours_provider_and_env_privacy() {
     assert!(out.status.success());
     let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let attrs = &span["attributes"];
-    assert_eq!(attrs["llm.provider"], "gemini");
+    assert_eq!(attrs["llm.provider"], "google"); // OpenInference names Gemini `google`
     assert_eq!(attrs["input.value"], "__REDACTED__");
     assert!(attrs.get("llm.input_messages.0.message.content").is_none());
     assert_eq!(attrs["llm.token_count.prompt"], 42);
@@ -612,4 +612,46 @@ fn check_reports_what_run_would_refuse() {
         err.contains("warning") && err.contains("CELGATE_SURELY_UNSET_VAR"),
         "{err}"
     );
+}
+
+#[test]
+fn bad_pricing_entries_are_refused_with_their_positions() {
+    let yaml = "pricing:\n  - {model: gpt-4o, input: 2.5, output: 10}\n  - {model: gpt-x, input: -1, output: 10}\n  - {model: gpt-y, input: 1}\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:4:") && err.contains("missing field `output`"),
+        "{err}"
+    );
+    let yaml = "pricing:\n  - {model: gpt-4o, input: 2.5, output: 10}\n  - {model: gpt-x, input: -1, output: 10}\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:3:5: pricing entry `gpt-x`: `input` is -1"),
+        "{err}"
+    );
+    let (code, _, err) = check_yaml("pricing: cheap\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:1:") && err.contains("pricing must be `default`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn preview_prices_the_sample_with_the_default_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "config:\n  tracing:\n    preset: phoenix\npricing: default\n",
+    )
+    .unwrap();
+    let span = preview_json(&["--config", path.to_str().unwrap()]);
+    let attrs = &span["attributes"];
+    let total = attrs["llm.cost.total"].as_f64().expect("a total cost");
+    let parts =
+        attrs["llm.cost.prompt"].as_f64().unwrap() + attrs["llm.cost.completion"].as_f64().unwrap();
+    assert!((total - parts).abs() < 1e-12, "{attrs}");
+    assert!(total > 0.0, "{attrs}");
 }
