@@ -614,3 +614,45 @@ fn check_reports_what_run_would_refuse() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_pricing_entries_are_refused_with_their_positions() {
+    let yaml = "pricing:\n  - {model: gpt-4o, input: 2.5, output: 10}\n  - {model: gpt-x, input: -1, output: 10}\n  - {model: gpt-y, input: 1}\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:4:") && err.contains("missing field `output`"),
+        "{err}"
+    );
+    let yaml = "pricing:\n  - {model: gpt-4o, input: 2.5, output: 10}\n  - {model: gpt-x, input: -1, output: 10}\n";
+    let (code, _, err) = check_yaml(yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:3:5: pricing entry `gpt-x`: `input` is -1"),
+        "{err}"
+    );
+    let (code, _, err) = check_yaml("pricing: cheap\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("config.yaml:1:") && err.contains("pricing must be `default`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn preview_prices_the_sample_with_the_default_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "config:\n  tracing:\n    preset: phoenix\npricing: default\n",
+    )
+    .unwrap();
+    let span = preview_json(&["--config", path.to_str().unwrap()]);
+    let attrs = &span["attributes"];
+    let total = attrs["llm.cost.total"].as_f64().expect("a total cost");
+    let parts =
+        attrs["llm.cost.prompt"].as_f64().unwrap() + attrs["llm.cost.completion"].as_f64().unwrap();
+    assert!((total - parts).abs() < 1e-12, "{attrs}");
+    assert!(total > 0.0, "{attrs}");
+}

@@ -143,6 +143,72 @@ fn presets_match_golden_spans() {
     );
 }
 
+/// The cost attributes of each preset that writes some (OpenInference
+/// `llm.cost.*`, Langfuse `cost_details`), with `pricing: default`, on every
+/// golden exchange: only those keys, in `tests/golden/cost/<preset>.json`, so a
+/// change to a preset's other keys leaves them be. The GenAI conventions define
+/// no cost attribute: jaeger and openllmetry write none, and this checks that.
+#[test]
+fn cost_attributes_match_golden() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for preset in PresetName::ALL {
+        let yaml = format!("{}pricing: default\n", preset_yaml(preset, ""));
+        let plan = load(&yaml, &LoadOptions::default()).unwrap().plan;
+        let mut got = serde_json::Map::new();
+        for (name, ex) in all_exchanges() {
+            let span = plan.evaluate(&ex);
+            assert!(
+                span.errors.is_empty(),
+                "{preset:?} {name}: {:?}",
+                span.errors
+            );
+            let costs: serde_json::Map<_, _> = span
+                .attributes
+                .iter()
+                .filter(|(k, _)| k.contains("cost"))
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect();
+            got.insert(name, costs.into());
+        }
+        let writes_cost = got
+            .values()
+            .any(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+        match preset {
+            PresetName::Phoenix | PresetName::Langfuse => assert!(writes_cost, "{preset:?}"),
+            PresetName::Jaeger | PresetName::Openllmetry => {
+                assert!(!writes_cost, "{preset:?}: {got:?}");
+                continue;
+            }
+        }
+        let got = serde_json::Value::Object(got);
+        let path = repo().join(format!("tests/golden/cost/{}.json", preset.as_str()));
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut text = serde_json::to_string_pretty(&got).unwrap();
+            text.push('\n');
+            std::fs::write(&path, text).unwrap();
+            continue;
+        }
+        let want: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap();
+        if got != want {
+            mismatches.push(format!(
+                "{}:\n{}",
+                path.display(),
+                serde_json::to_string_pretty(&got).unwrap()
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "cost attributes differ from the golden files (UPDATE_GOLDEN=1 to accept):\n{}",
+        mismatches.join("\n")
+    );
+}
+
 /// Every text a hidden side must not leak: message contents and tool arguments.
 fn texts(ex: &Exchange, inputs: bool) -> Vec<String> {
     let mut out = Vec::new();

@@ -55,6 +55,10 @@ pub struct ConfigFile {
     #[serde(default)]
     #[schemars(with = "Vec<Backend>")]
     pub backends: Vec<Spanned<Backend>>,
+    /// Model prices for `llm.cost`: `default` (the table shipped in
+    /// `pricing/default.yaml`), or a list of entries, first match wins, where the
+    /// item `default` stands for the shipped table. Absent: `llm.cost` is null.
+    pub pricing: Option<Pricing>,
 }
 
 impl ConfigFile {
@@ -321,7 +325,7 @@ impl Backend {
 }
 
 /// `*`-only glob match, the form model lists use.
-fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = text.strip_prefix(first) else {
@@ -338,6 +342,113 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `pricing:` — `default`, or a list of [`PricingItem`]s.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pricing {
+    /// The shipped table, `pricing/default.yaml`.
+    Default,
+    /// These entries, in order.
+    Entries(Vec<Spanned<PricingItem>>),
+}
+
+/// One item of a `pricing:` list.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PricingItem {
+    /// `default`: the shipped table's entries, here.
+    Default,
+    Price(PriceEntry),
+}
+
+/// The prices of the models a pattern matches, in USD per million tokens.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PriceEntry {
+    /// An exact model name or a `*` pattern (`gpt-4o-2024-*`), matched against the
+    /// model the upstream reported, else the one asked for.
+    pub model: String,
+    /// Input tokens that are neither read from nor written to a prompt cache.
+    pub input: f64,
+    /// Input tokens read from the prompt cache (default: `input`).
+    pub cached_input: Option<f64>,
+    /// Input tokens written to the prompt cache (default: `input`).
+    pub cache_write: Option<f64>,
+    /// Output tokens (`0` for an embedding model).
+    pub output: f64,
+    /// Output tokens spent on reasoning (default: `output`).
+    pub reasoning: Option<f64>,
+}
+
+const PRICING_EXPECTED: &str =
+    "`default`, or a list of price entries (`{model, input, output, ...}`) and `default`";
+
+impl<'de> Deserialize<'de> for Pricing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pricing;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(PRICING_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Pricing, E> {
+                match v {
+                    "default" => Ok(Pricing::Default),
+                    _ => Err(E::custom(format!("pricing must be {PRICING_EXPECTED}"))),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pricing, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<PricingItem>>()? {
+                    items.push(item);
+                }
+                Ok(Pricing::Entries(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for PricingItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PricingItem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a price entry `{model, input, output, ...}` or `default`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PricingItem, E> {
+                match v {
+                    "default" => Ok(PricingItem::Default),
+                    _ => Err(E::custom(
+                        "a pricing item is a price entry `{model, input, output, ...}` or `default`",
+                    )),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PricingItem, A::Error> {
+                let entry = PriceEntry::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PricingItem::Price(entry))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Pricing {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Pricing".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let entry = generator.subschema_for::<PriceEntry>();
+        schemars::json_schema!({
+            "description": "`default` (the shipped table, pricing/default.yaml), or a list of price entries, first match wins, where `default` stands for the shipped table.",
+            "oneOf": [
+                {"const": "default"},
+                {"type": "array", "items": {"oneOf": [{"const": "default"}, entry]}}
+            ]
+        })
+    }
 }
 
 /// Limits on the attributes of one span.

@@ -56,6 +56,7 @@ mod native;
 pub mod needs;
 pub mod plan;
 pub mod presets;
+pub mod pricing;
 pub mod redact;
 mod value;
 mod yaml_error;

@@ -113,7 +113,7 @@ mod tests {
         );
         assert_eq!(
             msg("root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n"),
-            "unknown field `roo…`, expected `config`, `listen`, `admin`, `server`, `auth`, `backends`"
+            "unknown field `roo…`, expected `config`, `listen`, `admin`, `server`, `auth`, `backends`, `pricing`"
         );
         assert_eq!(
             msg("config:\n  tracing:\n    otlpProtocol: sk-live-abcdef1234567890\n"),

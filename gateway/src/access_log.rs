@@ -33,6 +33,9 @@ pub struct Entry<'a> {
     pub streaming: bool,
     pub duration_ms: f64,
     pub error: Option<&'a str>,
+    /// Milliseconds to the first output of the answer (`llm.timeToFirstToken`);
+    /// `None` when no output came.
+    pub ttft_ms: Option<f64>,
 }
 
 /// The line of `entry` in `format`; `Off` has none. Written by the access-log
@@ -91,6 +94,10 @@ fn text(e: &Entry<'_>) -> String {
     );
     if let Some(err) = e.error {
         let _ = write!(s, " error={}", sanitize(err));
+    }
+    // Last and only when set, so agentgateway's fields keep their places.
+    if let Some(ms) = e.ttft_ms {
+        let _ = write!(s, " ttft={ms:.0}ms");
     }
     s.push('\n');
     s
@@ -179,6 +186,7 @@ fn json(e: &Entry<'_>) -> String {
         "llm.streaming": e.streaming,
         "duration_ms": (e.duration_ms * 1000.0).round() / 1000.0,
         "error": e.error,
+        "ttft_ms": e.ttft_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
     });
     let mut s = escape_json_hazards(v.to_string());
     s.push('\n');
@@ -212,6 +220,7 @@ mod tests {
             streaming: false,
             duration_ms: 3165.2,
             error: None,
+            ttft_ms: None,
         }
     }
 
@@ -222,6 +231,23 @@ mod tests {
             line,
             "info\trequest route=/v1/chat/completions backend=openai endpoint=api.openai.com:443 src.addr=127.0.0.1:5000 http.method=POST http.host=localhost http.path=/v1/chat/completions http.version=HTTP/1.1 http.status=200 trace.id=d65e4eeb983e2d964e71e8dc8c405f97 span.id=b836e1b1d51b3e74 trace.sampled=true llm.provider=openai llm.request.model=gpt-4o llm.request.tokens=8 llm.response.model=gpt-4o-2024-08-06 llm.response.tokens=313 llm.streaming=false duration=3165ms\n"
         );
+    }
+
+    #[test]
+    fn time_to_first_token_ends_the_line_only_when_set() {
+        let mut e = entry();
+        e.error = Some("stream_cut");
+        e.ttft_ms = Some(412.4567);
+        assert!(
+            text(&e).ends_with(" duration=3165ms error=stream_cut ttft=412ms\n"),
+            "{}",
+            text(&e)
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&e)).unwrap();
+        assert_eq!(v["ttft_ms"], 412.457);
+        assert!(!text(&entry()).contains("ttft="));
+        let v: serde_json::Value = serde_json::from_str(&json(&entry())).unwrap();
+        assert_eq!(v["ttft_ms"], serde_json::Value::Null);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Besides celgate's own counters (requests, reloads, spans, expression errors)
 //! this records the OTel GenAI client metrics `gen_ai.client.token.usage` and
-//! `gen_ai.client.operation.duration` with the bucket boundaries the semantic
-//! conventions advise.
+//! `gen_ai.client.operation.duration`, and the server metric
+//! `gen_ai.server.time_to_first_token` (the gateway serves its clients; the
+//! time is its own, from request arrival), with the bucket boundaries the
+//! semantic conventions advise.
 //!
 //! Label values a client or a backend chooses (the requested and answered model,
 //! the path, the error type) are bounded as Prometheus advises, or one client could
@@ -41,6 +43,11 @@ pub const TOKEN_BUCKETS: [f64; 14] = [
 /// `gen_ai.client.operation.duration` boundaries in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// `gen_ai.server.time_to_first_token` boundaries in seconds.
+pub const TTFT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// Longest label value, in bytes; longer values are cut at a character boundary.
@@ -152,6 +159,8 @@ pub struct GenAiCall<'a> {
     pub seconds: f64,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
+    /// Seconds to the first output of the answer, when some came.
+    pub time_to_first_token: Option<f64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,6 +198,17 @@ pub struct GenAiLabels {
     pub error_type: String,
 }
 
+/// The GenAI labels of a metric recorded for successful calls only: no
+/// `error_type`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub gen_ai_operation_name: String,
+    pub gen_ai_provider_name: String,
+    pub gen_ai_request_model: String,
+    pub gen_ai_response_model: String,
+    pub server_address: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub gen_ai_operation_name: String,
@@ -211,10 +231,12 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub token_usage: Family<TokenLabels, Histogram>,
     pub duration: Family<GenAiLabels, Histogram>,
+    pub time_to_first_token: Family<ModelLabels, Histogram>,
     request_bounds: [LabelValues; 2],
     expression_bounds: LabelValues,
     token_bounds: GenAiBounds,
     duration_bounds: GenAiBounds,
+    ttft_bounds: GenAiBounds,
 }
 
 impl Metrics {
@@ -235,6 +257,9 @@ impl Metrics {
         );
         let duration = Family::<GenAiLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(DURATION_BUCKETS)) as fn() -> Histogram,
+        );
+        let time_to_first_token = Family::<ModelLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(TTFT_BUCKETS)) as fn() -> Histogram,
         );
         registry.register(
             "celgate_requests",
@@ -273,6 +298,12 @@ impl Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first output of a successful answer, from request arrival (gen_ai.server.time_to_first_token)",
+            Unit::Seconds,
+            time_to_first_token.clone(),
+        );
         registry.register_collector(Box::new(Snapshot { export, generation }));
         Metrics {
             registry,
@@ -283,10 +314,12 @@ impl Metrics {
             access_log_dropped,
             token_usage,
             duration,
+            time_to_first_token,
             request_bounds: Default::default(),
             expression_bounds: LabelValues::default(),
             token_bounds: GenAiBounds::default(),
             duration_bounds: GenAiBounds::default(),
+            ttft_bounds: GenAiBounds::default(),
         }
     }
 
@@ -313,8 +346,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a GenAI call's duration and token counts.
+    /// Records a GenAI call's duration, token counts and (successful calls)
+    /// time to first token.
     pub fn record_genai(&self, call: &GenAiCall<'_>) {
+        self.record_first_token(call);
         let b = self.duration_bounds.bound(call);
         self.duration
             .get_or_create(&GenAiLabels {
@@ -344,6 +379,27 @@ impl Metrics {
                     .observe(n as f64);
             }
         }
+    }
+
+    /// `gen_ai.server.time_to_first_token`: for successful responses only, as
+    /// the conventions define it.
+    fn record_first_token(&self, call: &GenAiCall<'_>) {
+        let Some(seconds) = call.time_to_first_token else {
+            return;
+        };
+        if !call.error_type.is_empty() {
+            return;
+        }
+        let b = self.ttft_bounds.bound(call);
+        self.time_to_first_token
+            .get_or_create(&ModelLabels {
+                gen_ai_operation_name: call.operation.to_owned(),
+                gen_ai_provider_name: b.provider,
+                gen_ai_request_model: b.request_model,
+                gen_ai_response_model: b.response_model,
+                server_address: b.server_address,
+            })
+            .observe(seconds);
     }
 
     /// The OpenMetrics text exposition.
@@ -444,7 +500,38 @@ mod tests {
             seconds: 0.1,
             input_tokens: Some(3),
             output_tokens: Some(4),
+            time_to_first_token: Some(0.03),
         }
+    }
+
+    #[test]
+    fn time_to_first_token_is_a_histogram_of_successful_calls() {
+        let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
+        m.record_genai(&call("gpt-4o"));
+        m.record_genai(&GenAiCall {
+            error_type: "stream_cut",
+            ..call("gpt-4o")
+        });
+        m.record_genai(&GenAiCall {
+            time_to_first_token: None,
+            ..call("gpt-4o")
+        });
+        let text = m.render();
+        let labels = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o\",gen_ai_response_model=\"gpt-4o\",server_address=\"api.openai.com\"";
+        assert!(
+            text.contains(&format!(
+                "gen_ai_server_time_to_first_token_seconds_count{{{labels}}} 1"
+            )),
+            "{text}"
+        );
+        // 30 ms falls in the 0.04 s bucket, not the 0.02 s one.
+        assert!(text.contains(&format!(
+            "gen_ai_server_time_to_first_token_seconds_bucket{{le=\"0.02\",{labels}}} 0"
+        )));
+        assert!(text.contains(&format!(
+            "gen_ai_server_time_to_first_token_seconds_bucket{{le=\"0.04\",{labels}}} 1"
+        )));
+        assert!(text.contains("le=\"10.0\""), "the semconv boundaries");
     }
 
     #[test]
@@ -459,11 +546,11 @@ mod tests {
             m.record_request(&format!("/{name}/v1/chat/completions"), "b", 200, "");
         }
         let text = m.render();
-        // 100 values per label, each at most 128 bytes, in three families of
+        // 100 values per label, each at most 128 bytes, in four families of
         // histograms: about 100 series per family (the request and response
-        // model are the same here), not 3,000.
+        // model are the same here), not 3,000 (that would be ~100 MB).
         assert!(
-            text.len() - small < 3_000_000,
+            text.len() - small < 4_500_000,
             "/metrics grew by {} bytes",
             text.len() - small
         );

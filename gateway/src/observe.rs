@@ -273,12 +273,20 @@ impl<B: Body<Data = Bytes> + Unpin> ObservedBody<B> {
         Some("the gateway is shutting down".into())
     }
 
-    /// Records the time to first token once the capture holds output.
+    /// Records the time to first token once the capture holds output. An error
+    /// answer (4xx, 5xx) has none: its body is the backend's complaint, not the
+    /// model's first token.
     fn mark_first_token(&mut self) {
         let Some(flight) = self.flight.as_mut() else {
             return;
         };
-        if flight.exchange.time_to_first_token_ms.is_none()
+        let answered = flight
+            .exchange
+            .response
+            .status
+            .is_some_and(|s| (200..300).contains(&s));
+        if answered
+            && flight.exchange.time_to_first_token_ms.is_none()
             && self.capture.has_output() == Some(true)
         {
             let elapsed = flight.start.elapsed();

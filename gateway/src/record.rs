@@ -72,6 +72,7 @@ impl Finished {
             streaming: ex.streaming,
             duration_ms: self.elapsed.as_secs_f64() * 1e3,
             error: ex.error_type.as_deref(),
+            ttft_ms: ex.time_to_first_token_ms,
         }
     }
 
@@ -114,6 +115,7 @@ impl Finished {
             seconds: self.elapsed.as_secs_f64(),
             input_tokens: ex.input_tokens,
             output_tokens: ex.output_tokens,
+            time_to_first_token: ex.time_to_first_token_ms.map(|ms| ms / 1000.0),
         })
     }
 }

@@ -10,6 +10,8 @@
 mod read;
 mod resolver;
 
+use crate::pricing::Cost;
+
 pub(crate) use read::read;
 pub use resolver::ExchangeResolver;
 
@@ -64,6 +66,7 @@ pub(crate) enum Var {
     SessionId,
     UserId,
     TimeToFirstToken,
+    Cost,
     ReqMethod,
     ReqPath,
     ReqHeaders,
@@ -312,7 +315,14 @@ pub const VARIABLES: &[VarSpec] = &[
         Some("llm.time_to_first_token"),
         "double | null",
         TimeToFirstToken,
-        "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came."
+        "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came, and for an error answer (4xx, 5xx)."
+    ),
+    var!(
+        "llm.cost",
+        None,
+        "map",
+        Cost,
+        "What the call cost in USD, by the config's `pricing` (the first entry matching `llm.responseModel`, else `llm.requestModel`): `{input, uncachedInput, cacheRead, cacheWrite, output, nonReasoningOutput, reasoning, total}`, doubles. `input` is every input token (`uncachedInput` at the input rate, plus `cacheRead` and `cacheWrite` at theirs), `output` every output token (`nonReasoningOutput` plus `reasoning`), `total` both. A part whose tokens were not reported is null; every part is null when no entry prices the model."
     ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
@@ -460,6 +470,7 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.sessionId" | "llm.session_id" => Var::SessionId,
         "llm.userId" | "llm.user_id" => Var::UserId,
         "llm.timeToFirstToken" | "llm.time_to_first_token" => Var::TimeToFirstToken,
+        "llm.cost" => Var::Cost,
         "request.method" => Var::ReqMethod,
         "request.path" => Var::ReqPath,
         "request.headers" => Var::ReqHeaders,
@@ -554,6 +565,20 @@ impl Var {
 pub struct Visibility {
     pub hide_inputs: bool,
     pub hide_outputs: bool,
+}
+
+/// How one evaluation reads its exchange: what the privacy switches leave of
+/// it, and the call's cost (the plan prices it once, from its `pricing`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct View {
+    pub(crate) vis: Visibility,
+    pub(crate) cost: Cost,
+}
+
+impl View {
+    pub(crate) fn new(vis: Visibility, cost: Cost) -> View {
+        View { vis, cost }
+    }
 }
 
 #[cfg(test)]

@@ -7,16 +7,19 @@
 //! directly, the interpreter through [`super::ExchangeResolver`]), so a new
 //! variable or a new privacy rule is written once.
 
-use super::{REDACTED, Var, Visibility};
+use std::rc::Rc;
+
+use super::{REDACTED, Var, View};
 use crate::exchange::Exchange;
+use crate::pricing::Cost;
 use crate::value::{Value, opt_int, opt_str};
 
-/// The value of `var` in `ex`, as `vis` lets expressions see it. Borrows the
+/// The value of `var` in `ex`, as `view` lets expressions see it. Borrows the
 /// exchange: nothing is copied.
 #[inline]
-pub(crate) fn read(ex: &Exchange, vis: Visibility, var: Var) -> Value<'_> {
-    let hide_in = vis.hide_inputs;
-    let hide_out = vis.hide_outputs;
+pub(crate) fn read<'a>(ex: &'a Exchange, view: &View, var: Var) -> Value<'a> {
+    let hide_in = view.vis.hide_inputs;
+    let hide_out = view.vis.hide_outputs;
     match var {
         Var::Provider => Value::Str(&ex.provider),
         Var::Operation => Value::Str(ex.operation.as_str()),
@@ -51,6 +54,7 @@ pub(crate) fn read(ex: &Exchange, vis: Visibility, var: Var) -> Value<'_> {
             Some(ms) => Value::Double(ms),
             None => Value::Null,
         },
+        Var::Cost => cost(&view.cost),
         Var::ReqMethod => Value::Str(&ex.request.method),
         Var::ReqPath => Value::Str(&ex.request.path),
         Var::ReqHeaders => Value::Headers(&ex.request.headers),
@@ -74,6 +78,21 @@ pub(crate) fn read(ex: &Exchange, vis: Visibility, var: Var) -> Value<'_> {
             Value::Null
         }
     }
+}
+
+/// `llm.cost`: every key always present, null where the part is unknown.
+fn cost<'a>(c: &Cost) -> Value<'a> {
+    let usd = |v: Option<f64>| v.map_or(Value::Null, Value::Double);
+    Value::Map(Rc::new(vec![
+        ("input", usd(c.input)),
+        ("uncachedInput", usd(c.uncached_input)),
+        ("cacheRead", usd(c.cache_read)),
+        ("cacheWrite", usd(c.cache_write)),
+        ("output", usd(c.output)),
+        ("nonReasoningOutput", usd(c.non_reasoning_output)),
+        ("reasoning", usd(c.reasoning)),
+        ("total", usd(c.total)),
+    ]))
 }
 
 fn redactable(s: Option<&str>, hidden: bool) -> Value<'_> {

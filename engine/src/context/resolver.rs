@@ -12,21 +12,29 @@ use cel::context::VariableResolver;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::{ROOT_VARS, SLOTS, VARIABLES, Var, Visibility, lookup, read};
+use super::{ROOT_VARS, SLOTS, VARIABLES, Var, View, Visibility, lookup, read};
 use crate::exchange::Exchange;
+use crate::pricing::Cost;
 
 /// Serves the variables of one exchange to the interpreter.
 pub struct ExchangeResolver<'a> {
     ex: &'a Exchange,
-    vis: Visibility,
+    view: View,
     slots: [OnceLock<Box<dyn Val + 'a>>; SLOTS],
 }
 
 impl<'a> ExchangeResolver<'a> {
+    /// The variables of `ex` as `vis` shows them, with no cost (`llm.cost`'s
+    /// parts all null): at load, and for sampling, before any answer.
     pub fn new(ex: &'a Exchange, vis: Visibility) -> Self {
+        Self::with_cost(ex, vis, Cost::default())
+    }
+
+    /// The same, `llm.cost` being `cost`.
+    pub fn with_cost(ex: &'a Exchange, vis: Visibility, cost: Cost) -> Self {
         ExchangeResolver {
             ex,
-            vis,
+            view: View::new(vis, cost),
             slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -40,7 +48,7 @@ impl<'a> ExchangeResolver<'a> {
     fn build(&self, var: Var) -> Box<dyn Val + 'a> {
         match ROOT_VARS.iter().find(|(_, v)| *v == var) {
             Some((root, _)) => self.root(root),
-            None => read(self.ex, self.vis, var).to_cel(),
+            None => read(self.ex, &self.view, var).to_cel(),
         }
     }
 

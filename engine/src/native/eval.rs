@@ -11,7 +11,7 @@ use super::emit::{KeyBuf, Out, flatten_value, push_attr, write_json};
 use super::lower::{CmpOp, Lit, Node, StrOp};
 use super::{Fail, Steps};
 use crate::attributes::AttrValue;
-use crate::context::{self, Var, Visibility};
+use crate::context::{self, Var, View};
 use crate::exchange::Exchange;
 use crate::value::Value;
 
@@ -52,16 +52,16 @@ fn equals(a: &Value, b: &Value) -> Option<bool> {
 /// Evaluates nodes against one exchange.
 pub(crate) struct Eval<'a> {
     ex: &'a Exchange,
-    vis: Visibility,
+    view: View,
     locals: Vec<Value<'a>>,
     pub(super) steps: Steps,
 }
 
 impl<'a> Eval<'a> {
-    pub(crate) fn new(ex: &'a Exchange, vis: Visibility) -> Self {
+    pub(crate) fn new(ex: &'a Exchange, view: View) -> Self {
         Eval {
             ex,
-            vis,
+            view,
             locals: Vec::new(),
             steps: Steps::new(),
         }
@@ -114,7 +114,7 @@ impl<'a> Eval<'a> {
 
     #[inline]
     fn read(&self, var: Var) -> Value<'a> {
-        context::read(self.ex, self.vis, var)
+        context::read(self.ex, &self.view, var)
     }
 
     /// Evaluate `n`. The common leaves (literals, variables, a field of a

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::attributes::{self, AttrValue};
-use crate::context::ExchangeResolver;
+use crate::context::{ExchangeResolver, Var, View};
 use crate::exchange::Exchange;
 use crate::functions::Flattened;
 use crate::native::{self, Fail};
@@ -31,6 +31,16 @@ type InterpretAttrs<'f> =
     dyn Fn(&CompiledField, &str, &mut Vec<(String, AttrValue)>) -> Result<bool, String> + 'f;
 
 impl TracingPlan {
+    /// How this plan's expressions see `ex`: its privacy switches, and the
+    /// call's cost when some expression reads `llm.cost`.
+    fn view(&self, ex: &Exchange) -> View {
+        let cost = match self.reads.reads(Var::Cost) {
+            true => self.pricing.cost(ex),
+            false => Default::default(),
+        };
+        View::new(self.visibility, cost)
+    }
+
     /// Evaluate every expression on `ex` and build the span's name, kind and
     /// attributes. Never fails: an expression that errors drops only its own
     /// attribute, and is counted.
@@ -47,6 +57,7 @@ impl TracingPlan {
     }
 
     fn evaluate_with(&self, ex: &Exchange, use_native: bool) -> SpanRecord {
+        let view = self.view(ex);
         // The interpreter's resolver and context, made only if a field needs them.
         let resolver: OnceCell<ExchangeResolver> = OnceCell::new();
         let cel_ctx: OnceCell<Context> = OnceCell::new();
@@ -54,7 +65,7 @@ impl TracingPlan {
             cel_ctx.get_or_init(|| {
                 let mut ctx = Context::with_env(Arc::clone(&self.env));
                 ctx.set_variable_resolver(
-                    resolver.get_or_init(|| ExchangeResolver::new(ex, self.visibility)),
+                    resolver.get_or_init(|| ExchangeResolver::with_cost(ex, view.vis, view.cost)),
                 );
                 ctx
             })
@@ -73,7 +84,7 @@ impl TracingPlan {
             attributes::push_value(key, v.as_ref(), out);
             Ok(dup)
         };
-        let mut native = native::Eval::new(ex, self.visibility);
+        let mut native = native::Eval::new(ex, view);
         let mut rec = SpanRecord {
             attributes: Vec::with_capacity(self.attributes_hint.load(Ordering::Relaxed)),
             ..SpanRecord::default()
@@ -258,7 +269,7 @@ impl TracingPlan {
     /// Per field: whether the native evaluator settles it on `ex` (`None`: the
     /// field has no native form).
     pub(crate) fn native_outcomes(&self, ex: &Exchange) -> Vec<(String, Option<bool>)> {
-        let mut native = native::Eval::new(ex, self.visibility);
+        let mut native = native::Eval::new(ex, self.view(ex));
         self.fields
             .iter()
             .map(|f| {

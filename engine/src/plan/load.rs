@@ -16,7 +16,8 @@ use super::{LoadOptions, Loaded, TracingPlan, backends};
 pub fn load(yaml: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let file = parse_yaml::<ConfigFile>(yaml)?;
     backends::check(&file)?;
-    let plan = TracingPlan::build(file.config.tracing.as_ref(), opts)?;
+    let pricing = crate::pricing::Table::load(file.pricing.as_ref())?;
+    let plan = TracingPlan::build(file.config.tracing.as_ref(), pricing, opts)?;
     Ok(Loaded {
         file,
         plan,

@@ -17,6 +17,7 @@ use crate::config::{ConfigFile, Limits, OtlpProtocol, Pos, PresetName, Tracing};
 use crate::context::{VarSet, Visibility, lookup};
 use crate::diagnostics::ConfigError;
 use crate::needs::Needs;
+use crate::pricing::Table;
 use crate::{compile as expr, functions};
 
 mod backends;
@@ -208,6 +209,8 @@ pub struct TracingPlan {
     pub headers: Vec<(String, String)>,
     pub random_sampling: Sampler,
     pub client_sampling: Sampler,
+    /// The `pricing:` table `llm.cost` is computed from.
+    pricing: Table,
 }
 
 /// The CEL environment: the standard library plus celgate's functions. Built once
@@ -223,7 +226,11 @@ pub fn cel_env() -> Arc<Env> {
 
 impl TracingPlan {
     /// Compile the `tracing:` block `user` (with its preset) into a plan.
-    fn build(user: Option<&Tracing>, opts: &LoadOptions) -> Result<TracingPlan, ConfigError> {
+    fn build(
+        user: Option<&Tracing>,
+        pricing: Table,
+        opts: &LoadOptions,
+    ) -> Result<TracingPlan, ConfigError> {
         let empty = Tracing::default();
         let user = user.unwrap_or(&empty);
         let preset = match user.preset {
@@ -278,7 +285,13 @@ impl TracingPlan {
                 .collect(),
             random_sampling,
             client_sampling,
+            pricing,
         })
+    }
+
+    /// The prices `llm.cost` uses.
+    pub fn pricing(&self) -> &Table {
+        &self.pricing
     }
 
     /// What of a request the gateway must capture for this plan.
@@ -362,6 +375,7 @@ impl TracingPlan {
             headers: Vec::new(),
             random_sampling: Sampler::Always,
             client_sampling: Sampler::Always,
+            pricing: Table::default(),
         }
     }
 }

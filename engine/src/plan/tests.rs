@@ -105,7 +105,7 @@ fn nests_over_dependent_ranges_are_linear_and_free() {
         tools: vec![serde_json::json!({}); 7],
         ..messages(5)
     };
-    let native = native::Eval::new(&ex, Visibility::default());
+    let native = native::Eval::new(&ex, crate::context::View::default());
     assert_eq!(c.cost.estimate(|v| native.size_of(v)), 35);
 }
 
