@@ -26,7 +26,7 @@ fn equals(a: &Value, b: &Value) -> Option<bool> {
             Null | Bool(_) | Int(_) | UInt(_) | Double(_) | Str(_) | Owned(_) | Type(_)
         )
     };
-    if matches!(a, Flat(_)) || matches!(b, Flat(_)) {
+    if matches!(a, Flat(_) | Parsed(_)) || matches!(b, Flat(_) | Parsed(_)) {
         return None;
     }
     Some(match (a, b) {
@@ -228,6 +228,14 @@ impl<'a> Eval<'a> {
             Node::TypeOf(x) => {
                 let v = self.eval(x)?;
                 v.type_name().map(Value::Type).ok_or(Fail::Bail)
+            }
+            Node::ParseJson(x) => {
+                let v = self.eval(x)?;
+                let Some(text) = v.as_str() else {
+                    return Ok(v);
+                };
+                self.steps.copy(text)?;
+                Ok(crate::value::parse_json(text).unwrap_or(v))
             }
             Node::ToJson(_)
             | Node::Flatten(..)

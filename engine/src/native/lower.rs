@@ -50,6 +50,8 @@ pub(crate) enum Node {
     ToDouble(Box<Node>),
     TypeOf(Box<Node>),
     ToJson(Box<Node>),
+    /// `parseJson(x)`.
+    ParseJson(Box<Node>),
     /// `flatten` (1 level) or `flattenRecursive` ([`MAX_VALUE_DEPTH`] levels).
     Flatten(Box<Node>, usize),
     StrTest(Box<Node>, Box<Node>, StrOp),
@@ -287,6 +289,7 @@ impl<'e> Compiler<'e> {
             ("double", 1) => Node::ToDouble(arg(0)),
             ("type", 1) => Node::TypeOf(arg(0)),
             ("toJson" | "to_json", 1) => Node::ToJson(arg(0)),
+            ("parseJson" | "parse_json", 1) => Node::ParseJson(arg(0)),
             ("flatten", 1) => Node::Flatten(arg(0), 1),
             ("flattenRecursive" | "flatten_recursive", 1) => Node::Flatten(arg(0), MAX_VALUE_DEPTH),
             (IS_NULL, 1) => Node::IsNull(arg(0)),
