@@ -64,9 +64,12 @@ pub(crate) enum Var {
     SessionId,
     UserId,
     TimeToFirstToken,
+    FirstTokenTime,
     ReqMethod,
     ReqPath,
     ReqHeaders,
+    ReqStartTime,
+    ReqHasParent,
     RespStatus,
     RespDuration,
     RespHeaders,
@@ -314,6 +317,13 @@ pub const VARIABLES: &[VarSpec] = &[
         TimeToFirstToken,
         "Milliseconds from request arrival to the first output of the answer: the first streamed event carrying text, reasoning or a tool call; for a JSON answer, its body. Null when no output came."
     ),
+    var!(
+        "llm.firstTokenTime",
+        Some("llm.first_token_time"),
+        "string | null",
+        FirstTokenTime,
+        "When the first output came: `request.startTime` plus `llm.timeToFirstToken`, RFC 3339 in UTC with microseconds (`2026-12-01T12:00:00.180000Z`). Null when no output came."
+    ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
         "request.path",
@@ -328,6 +338,20 @@ pub const VARIABLES: &[VarSpec] = &[
         "map of string",
         ReqHeaders,
         "Request headers, lower-case names; authorization, api keys and cookies excluded."
+    ),
+    var!(
+        "request.startTime",
+        None,
+        "string | null",
+        ReqStartTime,
+        "When the request arrived (the span's start), RFC 3339 in UTC with microseconds (`2026-12-01T12:00:00.000000Z`)."
+    ),
+    var!(
+        "request.hasParent",
+        None,
+        "bool",
+        ReqHasParent,
+        "The request carried a valid W3C `traceparent`: celgate's span is a child of the client's, not the root of its trace (Langfuse takes a trace's input and output from its root)."
     ),
     var!(
         "response.status",
@@ -460,9 +484,12 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.sessionId" | "llm.session_id" => Var::SessionId,
         "llm.userId" | "llm.user_id" => Var::UserId,
         "llm.timeToFirstToken" | "llm.time_to_first_token" => Var::TimeToFirstToken,
+        "llm.firstTokenTime" | "llm.first_token_time" => Var::FirstTokenTime,
         "request.method" => Var::ReqMethod,
         "request.path" => Var::ReqPath,
         "request.headers" => Var::ReqHeaders,
+        "request.startTime" => Var::ReqStartTime,
+        "request.hasParent" => Var::ReqHasParent,
         "response.status" => Var::RespStatus,
         "response.duration" => Var::RespDuration,
         "response.headers" => Var::RespHeaders,
