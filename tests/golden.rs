@@ -212,7 +212,8 @@ fn phoenix_redacts_input_value_and_env_switch_works() {
     let opts = LoadOptions {
         hide_inputs: Some(true),
         hide_outputs: None,
-    };
+        ..LoadOptions::default()
+        };
     let plan = load(&preset_yaml(PresetName::Phoenix, ""), &opts)
         .unwrap()
         .plan;
