@@ -1,6 +1,6 @@
 //! The functions celgate adds to standard CEL: `flatten`, `flattenRecursive`
 //! (alias `flatten_recursive`), `toJson` (alias `to_json`), `parseJson` (alias
-//! `parse_json`) and `default`.
+//! `parse_json`), `compact` and `default`.
 //!
 //! `flatten*` return a [`Flattened`] value: a list of (key suffix, attribute) pairs
 //! that the attribute stage expands into one attribute per entry under the field's
@@ -28,6 +28,7 @@ pub const FUNCTIONS: &[&str] = &[
     "to_json",
     "parseJson",
     "parse_json",
+    "compact",
     "default",
 ];
 
@@ -79,6 +80,7 @@ pub fn install(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("to_json", "celgate_to_json_alias", dyn_arg(), to_json)?;
     env.add_overload("parseJson", "celgate_parse_json", dyn_arg(), parse_json)?;
     env.add_overload("parse_json", "celgate_parse_json_alias", dyn_arg(), parse_json)?;
+    env.add_overload("compact", "celgate_compact", dyn_arg(), compact)?;
     env.add_overload(IS_NULL, "celgate_is_null", dyn_arg(), is_null)?;
     // default(x, fallback) => @not_strictly_false(__celgate_is_null(x)) ? fallback : x
     // `@not_strictly_false` turns an error in evaluating `x` (absent key, missing
@@ -157,6 +159,22 @@ fn parse_json<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
         Some(json) => CowVal::Owned(crate::value::json_to_cel(&json, 0)),
         None => value,
     })
+}
+
+/// `compact(x)`: map `x` without its null entries (a message without
+/// `"tool_call_id": null`); anything else unchanged.
+fn compact<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let value = single_arg("compact", args)?;
+    let Some(map) = value.downcast_ref::<CelMap>() else {
+        return Ok(value);
+    };
+    let kept: std::collections::HashMap<_, _> = map
+        .inner()
+        .iter()
+        .filter(|(_, v)| v.downcast_ref::<CelNull>().is_none())
+        .map(|(k, v)| (k.clone(), v.clone_as_boxed()))
+        .collect();
+    Ok(CowVal::owned(CelMap::from(kept)))
 }
 
 fn is_null<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {

@@ -213,6 +213,10 @@ impl<'a> Eval<'a> {
                 let r = self.eval(b)?;
                 sub(l, r)
             }
+            Node::Div(a, b) => match (self.eval(a)?, self.eval(b)?) {
+                (Value::Double(x), Value::Double(y)) => Ok(Value::Double(x / y)),
+                _ => Err(Fail::Bail),
+            },
             Node::Cmp(a, b, op) => {
                 let l = self.eval(a)?;
                 let r = self.eval(b)?;
@@ -236,6 +240,22 @@ impl<'a> Eval<'a> {
                 };
                 self.steps.copy(text)?;
                 Ok(crate::value::parse_json(text).unwrap_or(v))
+            }
+            Node::Compact(x) => {
+                let v = self.eval(x)?;
+                if matches!(v, Value::Parsed(_)) {
+                    return Err(Fail::Bail);
+                }
+                if !v.is_map() {
+                    return Ok(v);
+                }
+                let entries = v.map_entries().ok_or(Fail::Bail)?;
+                self.steps.take(entries.len())?;
+                let kept = entries
+                    .into_iter()
+                    .filter(|(_, x)| !matches!(x, Value::Null))
+                    .collect();
+                Ok(Value::Map(Rc::new(kept)))
             }
             Node::ToJson(_)
             | Node::Flatten(..)
