@@ -584,8 +584,21 @@ fn langfuse_reads_generations_with_model_io_usage_params_session_and_user() {
             .iter()
             .map(|m| (m["role"].clone(), m["content"].clone()))
             .collect();
-        let got_input: Vec<(Value, Value)> = obs
-            .input
+        // With tools sent, the input is {"tools", "messages"} (the shape Langfuse's
+        // own OpenAI integration writes).
+        let messages = obs.input.as_ref().map(|i| match i.get("messages") {
+            Some(m) => m.clone(),
+            None => i.clone(),
+        });
+        if call.request.get("tools").is_some() {
+            v.eq(
+                name,
+                "input tools",
+                obs.input.as_ref().and_then(|i| i.get("tools")),
+                call.request.get("tools"),
+            );
+        }
+        let got_input: Vec<(Value, Value)> = messages
             .as_ref()
             .and_then(Value::as_array)
             .map(|a| {
@@ -616,8 +629,20 @@ fn langfuse_reads_generations_with_model_io_usage_params_session_and_user() {
             got_tools,
             call.answer_tool_names(),
         );
-        // Model parameters: what the client set, as string or number.
-        for key in ["temperature", "top_p", "max_tokens", "user"] {
+        // Model parameters: what the client set, scalars only (a user is the
+        // trace's user, not a parameter).
+        for (key, value) in &obs.model_parameters {
+            v.check(!value.is_object() && !value.is_array(), || {
+                format!("{name}: model parameter {key} is not a scalar: {value}")
+            });
+        }
+        v.eq(
+            name,
+            "model parameter user",
+            obs.model_parameters.get("user"),
+            None,
+        );
+        for key in ["temperature", "top_p", "max_tokens"] {
             if let Some(sent) = call.request.get(key) {
                 v.eq(
                     name,
@@ -716,11 +741,85 @@ fn openllmetry_read(span: &Span, v: &mut Verdict, call: &str) -> Traceloop {
     }
 }
 
+/// An OpenLLMetry 0.62 consumer reads the GenAI message attributes: the request's
+/// messages in order, the answer with its tool calls (arguments parsed), totals.
+#[test]
+fn openllmetry_consumers_read_the_genai_messages() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let gateway = gateway_for("openllmetry", &receiver, &upstream, "");
+    let mut v = Verdict::default();
+    for (call, span) in &drive(&gateway, &receiver) {
+        let name = call.name;
+        v.eq(
+            name,
+            "provider",
+            span.str_attr("gen_ai.provider.name"),
+            Some("openai"),
+        );
+        v.check(span.attr("gen_ai.prompt.0.role").is_none(), || {
+            format!("{name}: the indexed form is openllmetry-indexed's")
+        });
+        if name == "failed" || call.path == "/embeddings" {
+            continue;
+        }
+        v.eq(
+            name,
+            "total tokens",
+            span.int_attr("gen_ai.usage.total_tokens"),
+            call.usage("total_tokens"),
+        );
+        let input = json_attr(span, "gen_ai.input.messages").unwrap_or_default();
+        check_messages(
+            Some(input.clone()),
+            false,
+            &mut v,
+            name,
+            "gen_ai.input.messages",
+        );
+        let roles: Vec<&Value> = input
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| &m["role"])
+            .collect();
+        let want: Vec<&Value> = call.request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["role"])
+            .collect();
+        v.eq(name, "input roles", roles, want);
+        let output = json_attr(span, "gen_ai.output.messages").unwrap_or_default();
+        check_messages(
+            Some(output.clone()),
+            true,
+            &mut v,
+            name,
+            "gen_ai.output.messages",
+        );
+        let calls: Vec<&str> = output[0]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["type"] == "tool_call")
+            .inspect(|p| {
+                v.check(p["arguments"].is_object(), || {
+                    format!("{name}: arguments not parsed: {p}")
+                })
+            })
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        v.eq(name, "output tool calls", calls, call.answer_tool_names());
+    }
+    v.assert_clean("OpenLLMetry 0.62");
+}
+
 #[test]
 fn openllmetry_consumers_rebuild_prompts_completions_and_usage() {
     let upstream = Upstream::start();
     let receiver = Receiver::grpc();
-    let gateway = gateway_for("openllmetry", &receiver, &upstream, "");
+    let gateway = gateway_for("openllmetry-indexed", &receiver, &upstream, "");
     let calls = drive(&gateway, &receiver);
     let mut v = Verdict::default();
     for (call, span) in &calls {
@@ -1053,12 +1152,42 @@ fn jaeger_content_when_enabled_uses_the_conventions_message_schema() {
         output[0]["parts"][0]["content"].as_str(),
         chat.answer_content(),
     );
+    // System messages are gen_ai.system_instructions, not input messages.
     let input = json_attr(span, "gen_ai.input.messages").unwrap_or_default();
     v.eq(
         "chat",
         "input text",
-        input[1]["parts"][0]["content"].as_str(),
+        input[0]["parts"][0]["content"].as_str(),
         Some("Capital of Portugal?"),
     );
+    let system = json_attr(span, "gen_ai.system_instructions").unwrap_or_default();
+    v.eq(
+        "chat",
+        "system instruction part",
+        system[0]["type"].as_str(),
+        Some("text"),
+    );
+    v.check(
+        input
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|m| m["role"] != "system"),
+        || format!("chat: a system message among the input messages: {input}"),
+    );
+    // Tool-call arguments are the JSON object the model produced.
+    for (call, span) in &calls {
+        let output = json_attr(span, "gen_ai.output.messages").unwrap_or_default();
+        for part in output[0]["parts"].as_array().into_iter().flatten() {
+            if part["type"] == "tool_call" {
+                v.check(part["arguments"].is_object(), || {
+                    format!(
+                        "{}: tool-call arguments are not an object: {part}",
+                        call.name
+                    )
+                });
+            }
+        }
+    }
     v.assert_clean("the OTel GenAI conventions (Jaeger)");
 }

@@ -8,6 +8,7 @@ fn celgate(args: &[&str]) -> Output {
         .args(args)
         .env_remove("OPENINFERENCE_HIDE_INPUTS")
         .env_remove("OPENINFERENCE_HIDE_OUTPUTS")
+        .env_remove("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
         .output()
         .expect("run celgate")
 }
@@ -260,6 +261,47 @@ fn preview_honours_provider_and_env_privacy() {
         !String::from_utf8_lossy(&out.stdout).contains("capital of Portugal"),
         "prompt text leaked"
     );
+}
+
+/// OTel's content switch turns the jaeger preset's messages on (and only its).
+#[test]
+fn otel_content_switch_reaches_the_jaeger_preset() {
+    let preview = |preset: &str, capture: Option<&str>, hide: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_celgate"));
+        cmd.args(["preview", "--preset", preset, "--format", "json"])
+            .env_remove("OPENINFERENCE_HIDE_INPUTS")
+            .env_remove("OPENINFERENCE_HIDE_OUTPUTS")
+            .env_remove("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT");
+        if let Some(v) = capture {
+            cmd.env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", v);
+        }
+        if let Some(v) = hide {
+            cmd.env("OPENINFERENCE_HIDE_INPUTS", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        span["attributes"].clone()
+    };
+    let has = |a: &serde_json::Value, k: &str| a.get(k).is_some();
+    let off = preview("jaeger", None, None);
+    assert!(!has(&off, "gen_ai.input.messages") && !has(&off, "gen_ai.output.messages"));
+    for on in ["SPAN_ONLY", "true", "span_and_event"] {
+        let a = preview("jaeger", Some(on), None);
+        assert!(has(&a, "gen_ai.input.messages"), "{on}: {a}");
+        assert!(has(&a, "gen_ai.output.messages"), "{on}: {a}");
+    }
+    for off in ["EVENT_ONLY", "NO_CONTENT", "false"] {
+        let a = preview("jaeger", Some(off), None);
+        assert!(!has(&a, "gen_ai.output.messages"), "{off}: {a}");
+    }
+    // OpenInference's switch still hides what it names.
+    let a = preview("jaeger", Some("SPAN_ONLY"), Some("true"));
+    assert!(!has(&a, "gen_ai.input.messages") && has(&a, "gen_ai.output.messages"));
 }
 
 #[test]

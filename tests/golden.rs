@@ -278,6 +278,7 @@ fn phoenix_redacts_input_value_and_env_switch_works() {
     let opts = LoadOptions {
         hide_inputs: Some(true),
         hide_outputs: None,
+        ..LoadOptions::default()
     };
     let plan = load(&preset_yaml(PresetName::Phoenix, ""), &opts)
         .unwrap()
@@ -337,9 +338,17 @@ fn jaeger_shows_content_only_when_enabled() {
         .map(|(_, v)| attr_text(v))
         .unwrap();
     let messages: serde_json::Value = serde_json::from_str(&input).unwrap();
-    assert_eq!(messages[1]["role"], "user");
+    // The system message is gen_ai.system_instructions, not an input message.
+    assert_eq!(messages[0]["role"], "user");
     assert_eq!(
-        messages[1]["parts"][0],
+        messages[0]["parts"][0],
         serde_json::json!({"type": "text", "content": "What is the capital of Portugal?"})
     );
+    let system = shown
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "gen_ai.system_instructions")
+        .map(|(_, v)| attr_text(v))
+        .unwrap();
+    assert!(system.contains(r#""type":"text""#), "{system}");
 }

@@ -257,14 +257,19 @@ pub enum PresetName {
     Langfuse,
     Phoenix,
     Openllmetry,
+    /// OpenLLMetry's older indexed `gen_ai.prompt.{i}.*` form, for backends that
+    /// read only that.
+    #[serde(rename = "openllmetry-indexed")]
+    OpenllmetryIndexed,
 }
 
 impl PresetName {
-    pub const ALL: [PresetName; 4] = [
+    pub const ALL: [PresetName; 5] = [
         PresetName::Jaeger,
         PresetName::Langfuse,
         PresetName::Phoenix,
         PresetName::Openllmetry,
+        PresetName::OpenllmetryIndexed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -273,6 +278,7 @@ impl PresetName {
             PresetName::Langfuse => "langfuse",
             PresetName::Phoenix => "phoenix",
             PresetName::Openllmetry => "openllmetry",
+            PresetName::OpenllmetryIndexed => "openllmetry-indexed",
         }
     }
 

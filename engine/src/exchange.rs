@@ -211,6 +211,11 @@ pub struct Exchange {
     /// Milliseconds from request arrival to the first content byte of the answer
     /// (the first streamed event that carries output; for a JSON answer, the body).
     pub time_to_first_token_ms: Option<f64>,
+    /// Wall time the request arrived (the span's start).
+    pub start_time: Option<std::time::SystemTime>,
+    /// The request came with a valid `traceparent`: the span is a child of the
+    /// client's, not the root of its trace.
+    pub has_parent: bool,
     /// The raw response body; for streams, the accumulated response rendered as the
     /// equivalent non-streaming JSON.
     pub response_body: Option<String>,

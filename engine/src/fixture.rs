@@ -21,6 +21,12 @@ use crate::exchange::{
     ToolCall,
 };
 
+/// 2026-12-01T12:00:00Z, when every fixture request arrives (the references'
+/// replayed answers carry the same date).
+pub fn at_noon() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_126_400)
+}
+
 fn call(id: &str, name: &str) -> ToolCall {
     ToolCall {
         id: id.into(),
@@ -81,6 +87,8 @@ pub fn rich() -> Exchange {
         session_id: Some("s-1".into()),
         user_id: Some("u-1".into()),
         time_to_first_token_ms: Some(120.5),
+        start_time: Some(at_noon()),
+        has_parent: true,
         response_body: Some("{\"id\":\"chatcmpl-1\"}".into()),
         response_truncated: true,
         error_type: Some("timeout".into()),
@@ -240,6 +248,8 @@ pub fn bookshop_chat() -> Exchange {
         session_id: None,
         user_id: None,
         time_to_first_token_ms: Some(640.0),
+        start_time: Some(at_noon()),
+        has_parent: false,
         response_body: Some(response_body),
         response_truncated: false,
         error_type: None,
@@ -338,6 +348,7 @@ fn protocol_call(api: Api, provider: &str, model: &str, path: &str, host: &str) 
         session_id: Some("session-42".into()),
         user_id: Some("user-7".into()),
         time_to_first_token_ms: Some(180.0),
+        start_time: Some(at_noon()),
         request: HttpRequest {
             method: "POST".into(),
             path: path.into(),

@@ -1,5 +1,6 @@
 //! The functions celgate adds to standard CEL: `flatten`, `flattenRecursive`
-//! (alias `flatten_recursive`), `toJson` (alias `to_json`) and `default`.
+//! (alias `flatten_recursive`), `toJson` (alias `to_json`), `parseJson` (alias
+//! `parse_json`), `compact` and `default`.
 //!
 //! `flatten*` return a [`Flattened`] value: a list of (key suffix, attribute) pairs
 //! that the attribute stage expands into one attribute per entry under the field's
@@ -25,6 +26,9 @@ pub const FUNCTIONS: &[&str] = &[
     "flatten_recursive",
     "toJson",
     "to_json",
+    "parseJson",
+    "parse_json",
+    "compact",
     "default",
 ];
 
@@ -74,6 +78,14 @@ pub fn install(env: &mut Env) -> Result<(), DeclarationError> {
     )?;
     env.add_overload("toJson", "celgate_to_json", dyn_arg(), to_json)?;
     env.add_overload("to_json", "celgate_to_json_alias", dyn_arg(), to_json)?;
+    env.add_overload("parseJson", "celgate_parse_json", dyn_arg(), parse_json)?;
+    env.add_overload(
+        "parse_json",
+        "celgate_parse_json_alias",
+        dyn_arg(),
+        parse_json,
+    )?;
+    env.add_overload("compact", "celgate_compact", dyn_arg(), compact)?;
     env.add_overload(IS_NULL, "celgate_is_null", dyn_arg(), is_null)?;
     // default(x, fallback) => @not_strictly_false(__celgate_is_null(x)) ? fallback : x
     // `@not_strictly_false` turns an error in evaluating `x` (absent key, missing
@@ -137,6 +149,37 @@ fn to_json<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executio
     let value = single_arg("toJson", args)?;
     let json = attributes::to_json(value.as_ref()).to_string();
     Ok(CowVal::owned(CelString::from(json)))
+}
+
+/// `parseJson(x)`: the value JSON text `x` holds (a tool call's `arguments` as the
+/// object the conventions want); `x` itself when it is not a string or not valid
+/// JSON. Numbers, depth and keys as for any JSON the context holds
+/// ([`crate::value::json`]), so the native evaluator agrees.
+fn parse_json<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let value = single_arg("parseJson", args)?;
+    let parsed = value
+        .downcast_ref::<CelString>()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s.inner()).ok());
+    Ok(match parsed {
+        Some(json) => CowVal::Owned(crate::value::json_to_cel(&json, 0)),
+        None => value,
+    })
+}
+
+/// `compact(x)`: map `x` without its null entries (a message without
+/// `"tool_call_id": null`); anything else unchanged.
+fn compact<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let value = single_arg("compact", args)?;
+    let Some(map) = value.downcast_ref::<CelMap>() else {
+        return Ok(value);
+    };
+    let kept: std::collections::HashMap<_, _> = map
+        .inner()
+        .iter()
+        .filter(|(_, v)| v.downcast_ref::<CelNull>().is_none())
+        .map(|(k, v)| (k.clone(), v.clone_as_boxed()))
+        .collect();
+    Ok(CowVal::owned(CelMap::from(kept)))
 }
 
 fn is_null<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {

@@ -13,6 +13,7 @@ pub fn source(name: PresetName) -> &'static str {
         PresetName::Langfuse => include_str!("../../presets/langfuse.yaml"),
         PresetName::Phoenix => include_str!("../../presets/phoenix.yaml"),
         PresetName::Openllmetry => include_str!("../../presets/openllmetry.yaml"),
+        PresetName::OpenllmetryIndexed => include_str!("../../presets/openllmetry-indexed.yaml"),
     }
 }
 

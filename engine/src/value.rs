@@ -127,6 +127,10 @@ pub(crate) enum Value<'a> {
     Headers(&'a [(String, String)]),
     /// What `flatten*` returns.
     Flat(Rc<Vec<(String, AttrValue)>>),
+    /// A JSON array or object `parseJson` made (its scalars are plain values).
+    /// Only rendered (attributes, `toJson`): anything else the native evaluator
+    /// leaves to the interpreter, since its parts cannot borrow from the exchange.
+    Parsed(Rc<Json>),
 }
 
 /// JSON as expressions see it: nesting beyond [`MAX_VALUE_DEPTH`] is the
@@ -145,6 +149,47 @@ pub(crate) fn json(j: &Json, depth: usize) -> Value<'_> {
         Json::String(s) => Value::Str(s),
         Json::Array(_) | Json::Object(_) => Value::Json(j, depth),
     }
+}
+
+/// [`json`] as the interpreter's value, owning its strings: what `parseJson`
+/// returns (a document parsed during evaluation, borrowed from nothing).
+pub(crate) fn json_to_cel(j: &Json, depth: usize) -> Box<dyn Val + 'static> {
+    if depth > MAX_VALUE_DEPTH {
+        return Box::new(CelString::from("…".to_owned()));
+    }
+    match j {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => Box::new(CelString::from(s.clone())),
+        Json::Array(a) => cel_list(a.iter().map(|x| json_to_cel(x, depth + 1))),
+        Json::Object(o) => {
+            let map: HashMap<CelMapKey<'static>, Box<dyn Val + 'static>> = o
+                .iter()
+                .map(|(k, x)| (CelMapKey::from(k.clone()), json_to_cel(x, depth + 1)))
+                .collect();
+            Box::new(CelMap::from(map))
+        }
+    }
+}
+
+/// What `parseJson` makes of a string, for the native evaluator: `None` when it is
+/// not JSON (the string stays as it is).
+pub(crate) fn parse_json(s: &str) -> Option<Value<'static>> {
+    let j: Json = serde_json::from_str(s).ok()?;
+    Some(match j {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::Owned(s),
+        j => Value::Parsed(Rc::new(j)),
+    })
 }
 
 pub(crate) fn opt_str(s: Option<&str>) -> Value<'_> {
@@ -394,6 +439,7 @@ impl<'a> Value<'a> {
             Value::Double(d) => Box::new(CelDouble::from(*d)),
             Value::Str(s) => Box::new(CelString::from(*s)),
             Value::Owned(s) => Box::new(CelString::from(s.clone())),
+            Value::Parsed(j) => json_to_cel(j, 0),
             // Every choice's calls, in one pass (`list_get` would rescan).
             Value::AllToolCalls(choices) => cel_list(
                 choices

@@ -35,11 +35,30 @@ pub enum LoadError {
 }
 
 /// Privacy switches from the process environment (OpenInference's
-/// `OPENINFERENCE_HIDE_INPUTS` / `_OUTPUTS`), as the engine's load options.
+/// `OPENINFERENCE_HIDE_INPUTS` / `_OUTPUTS`, OTel's
+/// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`), as the engine's load options.
 pub fn load_options() -> LoadOptions {
     LoadOptions {
         hide_inputs: env_bool("OPENINFERENCE_HIDE_INPUTS"),
         hide_outputs: env_bool("OPENINFERENCE_HIDE_OUTPUTS"),
+        capture_message_content: std::env::var(CAPTURE_MESSAGE_CONTENT)
+            .ok()
+            .and_then(|v| capture_content(&v)),
+    }
+}
+
+/// OTel's GenAI content switch.
+pub const CAPTURE_MESSAGE_CONTENT: &str = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT";
+
+/// What OTel's content switch says about span content. Its values (any case):
+/// `true`, `SPAN_ONLY`, `SPAN_AND_EVENT` put content on spans; `false`,
+/// `NO_CONTENT` and `EVENT_ONLY` (content only in events, which celgate does not
+/// emit) keep it off; anything else says nothing.
+pub fn capture_content(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "span_only" | "span_and_event" => Some(true),
+        "false" | "no_content" | "event_only" => Some(false),
+        _ => None,
     }
 }
 
@@ -149,5 +168,18 @@ mod tests {
         assert_eq!(g.source_hash, source_hash(&config, &files).unwrap());
         std::fs::write(&clients, "clients: [] # changed\n").unwrap();
         assert_ne!(g.source_hash, source_hash(&config, &files).unwrap());
+    }
+
+    #[test]
+    fn otel_content_switch_values() {
+        for on in ["true", "TRUE", "SPAN_ONLY", "span_and_event", " Span_Only "] {
+            assert_eq!(capture_content(on), Some(true), "{on}");
+        }
+        for off in ["false", "NO_CONTENT", "EVENT_ONLY", "event_only"] {
+            assert_eq!(capture_content(off), Some(false), "{off}");
+        }
+        for nothing in ["", "1", "yes", "spans"] {
+            assert_eq!(capture_content(nothing), None, "{nothing}");
+        }
     }
 }

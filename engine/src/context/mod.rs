@@ -67,9 +67,12 @@ pub(crate) enum Var {
     UserId,
     TimeToFirstToken,
     Cost,
+    FirstTokenTime,
     ReqMethod,
     ReqPath,
     ReqHeaders,
+    ReqStartTime,
+    ReqHasParent,
     RespStatus,
     RespDuration,
     RespHeaders,
@@ -324,6 +327,13 @@ pub const VARIABLES: &[VarSpec] = &[
         Cost,
         "What the call cost in USD, by the config's `pricing` (the first entry matching `llm.responseModel`, else `llm.requestModel`): `{input, uncachedInput, cacheRead, cacheWrite, output, nonReasoningOutput, reasoning, total}`, doubles. `input` is every input token (`uncachedInput` at the input rate, plus `cacheRead` and `cacheWrite` at theirs), `output` every output token (`nonReasoningOutput` plus `reasoning`), `total` both. A part whose tokens were not reported is null; every part is null when no entry prices the model."
     ),
+    var!(
+        "llm.firstTokenTime",
+        Some("llm.first_token_time"),
+        "string | null",
+        FirstTokenTime,
+        "When the first output came: `request.startTime` plus `llm.timeToFirstToken`, RFC 3339 in UTC with microseconds (`2026-12-01T12:00:00.180000Z`). Null when no output came."
+    ),
     var!("request.method", None, "string", ReqMethod, "HTTP method."),
     var!(
         "request.path",
@@ -338,6 +348,20 @@ pub const VARIABLES: &[VarSpec] = &[
         "map of string",
         ReqHeaders,
         "Request headers, lower-case names; authorization, api keys and cookies excluded."
+    ),
+    var!(
+        "request.startTime",
+        None,
+        "string | null",
+        ReqStartTime,
+        "When the request arrived (the span's start), RFC 3339 in UTC with microseconds (`2026-12-01T12:00:00.000000Z`)."
+    ),
+    var!(
+        "request.hasParent",
+        None,
+        "bool",
+        ReqHasParent,
+        "The request carried a valid W3C `traceparent`: celgate's span is a child of the client's, not the root of its trace (Langfuse takes a trace's input and output from its root)."
     ),
     var!(
         "response.status",
@@ -471,9 +495,12 @@ pub(crate) fn lookup(name: &str) -> Option<Var> {
         "llm.userId" | "llm.user_id" => Var::UserId,
         "llm.timeToFirstToken" | "llm.time_to_first_token" => Var::TimeToFirstToken,
         "llm.cost" => Var::Cost,
+        "llm.firstTokenTime" | "llm.first_token_time" => Var::FirstTokenTime,
         "request.method" => Var::ReqMethod,
         "request.path" => Var::ReqPath,
         "request.headers" => Var::ReqHeaders,
+        "request.startTime" => Var::ReqStartTime,
+        "request.hasParent" => Var::ReqHasParent,
         "response.status" => Var::RespStatus,
         "response.duration" => Var::RespDuration,
         "response.headers" => Var::RespHeaders,

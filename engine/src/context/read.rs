@@ -13,6 +13,7 @@ use super::{REDACTED, Var, View};
 use crate::exchange::Exchange;
 use crate::pricing::Cost;
 use crate::value::{Value, opt_int, opt_str};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The value of `var` in `ex`, as `view` lets expressions see it. Borrows the
 /// exchange: nothing is copied.
@@ -55,6 +56,16 @@ pub(crate) fn read<'a>(ex: &'a Exchange, view: &View, var: Var) -> Value<'a> {
             None => Value::Null,
         },
         Var::Cost => cost(&view.cost),
+        Var::FirstTokenTime => ex
+            .start_time
+            .zip(ex.time_to_first_token_ms)
+            .and_then(|(start, ms)| {
+                let after = std::time::Duration::try_from_secs_f64(ms / 1e3).ok()?;
+                start.checked_add(after)
+            })
+            .map_or(Value::Null, rfc3339),
+        Var::ReqStartTime => ex.start_time.map_or(Value::Null, rfc3339),
+        Var::ReqHasParent => Value::Bool(ex.has_parent),
         Var::ReqMethod => Value::Str(&ex.request.method),
         Var::ReqPath => Value::Str(&ex.request.path),
         Var::ReqHeaders => Value::Headers(&ex.request.headers),
@@ -95,9 +106,77 @@ fn cost<'a>(c: &Cost) -> Value<'a> {
     ]))
 }
 
+/// `2026-12-01T12:00:00.180000Z`: UTC, microseconds (as Langfuse's SDK writes
+/// times). Before 1970 (a broken clock) reads as null.
+fn rfc3339(t: SystemTime) -> Value<'static> {
+    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
+        return Value::Null;
+    };
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Value::Owned(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    ))
+}
+
 fn redactable(s: Option<&str>, hidden: bool) -> Value<'_> {
     match (s, hidden) {
         (Some(_), true) => Value::Str(REDACTED),
         (s, _) => opt_str(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        let at = |s: u64, us: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_micros(us);
+        let text = |t| match rfc3339(t) {
+            Value::Owned(s) => s,
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(text(at(0, 0)), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            text(at(1_796_126_400, 180_000)),
+            "2026-12-01T12:00:00.180000Z"
+        );
+        assert_eq!(text(at(951_782_400, 1)), "2000-02-29T00:00:00.000001Z");
+        assert!(matches!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            Value::Null
+        ));
+        let ex = Exchange {
+            start_time: Some(at(1_796_126_400, 0)),
+            time_to_first_token_ms: Some(180.0),
+            ..Exchange::default()
+        };
+        let first = read(&ex, Visibility::default(), Var::FirstTokenTime);
+        assert_eq!(first.as_str(), Some("2026-12-01T12:00:00.180000Z"));
+        for ms in [f64::NAN, -1.0, f64::INFINITY, 1e300] {
+            let ex = Exchange {
+                time_to_first_token_ms: Some(ms),
+                ..ex.clone()
+            };
+            let v = read(&ex, Visibility::default(), Var::FirstTokenTime);
+            assert!(matches!(v, Value::Null), "{ms}");
+        }
     }
 }

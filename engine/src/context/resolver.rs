@@ -123,6 +123,7 @@ mod tests {
         let hidden = LoadOptions {
             hide_inputs: Some(true),
             hide_outputs: Some(true),
+            ..LoadOptions::default()
         };
         assert_eq!(
             interpreted(&ex, &hidden),

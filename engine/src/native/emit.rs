@@ -199,6 +199,9 @@ fn leaf(v: Value, steps: &Steps) -> Result<Option<AttrValue>, Fail> {
     if let Value::Owned(s) = v {
         return Ok(Some(AttrValue::String(s)));
     }
+    if let Value::Parsed(j) = &v {
+        return leaf(Value::Json(j, 0), steps);
+    }
     if let Some(s) = v.scalar() {
         return Ok(Some(s));
     }
@@ -237,6 +240,9 @@ pub(super) fn flatten_value(
     // The common leaves first.
     match v {
         Value::Null => return Ok(()),
+        Value::Parsed(j) => {
+            return flatten_value(Value::Json(&j, 0), kb, depth, levels, out, steps);
+        }
         Value::Str(s) => {
             // Cut before the copy, as `push_attr` does (the plan cuts again).
             let Some(s) = capped(Value::Str(s), out.max_len)
@@ -320,6 +326,7 @@ pub(super) fn write_json(
             serde_json::to_writer(&mut *out, s).map_err(io)?
         }
         Value::Type(_) => return Err(Fail::Bail),
+        Value::Parsed(j) => return write_json(&Value::Json(j, 0), depth, out, steps),
         // Flattened keys need not be sorted or distinct: build the object.
         Value::Flat(_) => {
             serde_json::to_writer(&mut *out, &to_json(v, depth, steps)?).map_err(io)?
@@ -376,6 +383,7 @@ fn to_json(v: &Value, depth: usize, steps: &Steps) -> Result<Json, Fail> {
     match v {
         Value::Null => return Ok(Json::Null),
         Value::Type(_) => return Err(Fail::Bail),
+        Value::Parsed(j) => return to_json(&Value::Json(j, 0), depth, steps),
         _ => {}
     }
     if let Some(len) = v.list_len() {

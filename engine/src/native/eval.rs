@@ -26,7 +26,7 @@ fn equals(a: &Value, b: &Value) -> Option<bool> {
             Null | Bool(_) | Int(_) | UInt(_) | Double(_) | Str(_) | Owned(_) | Type(_)
         )
     };
-    if matches!(a, Flat(_)) || matches!(b, Flat(_)) {
+    if matches!(a, Flat(_) | Parsed(_)) || matches!(b, Flat(_) | Parsed(_)) {
         return None;
     }
     Some(match (a, b) {
@@ -213,6 +213,10 @@ impl<'a> Eval<'a> {
                 let r = self.eval(b)?;
                 sub(l, r)
             }
+            Node::Div(a, b) => match (self.eval(a)?, self.eval(b)?) {
+                (Value::Double(x), Value::Double(y)) => Ok(Value::Double(x / y)),
+                _ => Err(Fail::Bail),
+            },
             Node::Cmp(a, b, op) => {
                 let l = self.eval(a)?;
                 let r = self.eval(b)?;
@@ -228,6 +232,30 @@ impl<'a> Eval<'a> {
             Node::TypeOf(x) => {
                 let v = self.eval(x)?;
                 v.type_name().map(Value::Type).ok_or(Fail::Bail)
+            }
+            Node::ParseJson(x) => {
+                let v = self.eval(x)?;
+                let Some(text) = v.as_str() else {
+                    return Ok(v);
+                };
+                self.steps.copy(text)?;
+                Ok(crate::value::parse_json(text).unwrap_or(v))
+            }
+            Node::Compact(x) => {
+                let v = self.eval(x)?;
+                if matches!(v, Value::Parsed(_)) {
+                    return Err(Fail::Bail);
+                }
+                if !v.is_map() {
+                    return Ok(v);
+                }
+                let entries = v.map_entries().ok_or(Fail::Bail)?;
+                self.steps.take(entries.len())?;
+                let kept = entries
+                    .into_iter()
+                    .filter(|(_, x)| !matches!(x, Value::Null))
+                    .collect();
+                Ok(Value::Map(Rc::new(kept)))
             }
             Node::ToJson(_)
             | Node::Flatten(..)

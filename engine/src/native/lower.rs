@@ -43,6 +43,8 @@ pub(crate) enum Node {
     Eq(Box<Node>, Box<Node>, bool),
     Add(Box<Node>, Box<Node>),
     Sub(Box<Node>, Box<Node>),
+    /// `a / b` on doubles (anything else is the interpreter's).
+    Div(Box<Node>, Box<Node>),
     Cmp(Box<Node>, Box<Node>, CmpOp),
     Size(Box<Node>),
     /// `double(x)` of a number; anything else (a string to parse) is the
@@ -50,6 +52,10 @@ pub(crate) enum Node {
     ToDouble(Box<Node>),
     TypeOf(Box<Node>),
     ToJson(Box<Node>),
+    /// `parseJson(x)`.
+    ParseJson(Box<Node>),
+    /// `compact(x)`.
+    Compact(Box<Node>),
     /// `flatten` (1 level) or `flattenRecursive` ([`MAX_VALUE_DEPTH`] levels).
     Flatten(Box<Node>, usize),
     StrTest(Box<Node>, Box<Node>, StrOp),
@@ -279,6 +285,7 @@ impl<'e> Compiler<'e> {
             (operators::INDEX, 2) => Node::Index(arg(0), arg(1)),
             (operators::ADD, 2) => Node::Add(arg(0), arg(1)),
             (operators::SUBSTRACT, 2) => Node::Sub(arg(0), arg(1)),
+            (operators::DIVIDE, 2) => Node::Div(arg(0), arg(1)),
             (operators::LESS, 2) => Node::Cmp(arg(0), arg(1), CmpOp::Lt),
             (operators::LESS_EQUALS, 2) => Node::Cmp(arg(0), arg(1), CmpOp::Le),
             (operators::GREATER, 2) => Node::Cmp(arg(0), arg(1), CmpOp::Gt),
@@ -287,6 +294,8 @@ impl<'e> Compiler<'e> {
             ("double", 1) => Node::ToDouble(arg(0)),
             ("type", 1) => Node::TypeOf(arg(0)),
             ("toJson" | "to_json", 1) => Node::ToJson(arg(0)),
+            ("parseJson" | "parse_json", 1) => Node::ParseJson(arg(0)),
+            ("compact", 1) => Node::Compact(arg(0)),
             ("flatten", 1) => Node::Flatten(arg(0), 1),
             ("flattenRecursive" | "flatten_recursive", 1) => Node::Flatten(arg(0), MAX_VALUE_DEPTH),
             (IS_NULL, 1) => Node::IsNull(arg(0)),

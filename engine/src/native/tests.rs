@@ -327,6 +327,54 @@ const EXPRESSIONS: &[&str] = &[
     "toJson({\"x\": llm.params.deep})",
     "toJson(default(llm.tools[1].function.parameters, {}))",
     "toJson(llm.prompt.map(m, {\"role\": m.role, \"content\": m.content, \"tool_calls\": m.tool_calls, \"tool_call_id\": m.tool_call_id}))",
+    // parsing JSON
+    "parseJson(\"{\\\"a\\\": [1, 2.5, {\\\"b\\\": null}], \\\"c\\\": \\\"d\\\"}\")",
+    "parseJson(\"[1, 2]\")",
+    "parseJson(\"[1, \\\"a\\\"]\")",
+    "parseJson(\"not json\")",
+    "parseJson(\"\")",
+    "parseJson(\"3\")",
+    "parseJson(\"1e400\")",
+    "parseJson(\"18446744073709551615\")",
+    "parseJson(\"\\\"s\\\"\")",
+    "parseJson(\"null\")",
+    "parseJson(1)",
+    "parseJson(null)",
+    "parse_json(llm.toolCalls)",
+    "parseJson(\"[1]\") == [1]",
+    "parseJson(\"{}\") == {}",
+    "parseJson(\"[1]\") == 1",
+    "size(parseJson(\"[1, 2]\"))",
+    "parseJson(\"{\\\"a\\\": 1}\").a",
+    "toJson(parseJson(\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\"))",
+    "flattenRecursive(parseJson(\"{\\\"a\\\": {\\\"b\\\": [1, 2]}}\"))",
+    "flatten(parseJson(\"{\\\"a\\\": {\\\"b\\\": 1}}\"))",
+    "toJson(llm.toolCalls.map(t, parseJson(t.arguments)))",
+    "toJson(llm.prompt.map(m, m.tool_calls.map(t, {\"arguments\": parse_json(t.arguments)})))",
+    "toJson(llm.prompt.map(m, parseJson(m.content)))",
+    // division: doubles natively, the rest by the interpreter
+    "llm.timeToFirstToken / 1000.0",
+    "1.0 / 0.0",
+    "-1.0 / 0.0",
+    "0.0 / 0.0",
+    "7 / 2",
+    "7 / 0",
+    "7.0 / 2",
+    "response.duration / 1000.0",
+    // compact
+    "compact({\"a\": null, \"b\": 1, \"c\": [null]})",
+    "toJson(compact({\"a\": null}))",
+    "toJson(llm.prompt.map(m, compact({\"role\": m.role, \"content\": m.content, \"tool_call_id\": m.tool_call_id, \"name\": m.name})))",
+    "compact(llm.params)",
+    "toJson(compact(llm.params))",
+    "compact(request.headers)",
+    "compact(null)",
+    "compact([null, 1])",
+    "compact(\"x\")",
+    "size(compact({\"a\": null, \"b\": 2}))",
+    "compact({\"a\": null}) == {}",
+    "compact({1: null, 2: 3})",
+    "compact(parseJson(\"{\\\"a\\\": null}\"))",
     // strings
     "llm.provider.startsWith(\"op\")",
     "llm.provider.endsWith(\"ai\")",
@@ -390,6 +438,30 @@ fn native_matches_the_interpreter_expression_by_expression() {
         settled > EXPRESSIONS.len() * 4 * 2,
         "settled only {settled}"
     );
+}
+
+/// Tool-call arguments parsed for `gen_ai.output.messages` stay on the native path.
+#[test]
+fn parsed_tool_call_arguments_settle_natively() {
+    let plan = plan_of(
+        &[(
+            "t.x",
+            "toJson(llm.toolCalls.map(t, {\"arguments\": parseJson(t.arguments)}))",
+        )],
+        (false, false),
+        "",
+    );
+    let ex = rich();
+    assert_eq!(
+        plan.native_outcomes(&ex),
+        vec![("t.x".to_owned(), Some(true))]
+    );
+    assert_eq!(compare(&plan, "parsed arguments"), 4);
+    let span = plan.evaluate(&ex);
+    let crate::AttrValue::String(text) = &span.attributes[0].1 else {
+        panic!("{span:?}")
+    };
+    assert!(text.contains(r#"{"arguments":{"q":"#), "{text}");
 }
 
 #[test]

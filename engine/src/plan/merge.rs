@@ -45,7 +45,23 @@ pub(super) fn merge<'a>(
         fields: fields(user, preset),
         resources: resources(user, preset),
         remove,
-        visibility: visibility(&user.privacy, opts, preset.map(|(_, p)| p.privacy)),
+        visibility: visibility(
+            &user.privacy,
+            opts,
+            preset.map(|(n, p)| preset_privacy(*n, p, opts)),
+        ),
+    }
+}
+
+/// The preset's privacy default; OTel's content switch replaces the GenAI
+/// conventions preset's (content off unless asked for, as the conventions say).
+fn preset_privacy(name: PresetName, preset: &Tracing, opts: &LoadOptions) -> Privacy {
+    match (name, opts.capture_message_content) {
+        (PresetName::Jaeger, Some(capture)) => Privacy {
+            hide_inputs: Some(!capture),
+            hide_outputs: Some(!capture),
+        },
+        _ => preset.privacy,
     }
 }
 
@@ -102,4 +118,47 @@ fn hidden(config: Option<bool>, env: Option<bool>, preset: Option<bool>) -> bool
     config == Some(true)
         || env == Some(true)
         || (config.is_none() && env.is_none() && preset == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::context::Visibility;
+    use crate::{LoadOptions, load};
+
+    fn vis(preset: &str, privacy: &str, opts: LoadOptions) -> Visibility {
+        let yaml = format!("config:\n  tracing:\n    preset: {preset}\n{privacy}");
+        load(&yaml, &opts).unwrap().plan.visibility()
+    }
+
+    const SHOWN: Visibility = Visibility {
+        hide_inputs: false,
+        hide_outputs: false,
+    };
+    const HIDDEN: Visibility = Visibility {
+        hide_inputs: true,
+        hide_outputs: true,
+    };
+
+    #[test]
+    fn otel_content_switch_replaces_the_jaeger_default_only() {
+        let capture = |c| LoadOptions {
+            capture_message_content: Some(c),
+            ..LoadOptions::default()
+        };
+        assert_eq!(vis("jaeger", "", LoadOptions::default()), HIDDEN);
+        assert_eq!(vis("jaeger", "", capture(true)), SHOWN);
+        assert_eq!(vis("jaeger", "", capture(false)), HIDDEN);
+        // Other presets show content by default and ignore OTel's switch.
+        assert_eq!(vis("phoenix", "", capture(false)), SHOWN);
+        // The config and OpenInference's variables still decide first.
+        let config_hides = "    privacy: {hideInputs: true}\n";
+        let v = vis("jaeger", config_hides, capture(true));
+        assert!(v.hide_inputs && !v.hide_outputs, "{v:?}");
+        let env_hides = LoadOptions {
+            hide_outputs: Some(true),
+            ..capture(true)
+        };
+        let v = vis("jaeger", "", env_hides);
+        assert!(!v.hide_inputs && v.hide_outputs, "{v:?}");
+    }
 }

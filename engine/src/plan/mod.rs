@@ -57,6 +57,11 @@ pub struct LoadOptions {
     pub hide_inputs: Option<bool>,
     /// `OPENINFERENCE_HIDE_OUTPUTS`.
     pub hide_outputs: Option<bool>,
+    /// `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` (OTel's GenAI switch):
+    /// whether message content belongs on spans. It replaces the privacy default
+    /// of the preset that follows the OTel GenAI conventions (`jaeger`); the
+    /// config's `privacy` and `OPENINFERENCE_HIDE_*` still win over it.
+    pub capture_message_content: Option<bool>,
 }
 
 /// A parsed and compiled config.

@@ -168,6 +168,8 @@ impl Call {
             .headers
             .get("traceparent")
             .and_then(|v| trace_context::parse_traceparent(v.as_bytes()));
+        exchange.has_parent = parent.is_some();
+        exchange.start_time = Some(start_time);
         let flight = InFlight {
             shared,
             generation,

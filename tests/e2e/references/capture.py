@@ -9,7 +9,13 @@ preset and its reference render the same call.
 
     python3 -m venv tests/e2e/.venv-refs
     tests/e2e/.venv-refs/bin/pip install -r tests/e2e/references/requirements.txt
+    python3 -m venv tests/e2e/.venv-refs-openai-v2
+    tests/e2e/.venv-refs-openai-v2/bin/pip install -r tests/e2e/references/requirements-openai-v2.txt
     tests/e2e/.venv-refs/bin/python tests/e2e/references/capture.py
+
+OTel's openai-v2 2.4b0 imports `opentelemetry.util.genai.instruments`, which
+opentelemetry-util-genai 1.2 renamed, while OTel's google-genai 1.3b0 needs util-genai
+1.3: the openai-v2 captures run in a venv of their own ([`VENVS`]).
 
 Each instrumentation runs in a subprocess of its own (`--one NAME`), so one's
 monkey-patching or environment never reaches another's spans.
@@ -39,6 +45,7 @@ CASES = {
     "messages": ["messages_json", "messages_stream_tools", "messages_thinking"],
     "responses": ["responses_json", "responses_stream_tools", "responses_reasoning"],
     "generate_content": ["gemini_json", "gemini_stream_tools", "gemini_thinking"],
+    "chat": ["chat_json", "chat_stream", "chat_stream_tools", "chat_tool_result"],
 }
 
 # Session and user as the instrumentations take them (OpenInference's context
@@ -54,7 +61,7 @@ REFERENCES: list[tuple[str, str, list[str], dict[str, str]]] = [
      ["generate_content"], {}),
     ("traceloop-anthropic", "opentelemetry-instrumentation-anthropic", ["messages"],
      {"TRACELOOP_TRACE_CONTENT": "true"}),
-    ("traceloop-openai", "opentelemetry-instrumentation-openai", ["responses"],
+    ("traceloop-openai", "opentelemetry-instrumentation-openai", ["responses", "chat"],
      {"TRACELOOP_TRACE_CONTENT": "true"}),
     ("traceloop-google-generativeai", "opentelemetry-instrumentation-google-generativeai",
      ["generate_content"], {"TRACELOOP_TRACE_CONTENT": "true"}),
@@ -65,7 +72,24 @@ REFERENCES: list[tuple[str, str, list[str], dict[str, str]]] = [
      ["generate_content"],
      {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
       "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"}),
+    # OTel's own openai instrumentation (Chat Completions), the same two ways.
+    ("otel-openai-v2", "opentelemetry-instrumentation-openai-v2", ["chat"],
+     {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}),
+    ("otel-openai-v2-content", "opentelemetry-instrumentation-openai-v2", ["chat"],
+     {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+      "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"}),
+    # The Langfuse SDK's OpenAI integration (`from langfuse.openai import OpenAI`): its
+    # spans are what Langfuse's OTel ingestion reads from its own SDK.
+    ("langfuse-openai", "langfuse", ["chat"], {}),
 ]
+
+
+# Instrumentations whose pins conflict with the rest: the venv (under tests/e2e/) whose
+# python captures them; the others run in the interpreter running this script.
+VENVS = {
+    "otel-openai-v2": ".venv-refs-openai-v2",
+    "otel-openai-v2-content": ".venv-refs-openai-v2",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,10 +192,31 @@ def call_generate_content(base: str, case: str) -> None:
         client.models.generate_content(model=model, contents=body["contents"], config=config)
 
 
+def call_chat(base: str, case: str, openai_module: Any = None) -> None:
+    if openai_module is None:
+        import openai as openai_module
+
+    body = request(case)
+    client = openai_module.OpenAI(base_url=f"{base}/v1", api_key="sk-reference", max_retries=0)
+    if body.pop("stream", False):
+        for _ in client.chat.completions.create(**body, stream=True):
+            pass
+    else:
+        client.chat.completions.create(**body)
+
+
+def call_chat_langfuse(base: str, case: str) -> None:
+    """The same call through Langfuse's drop-in `openai` module."""
+    from langfuse.openai import openai as langfuse_openai
+
+    call_chat(base, case, langfuse_openai)
+
+
 CALLERS: dict[str, Callable[[str, str], None]] = {
     "messages": call_messages,
     "responses": call_responses,
     "generate_content": call_generate_content,
+    "chat": call_chat,
 }
 
 
@@ -200,6 +245,9 @@ def instrumentor(name: str) -> Any:
             GoogleGenerativeAiInstrumentor,
         )
         return GoogleGenerativeAiInstrumentor()
+    if name.startswith("otel-openai-v2"):
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+        return OpenAIInstrumentor()
     if name.startswith("otel-google-genai"):
         from opentelemetry.instrumentation.google_genai import GoogleGenAiSdkInstrumentor
         return GoogleGenAiSdkInstrumentor()
@@ -214,7 +262,12 @@ def normalize(value: Any) -> Any:
 
 # Attributes whose value is a measurement of this run, kept with a fixed value so that
 # regenerating the references changes nothing that matters.
-MEASURED = {"gen_ai.response.time_to_first_chunk": 0.01}
+MEASURED = {
+    "gen_ai.response.time_to_first_chunk": 0.01,
+    "langfuse.observation.completion_start_time": "\"2026-12-01T12:00:00.180000Z\"",
+    # The replay server's port, new each run.
+    "gen_ai.openai.api_base": "http://127.0.0.1:8000/v1/",
+}
 
 
 def span_record(span: Any) -> dict[str, Any]:
@@ -238,17 +291,23 @@ def run_one(name: str, out: Path) -> None:
     ref = next(r for r in REFERENCES if r[0] == name)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    inst = instrumentor(name)
-    inst.instrument(tracer_provider=provider)
     replay = Replay()
+    if name == "langfuse-openai":
+        inst: Any = LangfuseClient(replay.base, exporter)
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        inst = instrumentor(name)
+    inst.instrument(tracer_provider=provider)
+    callers = {**CALLERS, "chat": call_chat_langfuse} if name == "langfuse-openai" else CALLERS
     (out / name).mkdir(parents=True, exist_ok=True)
     for protocol in ref[2]:
         for case in CASES[protocol]:
             exporter.clear()
             replay.case, replay.sent = case, []
             with session_scope(name):
-                CALLERS[protocol](replay.base, case)
+                callers[protocol](replay.base, case)
+            if hasattr(inst, "flush"):
+                inst.flush()
             spans = [span_record(s) for s in exporter.get_finished_spans()]
             record = {
                 "instrumentation": ref[1],
@@ -263,10 +322,35 @@ def run_one(name: str, out: Path) -> None:
     replay.server.shutdown()
 
 
+class LangfuseClient:
+    """The Langfuse SDK in the place of an instrumentor: its client, exporting into
+    `exporter` (no network; the replay server stands in for the Langfuse host)."""
+
+    def __init__(self, base: str, exporter: Any) -> None:
+        self.base, self.exporter, self.client = base, exporter, None
+
+    def instrument(self, tracer_provider: Any) -> None:
+        from langfuse import Langfuse
+
+        self.client = Langfuse(public_key="pk-lf-reference", secret_key="sk-lf-reference",
+                               base_url=self.base, tracer_provider=tracer_provider,
+                               span_exporter=self.exporter, flush_at=1)
+
+    def flush(self) -> None:
+        self.client.flush()
+
+    def uninstrument(self) -> None:
+        self.client.shutdown()
+
+
 def session_scope(name: str) -> Any:
-    """OpenInference's way to give a span a session and a user; the others have none."""
+    """OpenInference's and Langfuse's ways to give a span a session and a user; the
+    others have none."""
     import contextlib
 
+    if name == "langfuse-openai":
+        from langfuse import propagate_attributes
+        return propagate_attributes(session_id=SESSION_ID, user_id=USER_ID)
     if not name.startswith("openinference"):
         return contextlib.nullcontext()
     from openinference.instrumentation import using_attributes
@@ -284,7 +368,14 @@ def main() -> int:
     failed = []
     for name, _, _, env in REFERENCES:
         print(f"capturing {name}", file=sys.stderr)
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--out", str(args.out)],
+        python = sys.executable
+        if name in VENVS:
+            python = str(HERE.parent / VENVS[name] / "bin" / "python")
+            if not os.path.exists(python):
+                print(f"{name}: no {python} (see this script's docstring)", file=sys.stderr)
+                failed.append(name)
+                continue
+        proc = subprocess.run([python, __file__, "--one", name, "--out", str(args.out)],
                               env={**os.environ, **env})
         if proc.returncode != 0:
             failed.append(name)
