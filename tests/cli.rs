@@ -340,7 +340,7 @@ fn preview_table_lists_types() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("span  openai.chat  (kind CLIENT, status UNSET)"),
+        text.starts_with("span  openai.chat  (kind CLIENT, status OK)"),
         "{text}"
     );
     assert!(

@@ -176,7 +176,7 @@ fn cost_attributes_match_golden() {
             .any(|v| v.as_object().is_some_and(|o| !o.is_empty()));
         match preset {
             PresetName::Phoenix | PresetName::Langfuse => assert!(writes_cost, "{preset:?}"),
-            PresetName::Jaeger | PresetName::Openllmetry => {
+            PresetName::Jaeger | PresetName::Openllmetry | PresetName::OpenllmetryIndexed => {
                 assert!(!writes_cost, "{preset:?}: {got:?}");
                 continue;
             }

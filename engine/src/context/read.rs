@@ -168,14 +168,14 @@ mod tests {
             time_to_first_token_ms: Some(180.0),
             ..Exchange::default()
         };
-        let first = read(&ex, Visibility::default(), Var::FirstTokenTime);
+        let first = read(&ex, &crate::context::View::default(), Var::FirstTokenTime);
         assert_eq!(first.as_str(), Some("2026-12-01T12:00:00.180000Z"));
         for ms in [f64::NAN, -1.0, f64::INFINITY, 1e300] {
             let ex = Exchange {
                 time_to_first_token_ms: Some(ms),
                 ..ex.clone()
             };
-            let v = read(&ex, Visibility::default(), Var::FirstTokenTime);
+            let v = read(&ex, &crate::context::View::default(), Var::FirstTokenTime);
             assert!(matches!(v, Value::Null), "{ms}");
         }
     }
