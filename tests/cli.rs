@@ -345,7 +345,7 @@ fn preview_table_lists_types() {
     );
     assert!(
         text.lines()
-            .any(|l| l.contains("gen_ai.usage.prompt_tokens")
+            .any(|l| l.contains("gen_ai.usage.input_tokens")
                 && l.contains("int")
                 && l.ends_with("42")),
         "{text}"
