@@ -252,7 +252,8 @@ fn preview_honours_provider_and_env_privacy() {
     assert!(out.status.success());
     let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let attrs = &span["attributes"];
-    assert_eq!(attrs["llm.provider"], "gemini");
+    // OpenInference names the Gemini provider `google`.
+    assert_eq!(attrs["llm.provider"], "google");
     assert_eq!(attrs["input.value"], "__REDACTED__");
     assert!(attrs.get("llm.input_messages.0.message.content").is_none());
     assert_eq!(attrs["llm.token_count.prompt"], 42);
@@ -335,12 +336,12 @@ fn preview_table_lists_types() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("span  openai.chat  (kind CLIENT, status UNSET)"),
+        text.starts_with("span  openai.chat  (kind CLIENT, status OK)"),
         "{text}"
     );
     assert!(
         text.lines()
-            .any(|l| l.contains("gen_ai.usage.prompt_tokens")
+            .any(|l| l.contains("gen_ai.usage.input_tokens")
                 && l.contains("int")
                 && l.ends_with("42")),
         "{text}"
