@@ -636,7 +636,12 @@ fn langfuse_reads_generations_with_model_io_usage_params_session_and_user() {
                 format!("{name}: model parameter {key} is not a scalar: {value}")
             });
         }
-        v.eq(name, "model parameter user", obs.model_parameters.get("user"), None);
+        v.eq(
+            name,
+            "model parameter user",
+            obs.model_parameters.get("user"),
+            None,
+        );
         for key in ["temperature", "top_p", "max_tokens"] {
             if let Some(sent) = call.request.get(key) {
                 v.eq(
@@ -746,28 +751,62 @@ fn openllmetry_consumers_read_the_genai_messages() {
     let mut v = Verdict::default();
     for (call, span) in &drive(&gateway, &receiver) {
         let name = call.name;
-        v.eq(name, "provider", span.str_attr("gen_ai.provider.name"), Some("openai"));
+        v.eq(
+            name,
+            "provider",
+            span.str_attr("gen_ai.provider.name"),
+            Some("openai"),
+        );
         v.check(span.attr("gen_ai.prompt.0.role").is_none(), || {
             format!("{name}: the indexed form is openllmetry-indexed's")
         });
         if name == "failed" || call.path == "/embeddings" {
             continue;
         }
-        v.eq(name, "total tokens", span.int_attr("gen_ai.usage.total_tokens"), call.usage("total_tokens"));
+        v.eq(
+            name,
+            "total tokens",
+            span.int_attr("gen_ai.usage.total_tokens"),
+            call.usage("total_tokens"),
+        );
         let input = json_attr(span, "gen_ai.input.messages").unwrap_or_default();
-        check_messages(Some(input.clone()), false, &mut v, name, "gen_ai.input.messages");
-        let roles: Vec<&Value> = input.as_array().into_iter().flatten().map(|m| &m["role"]).collect();
-        let want: Vec<&Value> = call.request["messages"].as_array().unwrap().iter().map(|m| &m["role"]).collect();
+        check_messages(
+            Some(input.clone()),
+            false,
+            &mut v,
+            name,
+            "gen_ai.input.messages",
+        );
+        let roles: Vec<&Value> = input
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| &m["role"])
+            .collect();
+        let want: Vec<&Value> = call.request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["role"])
+            .collect();
         v.eq(name, "input roles", roles, want);
         let output = json_attr(span, "gen_ai.output.messages").unwrap_or_default();
-        check_messages(Some(output.clone()), true, &mut v, name, "gen_ai.output.messages");
+        check_messages(
+            Some(output.clone()),
+            true,
+            &mut v,
+            name,
+            "gen_ai.output.messages",
+        );
         let calls: Vec<&str> = output[0]["parts"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["type"] == "tool_call")
             .inspect(|p| {
-                v.check(p["arguments"].is_object(), || format!("{name}: arguments not parsed: {p}"))
+                v.check(p["arguments"].is_object(), || {
+                    format!("{name}: arguments not parsed: {p}")
+                })
             })
             .filter_map(|p| p["name"].as_str())
             .collect();
@@ -1122,7 +1161,12 @@ fn jaeger_content_when_enabled_uses_the_conventions_message_schema() {
         Some("Capital of Portugal?"),
     );
     let system = json_attr(span, "gen_ai.system_instructions").unwrap_or_default();
-    v.eq("chat", "system instruction part", system[0]["type"].as_str(), Some("text"));
+    v.eq(
+        "chat",
+        "system instruction part",
+        system[0]["type"].as_str(),
+        Some("text"),
+    );
     v.check(
         input
             .as_array()
@@ -1137,7 +1181,10 @@ fn jaeger_content_when_enabled_uses_the_conventions_message_schema() {
         for part in output[0]["parts"].as_array().into_iter().flatten() {
             if part["type"] == "tool_call" {
                 v.check(part["arguments"].is_object(), || {
-                    format!("{}: tool-call arguments are not an object: {part}", call.name)
+                    format!(
+                        "{}: tool-call arguments are not an object: {part}",
+                        call.name
+                    )
                 });
             }
         }

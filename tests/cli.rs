@@ -279,7 +279,11 @@ fn otel_content_switch_reaches_the_jaeger_preset() {
             cmd.env("OPENINFERENCE_HIDE_INPUTS", v);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let span: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         span["attributes"].clone()
     };
@@ -340,10 +344,9 @@ fn preview_table_lists_types() {
         "{text}"
     );
     assert!(
-        text.lines()
-            .any(|l| l.contains("gen_ai.usage.input_tokens")
-                && l.contains("int")
-                && l.ends_with("42")),
+        text.lines().any(|l| l.contains("gen_ai.usage.input_tokens")
+            && l.contains("int")
+            && l.ends_with("42")),
         "{text}"
     );
 }

@@ -213,7 +213,7 @@ fn phoenix_redacts_input_value_and_env_switch_works() {
         hide_inputs: Some(true),
         hide_outputs: None,
         ..LoadOptions::default()
-        };
+    };
     let plan = load(&preset_yaml(PresetName::Phoenix, ""), &opts)
         .unwrap()
         .plan;

@@ -359,7 +359,13 @@ fn check_promises(preset: &str, case: &Case, answer: &Answer, span: &Span, upstr
                     .span
                     .str_attr("langfuse.observation.input")
                     .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                    .map(|v| if tools.is_empty() { v } else { v["messages"].clone() });
+                    .map(|v| {
+                        if tools.is_empty() {
+                            v
+                        } else {
+                            v["messages"].clone()
+                        }
+                    });
                 let roles_match = got_input
                     .as_ref()
                     .and_then(Value::as_array)
@@ -435,7 +441,9 @@ fn check_promises(preset: &str, case: &Case, answer: &Answer, span: &Span, upstr
                     .collect();
                 for (id, name, args) in &answer.tool_calls {
                     let args: Value = serde_json::from_str(args).unwrap_or(json!(args));
-                    parts.push(json!({"type": "tool_call", "id": id, "name": name, "arguments": args}));
+                    parts.push(
+                        json!({"type": "tool_call", "id": id, "name": name, "arguments": args}),
+                    );
                 }
                 let finish = match answer.finish_reason.as_deref() {
                     Some("tool_calls") => Some("tool_call"),
@@ -448,9 +456,11 @@ fn check_promises(preset: &str, case: &Case, answer: &Answer, span: &Span, upstr
                 if !tools.is_empty() {
                     let defs: Vec<Value> = tools
                         .iter()
-                        .map(|t| json!({"type": "function", "name": t["function"]["name"],
+                        .map(|t| {
+                            json!({"type": "function", "name": t["function"]["name"],
                             "description": t["function"]["description"],
-                            "parameters": t["function"]["parameters"]}))
+                            "parameters": t["function"]["parameters"]})
+                        })
                         .collect();
                     p.json("gen_ai.tool.definitions", Value::Array(defs));
                 }
@@ -543,8 +553,13 @@ fn golden_json(span: &Span) -> Value {
     ] {
         if let Some(v) = attributes.get_mut(key) {
             let measured = v.as_f64().is_some_and(|s| s >= 0.0)
-                || v.as_str().is_some_and(|t| t.starts_with("\"20") && t.ends_with("Z\""));
-            *v = json!(if measured { "<measured>" } else { "<malformed>" });
+                || v.as_str()
+                    .is_some_and(|t| t.starts_with("\"20") && t.ends_with("Z\""));
+            *v = json!(if measured {
+                "<measured>"
+            } else {
+                "<malformed>"
+            });
         }
     }
     json!({

@@ -823,10 +823,15 @@ fn differences(
 /// The Chat Completions calls of `tests/e2e/references/calls/`, parsed by the gateway's
 /// own chat protocol, with what the proxy adds (as `fixture::protocol_calls` has it).
 fn chat_calls() -> Vec<(&'static str, Exchange)> {
-    ["chat_json", "chat_stream", "chat_stream_tools", "chat_tool_result"]
-        .into_iter()
-        .map(|case| (case, chat_call(case)))
-        .collect()
+    [
+        "chat_json",
+        "chat_stream",
+        "chat_stream_tools",
+        "chat_tool_result",
+    ]
+    .into_iter()
+    .map(|case| (case, chat_call(case)))
+    .collect()
 }
 
 fn chat_call(case: &str) -> Exchange {
@@ -1054,7 +1059,11 @@ fn langfuse_reads_each_protocol_call() {
         let messages = if ex.tools.is_empty() {
             input.clone()
         } else {
-            assert_eq!(input["tools"].as_array().map(Vec::len), Some(ex.tools.len()), "{case}");
+            assert_eq!(
+                input["tools"].as_array().map(Vec::len),
+                Some(ex.tools.len()),
+                "{case}"
+            );
             input["messages"].clone()
         };
         for m in messages.as_array().expect("messages") {
@@ -1085,7 +1094,10 @@ fn langfuse_reads_each_protocol_call() {
         assert_eq!(calls, ex.choices[0].tool_calls.len(), "{case}");
         let params = json("langfuse.observation.model.parameters");
         for (k, v) in params.as_object().into_iter().flatten() {
-            assert!(!v.is_object() && !v.is_array() && !v.is_null(), "{case}: {k} = {v}");
+            assert!(
+                !v.is_object() && !v.is_array() && !v.is_null(),
+                "{case}: {k} = {v}"
+            );
         }
         if ex.streaming {
             assert_eq!(
@@ -1115,12 +1127,28 @@ fn langfuse_sets_the_trace_input_and_output_only_on_child_spans() {
         ex.has_parent = true;
         let t = trace_keys(&ex);
         let json = |k: &str| serde_json::from_str::<Value>(t[k].as_str().unwrap()).unwrap();
-        assert_eq!(t["langfuse.trace.name"], format!("{} {}", ex.operation.as_str(), ex.request_model.clone().unwrap()), "{case}");
+        assert_eq!(
+            t["langfuse.trace.name"],
+            format!(
+                "{} {}",
+                ex.operation.as_str(),
+                ex.request_model.clone().unwrap()
+            ),
+            "{case}"
+        );
         let input = json("langfuse.trace.input");
-        assert_eq!(input.as_array().map(Vec::len), Some(ex.prompt.len()), "{case}");
+        assert_eq!(
+            input.as_array().map(Vec::len),
+            Some(ex.prompt.len()),
+            "{case}"
+        );
         assert!(input[0].get("tool_call_id").is_none(), "{case}: {input}");
         let output = json("langfuse.trace.output");
         assert_eq!(output["role"], "assistant", "{case}");
-        assert_eq!(output["content"].as_str(), ex.choices[0].content.as_deref(), "{case}");
+        assert_eq!(
+            output["content"].as_str(),
+            ex.choices[0].content.as_deref(),
+            "{case}"
+        );
     }
 }

@@ -79,7 +79,12 @@ pub fn install(env: &mut Env) -> Result<(), DeclarationError> {
     env.add_overload("toJson", "celgate_to_json", dyn_arg(), to_json)?;
     env.add_overload("to_json", "celgate_to_json_alias", dyn_arg(), to_json)?;
     env.add_overload("parseJson", "celgate_parse_json", dyn_arg(), parse_json)?;
-    env.add_overload("parse_json", "celgate_parse_json_alias", dyn_arg(), parse_json)?;
+    env.add_overload(
+        "parse_json",
+        "celgate_parse_json_alias",
+        dyn_arg(),
+        parse_json,
+    )?;
     env.add_overload("compact", "celgate_compact", dyn_arg(), compact)?;
     env.add_overload(IS_NULL, "celgate_is_null", dyn_arg(), is_null)?;
     // default(x, fallback) => @not_strictly_false(__celgate_is_null(x)) ? fallback : x

@@ -9,8 +9,8 @@
 
 use super::{REDACTED, Var, Visibility};
 use crate::exchange::Exchange;
-use std::time::{SystemTime, UNIX_EPOCH};
 use crate::value::{Value, opt_int, opt_str};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The value of `var` in `ex`, as `vis` lets expressions see it. Borrows the
 /// exchange: nothing is copied.
@@ -135,9 +135,15 @@ mod tests {
             v => panic!("{v:?}"),
         };
         assert_eq!(text(at(0, 0)), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(text(at(1_796_126_400, 180_000)), "2026-12-01T12:00:00.180000Z");
+        assert_eq!(
+            text(at(1_796_126_400, 180_000)),
+            "2026-12-01T12:00:00.180000Z"
+        );
         assert_eq!(text(at(951_782_400, 1)), "2000-02-29T00:00:00.000001Z");
-        assert!(matches!(rfc3339(UNIX_EPOCH - Duration::from_secs(1)), Value::Null));
+        assert!(matches!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            Value::Null
+        ));
         let ex = Exchange {
             start_time: Some(at(1_796_126_400, 0)),
             time_to_first_token_ms: Some(180.0),

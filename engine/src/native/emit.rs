@@ -240,7 +240,9 @@ pub(super) fn flatten_value(
     // The common leaves first.
     match v {
         Value::Null => return Ok(()),
-        Value::Parsed(j) => return flatten_value(Value::Json(&j, 0), kb, depth, levels, out, steps),
+        Value::Parsed(j) => {
+            return flatten_value(Value::Json(&j, 0), kb, depth, levels, out, steps);
+        }
         Value::Str(s) => {
             // Cut before the copy, as `push_attr` does (the plan cuts again).
             let Some(s) = capped(Value::Str(s), out.max_len)

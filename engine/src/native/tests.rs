@@ -452,7 +452,10 @@ fn parsed_tool_call_arguments_settle_natively() {
         "",
     );
     let ex = rich();
-    assert_eq!(plan.native_outcomes(&ex), vec![("t.x".to_owned(), Some(true))]);
+    assert_eq!(
+        plan.native_outcomes(&ex),
+        vec![("t.x".to_owned(), Some(true))]
+    );
     assert_eq!(compare(&plan, "parsed arguments"), 4);
     let span = plan.evaluate(&ex);
     let crate::AttrValue::String(text) = &span.attributes[0].1 else {

@@ -45,7 +45,11 @@ pub(super) fn merge<'a>(
         fields: fields(user, preset),
         resources: resources(user, preset),
         remove,
-        visibility: visibility(&user.privacy, opts, preset.map(|(n, p)| preset_privacy(*n, p, opts))),
+        visibility: visibility(
+            &user.privacy,
+            opts,
+            preset.map(|(n, p)| preset_privacy(*n, p, opts)),
+        ),
     }
 }
 
