@@ -344,10 +344,9 @@ fn preview_table_lists_types() {
         "{text}"
     );
     assert!(
-        text.lines()
-            .any(|l| l.contains("gen_ai.usage.input_tokens")
-                && l.contains("int")
-                && l.ends_with("42")),
+        text.lines().any(|l| l.contains("gen_ai.usage.input_tokens")
+            && l.contains("int")
+            && l.ends_with("42")),
         "{text}"
     );
 }

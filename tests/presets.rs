@@ -539,11 +539,28 @@ fn check_promises(preset: &str, case: &Case, answer: &Answer, span: &Span, upstr
 fn golden_json(span: &Span) -> Value {
     let mut attributes = span.attributes.clone();
     // `server.port` is the scripted upstream's port, picked by the OS at random for
-    // each run (its value is checked in `check_promises`). Nothing else in these
+    // each run (its value is checked in `check_promises`). Apart from time to first
+    // token, nothing else in these
     // exchanges varies: ids, timestamps and token counts come from the scripted
     // upstream, which derives them from the request and its position.
     if let Some(port) = attributes.get_mut("server.port") {
         *port = json!("<port>");
+    }
+    // Time to first token is measured (its type and sign are checked here).
+    for key in [
+        "gen_ai.response.time_to_first_chunk",
+        "langfuse.observation.completion_start_time",
+    ] {
+        if let Some(v) = attributes.get_mut(key) {
+            let measured = v.as_f64().is_some_and(|s| s >= 0.0)
+                || v.as_str()
+                    .is_some_and(|t| t.starts_with("\"20") && t.ends_with("Z\""));
+            *v = json!(if measured {
+                "<measured>"
+            } else {
+                "<malformed>"
+            });
+        }
     }
     json!({
         "name": span.name,

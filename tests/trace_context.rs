@@ -106,3 +106,69 @@ fn traceparent_makes_a_child_span_and_is_forwarded_and_unsampled_parents_export_
         Some(format!("00-{}-{}-01", root.trace_id, root.span_id).as_str())
     );
 }
+
+/// Langfuse takes a trace's input and output from its root span: under a client's
+/// `traceparent`, the langfuse preset names them on celgate's (child) span; without
+/// one, celgate's span is the root and leaves them to the observation's.
+#[test]
+fn langfuse_names_the_trace_input_and_output_only_under_a_clients_traceparent() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::http();
+    let config = support::config_yaml(
+        "langfuse",
+        &receiver.endpoint(),
+        "http",
+        &upstream.base_url(),
+    );
+    let gateway = Gateway::start(&config, &[]);
+    let rt = runtime();
+    let proxy = gateway.base_url();
+    let parent = Parent::new();
+    let tp = parent.traceparent(true);
+    let reply = rt.block_on(post(
+        &proxy,
+        "/chat/completions",
+        &chat_body("gpt-4o-mini", "Hi under a parent"),
+        &[("traceparent", tp.as_str())],
+    ));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let child = span_of(&receiver, &parent.trace_id, "the child call", &gateway);
+    let input = child.str_attr("langfuse.trace.input").expect("trace input");
+    assert!(input.contains("Hi under a parent"), "{input}");
+    let output = child
+        .str_attr("langfuse.trace.output")
+        .expect("trace output");
+    assert!(output.contains("\"role\":\"assistant\""), "{output}");
+    assert_eq!(
+        child.str_attr("langfuse.trace.name"),
+        Some("chat gpt-4o-mini")
+    );
+
+    let reply = rt.block_on(post(
+        &proxy,
+        "/chat/completions",
+        &chat_body("gpt-4o-mini", "Hi as the root"),
+        &[],
+    ));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let deadline = std::time::Instant::now() + SPAN_TIMEOUT;
+    let root = loop {
+        let spans = receiver.spans();
+        if let Some(s) = spans.iter().find(|s| s.parent_span_id.is_empty()) {
+            break s.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no root span\n{}",
+            gateway.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(root.str_attr("langfuse.observation.input").is_some());
+    assert!(
+        root.attributes
+            .keys()
+            .all(|k| !k.starts_with("langfuse.trace.")),
+        "{root:?}"
+    );
+}

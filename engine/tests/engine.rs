@@ -210,7 +210,7 @@ fn span_name_and_kind_are_special_keys() {
 
 #[test]
 fn user_fields_override_preset_keys_and_remove_applies_last() {
-    let yaml = "config:\n  tracing:\n    preset: openllmetry\n    fields:\n      add:\n        gen_ai.system: '\"custom\"'\n        extra: '1'\n      remove: [llm.is_streaming, gen_ai.prompt.*]\n";
+    let yaml = "config:\n  tracing:\n    preset: openllmetry-indexed\n    fields:\n      add:\n        gen_ai.system: '\"custom\"'\n        extra: '1'\n      remove: [llm.is_streaming, gen_ai.prompt.*]\n";
     let span = load(yaml, &LoadOptions::default())
         .unwrap()
         .plan
