@@ -9,6 +9,8 @@
 //! the same caps, so a new protocol inherits the bounds by using this module.
 
 use celgate_engine::attributes::cut_str as prefix;
+use serde::de::{IgnoredAny, SeqAccess};
+use serde_json::Value;
 use std::borrow::Cow;
 
 /// Longest error message a stream summary keeps, in bytes.
@@ -24,6 +26,32 @@ pub const MAX_TEXT_BYTES: usize = 8 << 20;
 
 /// Longest id, name, role or finish reason kept (real ones are a few dozen bytes).
 pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Reads a JSON array one element at a time, each turned by `keep` into at most one
+/// item, until [`MAX_TRACKED`] items are kept; later elements are skipped unbuilt.
+/// Returns the items and whether any element was skipped. A whole-body reader's
+/// answer to a million choices, blocks or output items costs one at a time.
+pub(crate) fn capped_seq<'de, A: SeqAccess<'de>, T>(
+    mut seq: A,
+    mut keep: impl FnMut(Value) -> Option<T>,
+) -> Result<(Vec<T>, bool), A::Error> {
+    let mut items = Vec::new();
+    let mut truncated = false;
+    loop {
+        if items.len() >= MAX_TRACKED {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            truncated = true;
+            continue;
+        }
+        match seq.next_element::<Value>()? {
+            None => break,
+            Some(v) => items.extend(keep(v)),
+        }
+    }
+    Ok((items, truncated))
+}
 
 /// What of a stream's text may still be kept, and whether anything was left out.
 #[derive(Debug)]

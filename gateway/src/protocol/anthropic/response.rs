@@ -15,7 +15,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::{Map, Value};
 
 use super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level, string_field};
+#[cfg(doc)]
 use super::super::limits::MAX_TRACKED;
+use super::super::limits::capped_seq;
 use super::super::tokens::set_usage;
 use super::{Counts, block_type, choice, tool_use};
 
@@ -169,24 +171,12 @@ impl<'de> Visitor<'de> for BlocksSeed {
         f.write_str("an array of content blocks")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Blocks, A::Error> {
-        let mut blocks = Vec::new();
-        let mut truncated = false;
-        loop {
-            if blocks.len() >= MAX_TRACKED {
-                if seq.next_element::<IgnoredAny>()?.is_none() {
-                    break;
-                }
-                truncated = true;
-                continue;
-            }
-            match seq.next_element::<Value>()? {
-                None => break,
-                Some(Value::Object(block)) => blocks.push(block),
-                Some(_) => {}
-            }
-        }
-        Ok(Some((blocks, truncated)))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Blocks, A::Error> {
+        let blocks = capped_seq(seq, |v| match v {
+            Value::Object(block) => Some(block),
+            _ => None,
+        })?;
+        Ok(Some(blocks))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Blocks, A::Error> {

@@ -13,7 +13,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::{Map, Value};
 
 use super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level};
+#[cfg(doc)]
 use super::super::limits::MAX_TRACKED;
+use super::super::limits::capped_seq;
 use super::{apply_usage_object, content_text, function_call, tool_call};
 
 /// Parses a response body into `ex` (see [`super::parse_response`]); `choices`:
@@ -148,26 +150,17 @@ impl<'de> Visitor<'de> for ChoicesSeed {
         f.write_str("an array of choices")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut choices = Vec::new();
-        let mut truncated = false;
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        // A choice's position counts every element read, objects or not.
         let mut pos = 0;
-        loop {
-            if choices.len() >= MAX_TRACKED {
-                if seq.next_element::<IgnoredAny>()?.is_none() {
-                    break;
-                }
-                truncated = true;
-                continue;
-            }
-            match seq.next_element::<Value>()? {
-                None => break,
-                Some(Value::Object(map)) => choices.push(response_choice(pos, map)),
-                Some(_) => {}
-            }
+        capped_seq(seq, |v| {
+            let at = pos;
             pos += 1;
-        }
-        Ok((choices, truncated))
+            match v {
+                Value::Object(map) => Some(response_choice(at, map)),
+                _ => None,
+            }
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {

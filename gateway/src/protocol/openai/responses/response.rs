@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level};
+#[cfg(doc)]
 use super::super::super::limits::MAX_TRACKED;
+use super::super::super::limits::capped_seq;
 use super::super::super::tokens::{Usage, json_count, set_usage};
 use super::super::{arguments_text, content_text, token_details};
 use super::finish_reason;
@@ -386,23 +388,8 @@ impl<'de> Visitor<'de> for OutputSeed {
         f.write_str("an array of output items")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Output, A::Error> {
-        let mut items = Vec::new();
-        let mut truncated = false;
-        loop {
-            if items.len() >= MAX_TRACKED {
-                if seq.next_element::<IgnoredAny>()?.is_none() {
-                    break;
-                }
-                truncated = true;
-                continue;
-            }
-            match seq.next_element::<Value>()? {
-                None => break,
-                Some(v) => items.extend(Item::from_value(v)),
-            }
-        }
-        Ok(Some((items, truncated)))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Output, A::Error> {
+        Ok(Some(capped_seq(seq, Item::from_value)?))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Output, A::Error> {
