@@ -411,11 +411,6 @@ impl Settings {
         }
         out
     }
-
-    /// The first backend serving `model`.
-    pub fn route(&self, model: &str) -> Option<&Backend> {
-        self.backends.iter().find(|b| b.serves(model))
-    }
 }
 
 /// The secret files `file` references (backends' `apiKey` files, then the client

@@ -84,8 +84,8 @@ pub fn owner_of(method: &Method, path: &str) -> Option<&'static dyn Protocol> {
 /// path the backend's `passthrough` list forwards): the provider's own API's header.
 pub fn provider_auth(provider: &str) -> BackendAuth {
     match provider {
-        "anthropic" => BackendAuth::Header("x-api-key"),
-        "gemini" => BackendAuth::Header("x-goog-api-key"),
+        "anthropic" => anthropic::MESSAGES.backend_auth(),
+        "gemini" => gemini::GENERATE.backend_auth(),
         _ => BackendAuth::Bearer,
     }
 }
