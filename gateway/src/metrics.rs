@@ -333,8 +333,14 @@ impl Metrics {
         }
     }
 
-    /// These metrics, also recording the GenAI histograms into `instruments`.
-    pub fn with_otlp(mut self, instruments: otlp::Instruments) -> Metrics {
+    /// These metrics, also recording the GenAI histograms into `instruments` and
+    /// counting the push's `failures`.
+    pub fn with_otlp(mut self, instruments: otlp::Instruments, failures: Counter) -> Metrics {
+        self.registry.register(
+            "celgate_metrics_push_failures",
+            "Failed OTLP metrics pushes (the next push carries their values, cumulated)",
+            failures,
+        );
         self.otlp = Some(instruments);
         self
     }

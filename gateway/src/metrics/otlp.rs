@@ -188,8 +188,10 @@ mod tests {
     #[test]
     fn one_call_is_recorded_in_both_with_the_same_bounds() {
         let (provider, capture) = provider();
-        let metrics = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1))
-            .with_otlp(Instruments::new(&provider.meter("test")));
+        let metrics = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1)).with_otlp(
+            Instruments::new(&provider.meter("test")),
+            Default::default(),
+        );
         metrics.record_genai(&call("gpt-4o", ""));
         metrics.record_genai(&call("gpt-4o", "stream_cut"));
         let got = collected(&provider, &capture);
@@ -242,8 +244,10 @@ mod tests {
     #[test]
     fn values_past_the_bounds_are_other_in_the_push_too() {
         let (provider, capture) = provider();
-        let metrics = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1))
-            .with_otlp(Instruments::new(&provider.meter("test")));
+        let metrics = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1)).with_otlp(
+            Instruments::new(&provider.meter("test")),
+            Default::default(),
+        );
         let names: Vec<String> = (0..300).map(|i| format!("m-{i}")).collect();
         for name in &names {
             metrics.record_genai(&call(name, ""));

@@ -28,6 +28,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use prometheus_client::metrics::counter::Counter;
 
 use super::otlp::Instruments;
 use crate::settings::Secret;
@@ -82,6 +83,11 @@ impl MetricsPush {
     /// Where the push goes now, masked, for the log.
     pub fn describe(&self) -> String {
         self.push.describe()
+    }
+
+    /// Failed pushes so far (for `/metrics`).
+    pub fn failures(&self) -> Counter {
+        self.push.failures.clone()
     }
 
     /// Pushes what was recorded since the last export and stops the reader's
@@ -140,6 +146,7 @@ struct Push {
     /// Whether the last export failed: failures are logged once, then the
     /// recovery.
     failing: AtomicBool,
+    failures: Counter,
 }
 
 impl std::fmt::Debug for Push {
@@ -170,6 +177,7 @@ impl Push {
             temporality,
             export_timeout: settings.export_timeout,
             failing: AtomicBool::new(false),
+            failures: Counter::default(),
         })
     }
 
@@ -221,6 +229,7 @@ impl Push {
                 }
             }
             Err(e) => {
+                self.failures.inc();
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     let e = match e {
                         OTelSdkError::Timeout(t) => {

@@ -43,7 +43,7 @@ impl Sinks {
         let mut metrics = Metrics::new(exporter.stats_handle(), generation);
         let mut metrics_push = None;
         if let Some((push, instruments)) = push {
-            metrics = metrics.with_otlp(instruments);
+            metrics = metrics.with_otlp(instruments, push.failures());
             metrics_push = Some(push);
         }
         let access_log = AccessLog::stdout(metrics.access_log_dropped.clone());
