@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::answer::{answer_from_json, answer_from_stream};
 use support::calls::{post, post_stream, runtime};
-use support::otlp::{GRPC_METRICS_PATH, Point, Receiver};
+use support::otlp::{GRPC_METRICS_PATH, Point, Protocol, Receiver, ReceiverOptions};
 use support::{
     Gateway, SPAN_TIMEOUT, Signal, Upstream, chat_body, config_without_endpoint, get, metric,
     streamed,
@@ -464,6 +464,39 @@ fn a_dead_collector_is_counted_logged_once_and_fails_no_request() {
         warnings,
         1,
         "failures are logged once:\n{}",
+        gateway.stderr()
+    );
+}
+
+#[test]
+fn a_collector_that_never_answers_holds_the_exit_a_few_seconds_at_most() {
+    let upstream = Upstream::start();
+    let silent = Receiver::with(
+        Protocol::Grpc,
+        ReceiverOptions {
+            delay: Duration::from_secs(120),
+            ..ReceiverOptions::default()
+        },
+    );
+    let mut gateway = Gateway::start(
+        &config_without_endpoint(&upstream),
+        &[
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &silent.endpoint()),
+            // Neither timeout ends the last push within a minute.
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "60000"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "60000"),
+        ],
+    );
+    two_calls(&gateway);
+    gateway.send_signal(Signal::Term);
+    let status = gateway
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running 30 s after SIGTERM\n{}", gateway.stderr()));
+    assert!(status.success(), "{status}\n{}", gateway.stderr());
+    assert!(
+        gateway.stderr().contains("the last metrics push to"),
+        "the unfinished push is logged\n{}",
         gateway.stderr()
     );
 }
