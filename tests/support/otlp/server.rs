@@ -224,32 +224,9 @@ async fn http_export<R: Recorder>(
         }
     };
     export.body_bytes = body.len();
-    let encoded = if export.path.ends_with("/v1/metrics") {
-        let request = match ExportMetricsServiceRequest::decode(body) {
-            Ok(request) => request,
-            Err(error) => {
-                let message = format!("not an ExportMetricsServiceRequest: {error}\n");
-                return refuse(export, StatusCode::BAD_REQUEST, message);
-            }
-        };
-        recorder.accepted_metrics(&export, &request);
-        ExportMetricsServiceResponse {
-            partial_success: None,
-        }
-        .encode_to_vec()
-    } else {
-        let request = match ExportTraceServiceRequest::decode(body) {
-            Ok(request) => request,
-            Err(error) => {
-                let message = format!("not an ExportTraceServiceRequest: {error}\n");
-                return refuse(export, StatusCode::BAD_REQUEST, message);
-            }
-        };
-        recorder.accepted(&export, &request);
-        ExportTraceServiceResponse {
-            partial_success: None,
-        }
-        .encode_to_vec()
+    let encoded = match record(recorder.as_ref(), &export, body) {
+        Ok(encoded) => encoded,
+        Err(message) => return refuse(export, StatusCode::BAD_REQUEST, message),
     };
     let mut response = Response::new(Full::new(Bytes::from(encoded)));
     response.headers_mut().insert(
@@ -257,6 +234,27 @@ async fn http_export<R: Recorder>(
         HeaderValue::from_static("application/x-protobuf"),
     );
     Ok(response)
+}
+
+/// Decodes an OTLP/HTTP export of the signal its path names, hands it to `recorder`
+/// and returns the encoded answer; the refusal's text if it does not decode.
+fn record<R: Recorder>(recorder: &R, export: &Export<'_>, body: Bytes) -> Result<Vec<u8>, String> {
+    if export.path.ends_with("/v1/metrics") {
+        let request = ExportMetricsServiceRequest::decode(body)
+            .map_err(|error| format!("not an ExportMetricsServiceRequest: {error}\n"))?;
+        recorder.accepted_metrics(export, &request);
+        let answer = ExportMetricsServiceResponse {
+            partial_success: None,
+        };
+        return Ok(answer.encode_to_vec());
+    }
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|error| format!("not an ExportTraceServiceRequest: {error}\n"))?;
+    recorder.accepted(export, &request);
+    let answer = ExportTraceServiceResponse {
+        partial_success: None,
+    };
+    Ok(answer.encode_to_vec())
 }
 
 /// Whether an OTLP/HTTP request's method, path and headers are an export's; the
