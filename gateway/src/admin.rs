@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, metrics.
+//! The admin listener: health, readiness, metrics (unless `OTEL_METRICS_EXPORTER`
+//! leaves `prometheus` out), the effective config.
 
 use std::sync::Arc;
 
@@ -49,6 +50,11 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             serde_json::to_string_pretty(&config_json(shared)).unwrap_or_default() + "\n",
         ),
+        "/metrics" if !shared.current().settings.metrics.prometheus => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            metrics_off(&shared.current().settings.metrics),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -66,6 +72,14 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     resp
+}
+
+/// The one line `/metrics` answers when Prometheus is not among the exporters.
+fn metrics_off(m: &crate::settings::metrics::MetricsSettings) -> String {
+    format!(
+        "/metrics is off: OTEL_METRICS_EXPORTER is `{}`, which has no `prometheus`\n",
+        m.exporter_var.as_deref().unwrap_or_default()
+    )
 }
 
 /// `/config`: the effective config (preset merged into the fields, each field
@@ -109,6 +123,22 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             "protocol": format!("{protocol:?}").to_lowercase(),
             "headers": headers.iter().map(|(k, _)| (k.clone(), json!("***"))).collect::<serde_json::Map<_, _>>(),
         }),
+    };
+    let metrics = {
+        let m = &g.settings.metrics;
+        json!({
+            "exporters": m.exporter_var,
+            "prometheus": m.prometheus,
+            "otlp": m.otlp.as_ref().map(|o| json!({
+                "endpoint": mask_url(&o.target.endpoint),
+                "protocol": format!("{:?}", o.target.protocol).to_lowercase(),
+                "headers": o.target.headers.iter().map(|(k, _)| (k.clone(), json!("***"))).collect::<serde_json::Map<_, _>>(),
+                "timeoutMs": o.target.timeout.as_millis() as u64,
+                "intervalMs": o.interval.as_millis() as u64,
+                "exportTimeoutMs": o.export_timeout.as_millis() as u64,
+                "temporality": format!("{:?}", o.temporality).to_lowercase(),
+            })),
+        })
     };
     let backends: Vec<_> = g
         .settings
@@ -157,6 +187,7 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             "resources": g.settings.export.resource.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
             "fields": fields,
         },
+        "metrics": metrics,
         "server": {
             "maxBodyBytes": g.settings.server.max_body_bytes,
             "maxJsonDepth": g.settings.server.max_json_depth,

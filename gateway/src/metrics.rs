@@ -17,6 +17,13 @@
 //! combinations of them; calls with a new one past that are counted with all
 //! those labels `other`. Recording goes through [`Metrics`]' methods, which apply
 //! the bounds.
+//!
+//! With `OTEL_METRICS_EXPORTER=otlp` the same methods also record the GenAI
+//! histograms into OTel instruments ([`otlp`]) with the values bounded here, and
+//! [`push`] sends them to a collector.
+
+pub mod otlp;
+pub mod push;
 
 use celgate_engine::attributes::cut_str as cut;
 use std::collections::HashSet;
@@ -237,6 +244,8 @@ pub struct Metrics {
     token_bounds: GenAiBounds,
     duration_bounds: GenAiBounds,
     ttft_bounds: GenAiBounds,
+    /// The OTLP push's instruments, when `OTEL_METRICS_EXPORTER` has `otlp`.
+    otlp: Option<otlp::Instruments>,
 }
 
 impl Metrics {
@@ -320,7 +329,20 @@ impl Metrics {
             token_bounds: GenAiBounds::default(),
             duration_bounds: GenAiBounds::default(),
             ttft_bounds: GenAiBounds::default(),
+            otlp: None,
         }
+    }
+
+    /// These metrics, also recording the GenAI histograms into `instruments` and
+    /// counting the push's `failures`.
+    pub fn with_otlp(mut self, instruments: otlp::Instruments, failures: Counter) -> Metrics {
+        self.registry.register(
+            "celgate_metrics_push_failures",
+            "Failed OTLP metrics pushes (the next push carries their values, cumulated)",
+            failures,
+        );
+        self.otlp = Some(instruments);
+        self
     }
 
     /// Counts one proxied request.
@@ -351,6 +373,9 @@ impl Metrics {
     pub fn record_genai(&self, call: &GenAiCall<'_>) {
         self.record_first_token(call);
         let b = self.duration_bounds.bound(call);
+        if let Some(o) = &self.otlp {
+            o.duration(call.operation, &b, call.seconds);
+        }
         self.duration
             .get_or_create(&GenAiLabels {
                 gen_ai_operation_name: call.operation.to_owned(),
@@ -367,6 +392,9 @@ impl Metrics {
         let b = self.token_bounds.bound(call);
         for (kind, n) in [("input", call.input_tokens), ("output", call.output_tokens)] {
             if let Some(n) = n {
+                if let Some(o) = &self.otlp {
+                    o.tokens(call.operation, &b, kind, n);
+                }
                 self.token_usage
                     .get_or_create(&TokenLabels {
                         gen_ai_operation_name: call.operation.to_owned(),
@@ -391,6 +419,9 @@ impl Metrics {
             return;
         }
         let b = self.ttft_bounds.bound(call);
+        if let Some(o) = &self.otlp {
+            o.first_token(call.operation, &b, seconds);
+        }
         self.time_to_first_token
             .get_or_create(&ModelLabels {
                 gen_ai_operation_name: call.operation.to_owned(),

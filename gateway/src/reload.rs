@@ -202,6 +202,10 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
             }
         }
     }
+    if let Err(message) = follow_collector(shared, &current, &next).await {
+        fail(shared, format!("{}: {message}", config.display()));
+        return ReloadResult::Failed;
+    }
     let number = next.number;
     tracing::info!(
         "config generation {number} in service ({}, hash {:016x})",
@@ -234,6 +238,39 @@ fn describe_requested(config: &Path, result: &ReloadResult, generation: u64) {
             config.display()
         ),
         ReloadResult::Swapped(_) | ReloadResult::Failed => {}
+    }
+}
+
+/// Points the metrics push at the collector of `next` when it changed (it can, when
+/// the push falls back to the config's trace collector). Off the runtime: the
+/// transport is built in the push's own.
+async fn follow_collector(
+    shared: &Arc<Shared>,
+    current: &Generation,
+    next: &Generation,
+) -> Result<(), String> {
+    let (Some(old), Some(new)) = (&current.settings.metrics.otlp, &next.settings.metrics.otlp)
+    else {
+        return Ok(());
+    };
+    if old.target == new.target || shared.sinks.metrics_push.is_none() {
+        return Ok(());
+    }
+    let shared2 = Arc::clone(shared);
+    let target = new.target.clone();
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        let push = shared2.sinks.metrics_push.as_ref()?;
+        Some(push.reconfigure(&target).map(|()| push.describe()))
+    })
+    .await;
+    match rebuilt {
+        Ok(Some(Ok(to))) => {
+            tracing::info!("metrics push now goes to {to}");
+            Ok(())
+        }
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("metrics push rebuild task failed: {e}")),
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use self::connection::{Activity, Admitted, BusyBody, Connections, Ended, Throttled};
 
 use crate::export::Exporter;
+use crate::metrics::push::MetricsPush;
 use crate::settings::Settings;
 use crate::state::{Generation, Shared};
 
@@ -144,8 +145,37 @@ async fn start(first: Generation) -> Result<Arc<Shared>> {
             .context("the exporter start-up task failed")??
     };
     describe_export(&first.settings);
+    let push = match first.settings.metrics.otlp.clone() {
+        None => None,
+        Some(otlp) => {
+            let resource = crate::export::resource(&first.settings.export);
+            let started = tokio::task::spawn_blocking(move || MetricsPush::start(&otlp, &resource))
+                .await
+                .context("the metrics push start-up task failed")??;
+            Some(started)
+        }
+    };
+    describe_metrics(&first.settings, push.as_ref().map(|(p, _)| p));
     crate::client_auth::describe(first.settings.client_keys.as_ref());
-    Ok(Shared::new(first, exporter))
+    Ok(Shared::new(first, exporter, push))
+}
+
+/// Where metrics go, logged at start.
+fn describe_metrics(settings: &Settings, push: Option<&MetricsPush>) {
+    let m = &settings.metrics;
+    if let (Some(push), Some(otlp)) = (push, &m.otlp) {
+        tracing::info!(
+            "pushing GenAI metrics to {} every {:?}",
+            push.describe(),
+            otlp.interval
+        );
+    }
+    if !m.prometheus {
+        tracing::info!(
+            "/metrics is off: OTEL_METRICS_EXPORTER is `{}`",
+            m.exporter_var.as_deref().unwrap_or_default()
+        );
+    }
 }
 
 /// Accepts proxy connections until `shutdown` completes, each within the
@@ -203,8 +233,13 @@ async fn accept_until(
     }
 }
 
-/// The end: the access log's queued lines written, then the spans flushed.
+/// The end: the access log's queued lines written, then the spans flushed; the
+/// last metrics push meanwhile.
 async fn close_sinks(shared: Arc<Shared>) {
+    let pushed = {
+        let shared = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || shared.sinks.close_metrics_push())
+    };
     let flushed = tokio::task::spawn_blocking(move || {
         if !shared.sinks.close_access_log(ACCESS_LOG_GRACE) {
             tracing::warn!(
@@ -215,6 +250,7 @@ async fn close_sinks(shared: Arc<Shared>) {
         shared
     })
     .await;
+    let _ = pushed.await;
     if let Ok(shared) = flushed {
         let stats = shared.sinks.exporter.stats();
         tracing::info!(

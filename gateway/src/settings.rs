@@ -6,6 +6,8 @@
 //! config load, so a request never touches either. Precedence is always: the config
 //! file, then the standard `OTEL_*` variables, then the default.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -103,6 +105,8 @@ pub enum SettingsError {
         "backend `{backend}`: authPassthrough cannot be combined with auth.clientKeys: the client's own key would reach the backend; remove one of them"
     )]
     PassthroughWithClientKeys { backend: String },
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsSettingsError),
     #[error("address `{value}` for `{key}` is not HOST:PORT: {reason}")]
     BadAddress {
         key: &'static str,
@@ -311,6 +315,8 @@ pub struct Settings {
     pub backends: Vec<Backend>,
     pub server: ServerSettings,
     pub export: ExportSettings,
+    /// `OTEL_METRICS_EXPORTER` and the OTLP metrics exporter's settings.
+    pub metrics: metrics::MetricsSettings,
     /// The standard sampler variables, when the config leaves sampling unset.
     pub env_sampler: Option<EnvSampler>,
     /// `auth.clientKeys`, read: who may use the gateway (`None`: anyone).
@@ -378,6 +384,7 @@ impl Settings {
             backends,
             server,
             export: resolve_export(plan, env)?,
+            metrics: metrics::resolve(plan, env)?,
             env_sampler: if sampling_configured {
                 None
             } else {
@@ -405,6 +412,7 @@ impl Settings {
         out.extend(check_address("listen", listen).err());
         out.extend(check_address("admin", admin).err());
         out.extend(resolve_export(plan, env).err());
+        out.extend(metrics::resolve(plan, env).err());
         let tracing = file.config.tracing.as_ref();
         if !tracing.is_some_and(|t| t.random_sampling.is_some() || t.client_sampling.is_some()) {
             out.extend(env_sampler(env).err());

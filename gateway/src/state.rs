@@ -15,6 +15,8 @@ use celgate_engine::{ConfigFile, TracingPlan};
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::export::Exporter;
+use crate::metrics::otlp::Instruments;
+use crate::metrics::push::MetricsPush;
 use crate::settings::Settings;
 use crate::sinks::Sinks;
 use crate::upstream::Clients;
@@ -84,10 +86,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(first: Generation, exporter: Exporter) -> Arc<Shared> {
+    /// The state of a gateway serving `first`, exporting spans through `exporter`
+    /// and, if given, pushing metrics through `push`.
+    pub fn new(
+        first: Generation,
+        exporter: Exporter,
+        push: Option<(MetricsPush, Instruments)>,
+    ) -> Arc<Shared> {
         let generation_number = Arc::new(AtomicU64::new(first.number));
         let number = Arc::clone(&generation_number);
-        let sinks = Sinks::new(exporter, Arc::new(move || number.load(Ordering::Relaxed)));
+        let sinks = Sinks::new(
+            exporter,
+            push,
+            Arc::new(move || number.load(Ordering::Relaxed)),
+        );
         Arc::new(Shared {
             current: ArcSwap::from_pointee(first),
             generation_number,

@@ -1,5 +1,6 @@
-//! An OTLP trace receiver for tests: decodes the protobuf an exporter really sends, over
-//! gRPC ([`Receiver::grpc`]) or OTLP/HTTP ([`Receiver::http`]).
+//! An OTLP receiver for tests: decodes the protobuf an exporter really sends, over
+//! gRPC ([`Receiver::grpc`]) or OTLP/HTTP ([`Receiver::http`]): spans, and metrics
+//! exports ([`Receiver::wait_for_point`]).
 //!
 //! The API is synchronous so tests that drive the `celgate` binary as a process can use
 //! it without a runtime: the server runs on a thread of its own with its own tokio
@@ -21,15 +22,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::{Map, Number, Value};
 use tokio::sync::oneshot;
 
+pub mod metrics;
 pub mod server;
 
 #[allow(unused_imports)]
-pub use server::{GRPC_EXPORT_PATH, Protocol};
+pub use metrics::{MetricsExport, Point};
+
+#[allow(unused_imports)]
+pub use server::{GRPC_EXPORT_PATH, GRPC_METRICS_PATH, Protocol};
 
 /// One span as received, with OTLP's enums and ids in readable form.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,6 +130,7 @@ impl ExportCall {
 struct Received {
     spans: Vec<Span>,
     exports: Vec<ExportCall>,
+    metrics: Vec<MetricsExport>,
 }
 
 /// [`Received`] plus a condition variable signalled on every change.
@@ -154,6 +161,15 @@ impl server::Recorder for Store {
 
     fn rejected(&self, export: &server::Export<'_>) {
         self.push(ExportCall::from((export, 0)), Vec::new());
+    }
+
+    fn accepted_metrics(&self, export: &server::Export<'_>, request: &ExportMetricsServiceRequest) {
+        let mut received = self.lock();
+        received.metrics.push(MetricsExport {
+            call: ExportCall::from((export, 0)),
+            points: metrics::decode(request),
+        });
+        self.changed.notify_all();
     }
 }
 
@@ -303,9 +319,46 @@ impl Receiver {
         }
     }
 
-    /// Every export request received so far (OTLP/HTTP: rejected ones too), in order.
+    /// Every trace export request received so far (OTLP/HTTP: rejected ones too, of
+    /// either signal), in order.
     pub fn exports(&self) -> Vec<ExportCall> {
         self.store.lock().exports.clone()
+    }
+
+    /// Every metrics export accepted so far, in order.
+    pub fn metrics_exports(&self) -> Vec<MetricsExport> {
+        self.store.lock().metrics.clone()
+    }
+
+    /// Waits until a metrics export has a point matching `matches` or `timeout`
+    /// passed; returns the matching point of the latest such export (cumulative
+    /// points grow from export to export) and that export's call.
+    pub fn wait_for_point(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&Point) -> bool,
+    ) -> Option<(Point, ExportCall)> {
+        let deadline = Instant::now() + timeout;
+        let mut received = self.store.lock();
+        loop {
+            let found = received.metrics.iter().rev().find_map(|export| {
+                let point = export.points.iter().find(|p| matches(p))?;
+                Some((point.clone(), export.call.clone()))
+            });
+            if found.is_some() {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            received = self
+                .store
+                .changed
+                .wait_timeout(received, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 

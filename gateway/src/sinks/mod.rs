@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use crate::export::Exporter;
 use crate::metrics::Metrics;
+use crate::metrics::otlp::Instruments;
+use crate::metrics::push::MetricsPush;
 use crate::record::Finished;
 
 use self::access_log::AccessLog;
@@ -23,18 +25,32 @@ use self::access_log::AccessLog;
 pub struct Sinks {
     pub exporter: Exporter,
     pub metrics: Metrics,
+    /// The OTLP metrics push, when `OTEL_METRICS_EXPORTER` has `otlp`.
+    pub metrics_push: Option<MetricsPush>,
     pub access_log: AccessLog,
 }
 
 impl Sinks {
-    /// The sinks, exporting through `exporter`; the metrics read `generation` (the
-    /// generation in service) at each scrape, and the access log writes to stdout.
-    pub fn new(exporter: Exporter, generation: Arc<dyn Fn() -> u64 + Send + Sync>) -> Sinks {
-        let metrics = Metrics::new(exporter.stats_handle(), generation);
+    /// The sinks, exporting through `exporter` and, if given, pushing metrics
+    /// through `push` (recorded into its instruments); the metrics read
+    /// `generation` (the generation in service) at each scrape, and the access log
+    /// writes to stdout.
+    pub fn new(
+        exporter: Exporter,
+        push: Option<(MetricsPush, Instruments)>,
+        generation: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Sinks {
+        let mut metrics = Metrics::new(exporter.stats_handle(), generation);
+        let mut metrics_push = None;
+        if let Some((push, instruments)) = push {
+            metrics = metrics.with_otlp(instruments, push.failures());
+            metrics_push = Some(push);
+        }
         let access_log = AccessLog::stdout(metrics.access_log_dropped.clone());
         Sinks {
             exporter,
             metrics,
+            metrics_push,
             access_log,
         }
     }
@@ -44,6 +60,11 @@ impl Sinks {
         self.access_log.accept(&record);
         metrics::accept(&self.metrics, &record);
         export::accept(&self.exporter, record);
+    }
+
+    /// The last metrics push, if metrics are pushed; waits about 5 s at most.
+    pub fn close_metrics_push(&self) -> bool {
+        self.metrics_push.as_ref().is_none_or(MetricsPush::shutdown)
     }
 
     /// Writes the access-log lines still queued, waiting at most `within` (the

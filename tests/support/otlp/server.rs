@@ -1,15 +1,16 @@
-//! The OTLP trace server shared by celgate's two stand-in collectors: the tests'
-//! [`Receiver`](super::Receiver), which keeps every span for assertions, and the load
-//! runs' counting sink (`gateway/examples/otlp_sink.rs`, which includes this file by
-//! `#[path]`), which keeps only counters. It serves one accepted connection over gRPC
-//! (the `TraceService`, h2c) or OTLP/HTTP protobuf, and hands what arrived to a
-//! [`Recorder`]; what to keep is the recorder's business, how an export is read and
-//! answered is decided here once, so the two collectors cannot drift apart.
+//! The OTLP server shared by celgate's two stand-in collectors: the tests'
+//! [`Receiver`](super::Receiver), which keeps every span and metrics export for
+//! assertions, and the load runs' counting sink (`gateway/examples/otlp_sink.rs`, which
+//! includes this file by `#[path]`), which keeps only span counters. It serves one
+//! accepted connection over gRPC (the `TraceService` and the `MetricsService`, h2c) or
+//! OTLP/HTTP protobuf, and hands what arrived to a [`Recorder`]; what to keep is the
+//! recorder's business, how an export is read and answered is decided here once, so
+//! the two collectors cannot drift apart.
 //!
 //! Both take the same rules. A [`delay`](serve_connection) holds every request before it
 //! is handled: a slow collector reads, records and answers only after it. OTLP/HTTP:
 //! `POST` with `Content-Type: application/x-protobuf` to any path ending in
-//! `/v1/traces`, body at most [`MAX_BODY_BYTES`]; another path gets 404, another method
+//! `/v1/traces` (or `/v1/metrics`), body at most [`MAX_BODY_BYTES`]; another path gets 404, another method
 //! 405, another content type or a `Content-Encoding` 415, a larger body 413, an
 //! unreadable or undecodable one 400. gRPC takes tonic's defaults (4 MiB messages, no
 //! compression). It depends only on crates the gateway's tests already use, and on no
@@ -25,7 +26,12 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -35,8 +41,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tokio::net::{TcpListener, TcpStream};
 
-/// The path every gRPC export is recorded under.
+/// The path every gRPC trace export is recorded under.
 pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The path every gRPC metrics export is recorded under.
+pub const GRPC_METRICS_PATH: &str =
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// Largest OTLP/HTTP body read; a larger one gets 413.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
@@ -67,6 +77,11 @@ pub trait Recorder: Send + Sync + 'static {
     fn accepted(&self, export: &Export<'_>, request: &ExportTraceServiceRequest);
     /// An OTLP/HTTP request was refused with `export.status`.
     fn rejected(&self, export: &Export<'_>);
+    /// A metrics `request` was decoded and is answered 200 once this returns; a
+    /// collector that keeps only spans ignores it.
+    fn accepted_metrics(&self, export: &Export<'_>, request: &ExportMetricsServiceRequest) {
+        let _ = (export, request);
+    }
 }
 
 /// The next connection on `listener`; an accept error (EMFILE and the like) is logged
@@ -94,8 +109,21 @@ pub async fn serve_connection<R: Recorder>(
     let io = TokioIo::new(stream);
     match protocol {
         Protocol::Grpc => {
-            let service =
-                TowerToHyperService::new(TraceServiceServer::new(Collector { recorder, delay }));
+            // One collector behind both services, picked by the request's path.
+            let collector = Arc::new(Collector { recorder, delay });
+            let traces = TraceServiceServer::from_arc(Arc::clone(&collector));
+            let metrics = MetricsServiceServer::from_arc(collector);
+            let service = service_fn(move |request: Request<Incoming>| {
+                let (mut traces, mut metrics) = (traces.clone(), metrics.clone());
+                async move {
+                    use tonic::codegen::Service;
+                    if request.uri().path() == GRPC_METRICS_PATH {
+                        metrics.call(request).await
+                    } else {
+                        traces.call(request).await
+                    }
+                }
+            });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(io, service)
                 .await;
@@ -116,7 +144,7 @@ async fn wait(delay: Duration) {
     }
 }
 
-/// The gRPC `TraceService`.
+/// The gRPC `TraceService` and `MetricsService`.
 struct Collector<R> {
     recorder: Arc<R>,
     delay: Duration,
@@ -137,6 +165,26 @@ impl<R: Recorder> TraceService for Collector<R> {
         };
         self.recorder.accepted(&export, request.get_ref());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Recorder> MetricsService for Collector<R> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        wait(self.delay).await;
+        let export = Export {
+            path: GRPC_METRICS_PATH,
+            headers: request.metadata().as_ref(),
+            status: StatusCode::OK,
+            body_bytes: 0,
+        };
+        self.recorder.accepted_metrics(&export, request.get_ref());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
     }
@@ -176,18 +224,10 @@ async fn http_export<R: Recorder>(
         }
     };
     export.body_bytes = body.len();
-    let request = match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => request,
-        Err(error) => {
-            let message = format!("not an ExportTraceServiceRequest: {error}\n");
-            return refuse(export, StatusCode::BAD_REQUEST, message);
-        }
+    let encoded = match record(recorder.as_ref(), &export, body) {
+        Ok(encoded) => encoded,
+        Err(message) => return refuse(export, StatusCode::BAD_REQUEST, message),
     };
-    recorder.accepted(&export, &request);
-    let encoded = ExportTraceServiceResponse {
-        partial_success: None,
-    }
-    .encode_to_vec();
     let mut response = Response::new(Full::new(Bytes::from(encoded)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -196,14 +236,35 @@ async fn http_export<R: Recorder>(
     Ok(response)
 }
 
+/// Decodes an OTLP/HTTP export of the signal its path names, hands it to `recorder`
+/// and returns the encoded answer; the refusal's text if it does not decode.
+fn record<R: Recorder>(recorder: &R, export: &Export<'_>, body: Bytes) -> Result<Vec<u8>, String> {
+    if export.path.ends_with("/v1/metrics") {
+        let request = ExportMetricsServiceRequest::decode(body)
+            .map_err(|error| format!("not an ExportMetricsServiceRequest: {error}\n"))?;
+        recorder.accepted_metrics(export, &request);
+        let answer = ExportMetricsServiceResponse {
+            partial_success: None,
+        };
+        return Ok(answer.encode_to_vec());
+    }
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|error| format!("not an ExportTraceServiceRequest: {error}\n"))?;
+    recorder.accepted(export, &request);
+    let answer = ExportTraceServiceResponse {
+        partial_success: None,
+    };
+    Ok(answer.encode_to_vec())
+}
+
 /// Whether an OTLP/HTTP request's method, path and headers are an export's; the
 /// refusal's status and text if not.
 fn check_head(method: &Method, export: &Export<'_>) -> Result<(), (StatusCode, &'static str)> {
     let headers = export.headers;
-    if !export.path.ends_with("/v1/traces") {
+    if !export.path.ends_with("/v1/traces") && !export.path.ends_with("/v1/metrics") {
         return Err((
             StatusCode::NOT_FOUND,
-            "not a traces path: POST .../v1/traces\n",
+            "not a traces or metrics path: POST .../v1/traces or .../v1/metrics\n",
         ));
     }
     if method != Method::POST {
