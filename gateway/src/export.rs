@@ -634,18 +634,24 @@ fn build_sink(
     rt: &tokio::runtime::Runtime,
     settings: &ExportSettings,
 ) -> Result<Sink, ExportError> {
-    let (endpoint, protocol, headers) = match &settings.target {
+    let (endpoint, protocol, headers, tls) = match &settings.target {
         ExportTarget::Disabled => return Ok(Sink::Disabled),
         ExportTarget::Stdout => return Ok(Sink::Stdout),
         ExportTarget::Otlp {
             endpoint,
             protocol,
             headers,
-        } => (endpoint, *protocol, headers),
+            tls,
+        } => (endpoint, *protocol, headers, tls),
     };
     let build_err = |reason: String| ExportError::Build {
         endpoint: endpoint.clone(),
         reason,
+    };
+    // The collector's TLS (system roots, its CA file, a client identity) for https.
+    let tls = match endpoint.starts_with("https://") {
+        true => Some(crate::tls::client_config(tls).map_err(|e| build_err(e.to_string()))?),
+        false => None,
     };
     // tonic and hyper spawn connection tasks: build inside the export runtime.
     let _guard = rt.enter();
@@ -656,10 +662,10 @@ fn build_sink(
                 .with_endpoint(endpoint.clone())
                 .with_timeout(settings.batch.export_timeout)
                 .with_interceptor(HeaderInterceptor::new(headers).map_err(build_err)?);
-            if endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_enabled_roots(),
+            if let Some(config) = tls {
+                let timeout = settings.batch.export_timeout;
+                builder = builder.with_channel(
+                    crate::tls::grpc_channel(endpoint, config, timeout).map_err(build_err)?,
                 );
             }
             builder.build()
@@ -667,7 +673,12 @@ fn build_sink(
         OtlpProtocol::Http => {
             let client = HeaderClient {
                 inner: opentelemetry_http::hyper::HyperClient::new(
-                    crate::upstream::https_connector(),
+                    match tls {
+                        Some(config) => {
+                            crate::upstream::https_connector_from(Arc::unwrap_or_clone(config))
+                        }
+                        None => crate::upstream::https_connector(),
+                    },
                     settings.batch.export_timeout,
                     None,
                 ),
@@ -755,7 +766,8 @@ impl opentelemetry_http::HttpClient for HeaderClient {
         for (k, v) in &self.headers {
             request.headers_mut().insert(k.clone(), v.clone());
         }
-        self.inner.send_bytes(request).await
+        let sent = self.inner.send_bytes(request).await;
+        sent.map_err(|e| crate::tls::explained(e, "collector"))
     }
 }
 
