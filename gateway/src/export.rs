@@ -573,7 +573,7 @@ fn send(
             match rt.block_on(async { tokio::time::timeout(timeout, exporter.export(spans)).await })
             {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Err(e)) => Err(crate::tls::with_reason(e.to_string(), "collector")),
                 Err(_) => Err(format!(
                     "no answer within {:?} (OTEL_BSP_EXPORT_TIMEOUT)",
                     settings.batch.export_timeout
@@ -683,6 +683,7 @@ fn build_sink(
                     None,
                 ),
                 headers: header_map(headers).map_err(build_err)?,
+                tls_warned: Default::default(),
             };
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -755,6 +756,8 @@ impl tonic::service::Interceptor for HeaderInterceptor {
 struct HeaderClient {
     inner: opentelemetry_http::hyper::HyperClient<crate::upstream::HttpsConnector>,
     headers: http::HeaderMap,
+    /// A TLS failure was logged and no send succeeded since.
+    tls_warned: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -766,8 +769,21 @@ impl opentelemetry_http::HttpClient for HeaderClient {
         for (k, v) in &self.headers {
             request.headers_mut().insert(k.clone(), v.clone());
         }
+        let uri = request.uri().clone();
         let sent = self.inner.send_bytes(request).await;
-        sent.map_err(|e| crate::tls::explained(e, "collector"))
+        // opentelemetry-otlp reports any failure to send as "network error": a
+        // TLS reason is logged here, once until a send succeeds.
+        match &sent {
+            Ok(_) => self.tls_warned.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if let Some(reason) = crate::tls::explain(e.as_ref(), "collector")
+                    && !self.tls_warned.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(target: "celgate::export", "span export to {uri} failed: {reason}");
+                }
+            }
+        }
+        sent
     }
 }
 

@@ -253,7 +253,7 @@ pub enum ExportTarget {
         headers: Vec<(String, Secret)>,
         /// For an `https://` endpoint: the CA trusted besides the system's and the
         /// client certificate (`OTEL_EXPORTER_OTLP_*CERTIFICATE`, `*CLIENT_KEY`).
-        tls: crate::tls::TlsSettings,
+        tls: Box<crate::tls::TlsSettings>,
     },
 }
 
@@ -730,7 +730,7 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
                 endpoint,
                 protocol,
                 headers: headers.into_iter().collect(),
-                tls: crate::tls::TlsSettings::from_env(env)?,
+                tls: Box::new(crate::tls::TlsSettings::from_env(env)?),
             }
         }
     };

@@ -18,6 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -204,7 +205,7 @@ impl TlsSettings {
             .map_err(|e| TlsError::Provider(e.to_string()))?
             .with_root_certificates(roots);
         match &self.identity {
-            None => Ok(builder.with_no_client_auth()),
+            None => Ok(builder.with_client_cert_resolver(Arc::new(NoIdentity::default()))),
             Some(id) => builder
                 .with_client_auth_cert(id.chain.clone(), id.key.0.clone_key())
                 .map_err(|e| TlsError::BadIdentity {
@@ -213,6 +214,33 @@ impl TlsSettings {
                     reason: e.to_string(),
                 }),
         }
+    }
+}
+
+/// The client certificate of a config without one: none, and a warning when a
+/// collector asks for one. Under TLS 1.3 a server refuses a missing certificate
+/// after the client's handshake is over, with an alert the client may never read
+/// (its first write can meet a closed connection: "broken pipe"), so being asked is
+/// the one sure sign.
+#[derive(Debug, Default)]
+struct NoIdentity {
+    warned: AtomicBool,
+}
+
+impl rustls::client::ResolvesClientCert for NoIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "celgate::export", "the collector asks for a client certificate (mTLS) and none is configured: set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY");
+        }
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
@@ -293,22 +321,73 @@ fn read_identity(
 pub fn explain(error: &(dyn StdError + 'static), peer: &str) -> Option<String> {
     let mut next = Some(error);
     while let Some(e) = next {
-        if let Some(tls) = as_rustls(e) {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(format!("TLS: {}", reason(tls, peer)));
         }
-        next = e.source();
+        if e.is::<std::io::Error>()
+            && let Some(reason) = reason_from_text(&e.to_string(), peer)
+        {
+            return Some(format!("TLS: {reason}"));
+        }
+        next = under(e);
     }
     None
 }
 
-/// `e` as a rustls error, also when an `io::Error` carries it (`io::Error::source`
-/// skips the error it wraps, so a walk of sources alone would miss it).
-fn as_rustls<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e rustls::Error> {
-    e.downcast_ref::<rustls::Error>().or_else(|| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    })
+/// The error under `e`. For an `io::Error` that is the error it wraps:
+/// `io::Error::source` skips it (and returns *its* source), so a walk of sources
+/// alone would miss a rustls error carried in one, or in an `io::Error` in one.
+fn under<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e (dyn StdError + 'static)> {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+        None => e.source(),
+    }
+}
+
+/// The reason from a rustls error's text, anywhere in `text`: h2 keeps only the
+/// kind and the text of an I/O error, and tonic's errors reach the exporter's
+/// caller as text, so an HTTP/2 connection's TLS failure arrives as words. Reads
+/// the two forms that name a reason (`received fatal alert: NAME`, `invalid peer
+/// certificate: ...`).
+fn reason_from_text(text: &str, peer: &str) -> Option<String> {
+    const ALERT: &str = "received fatal alert: ";
+    const CERT: &str = "invalid peer certificate: ";
+    if let Some(at) = text.find(ALERT) {
+        let name: String = text[at + ALERT.len()..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        let alert = (0..=u8::MAX)
+            .map(AlertDescription::from)
+            .find(|a| format!("{a:?}") == name)?;
+        return Some(alert_reason(alert, peer));
+    }
+    let cert = &text[text.find(CERT)? + CERT.len()..];
+    let known = [
+        ("UnknownIssuer", CertificateError::UnknownIssuer),
+        (
+            "certificate not valid for name",
+            CertificateError::NotValidForName,
+        ),
+        ("NotValidForName", CertificateError::NotValidForName),
+        ("certificate expired", CertificateError::Expired),
+        ("Expired", CertificateError::Expired),
+        ("certificate not valid yet", CertificateError::NotValidYet),
+        ("NotValidYet", CertificateError::NotValidYet),
+        ("Revoked", CertificateError::Revoked),
+        ("BadSignature", CertificateError::BadSignature),
+        (
+            "certificate does not allow extended key usage",
+            CertificateError::InvalidPurpose,
+        ),
+        ("InvalidPurpose", CertificateError::InvalidPurpose),
+    ];
+    Some(
+        match known.iter().find(|(start, _)| cert.starts_with(start)) {
+            Some((_, e)) => certificate_reason(e, peer),
+            None => format!("the {peer}'s certificate was refused: {cert}"),
+        },
+    )
 }
 
 fn reason(e: &rustls::Error, peer: &str) -> String {
@@ -359,37 +438,14 @@ fn alert_reason(alert: AlertDescription, peer: &str) -> String {
     }
 }
 
-/// A failed connection's error with its TLS reason in front, for a caller that
-/// shows only the top error (opentelemetry-otlp's HTTP exporter does).
-#[derive(Debug)]
-struct Explained {
-    reason: String,
-    source: BoxError,
-}
-
-impl fmt::Display for Explained {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
-
-impl StdError for Explained {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self.source.as_ref())
-    }
-}
-
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// `error` with its TLS reason (towards `peer`) as its message, when it has one;
-/// otherwise `error` as it is.
-pub fn explained(error: BoxError, peer: &str) -> BoxError {
-    match explain(error.as_ref(), peer) {
-        Some(reason) => Box::new(Explained {
-            reason,
-            source: error,
-        }),
-        None => error,
+/// `message` (an export error as text) with the TLS reason it quotes in front, if it
+/// quotes one: tonic's errors reach the exporter's caller as text only.
+pub fn with_reason(message: String, peer: &str) -> String {
+    match reason_from_text(&message, peer) {
+        Some(reason) => format!("TLS: {reason} ({message})"),
+        None => message,
     }
 }
 
@@ -417,8 +473,7 @@ pub fn grpc_channel(
         .connect_with_connector_lazy(ForceTls(connector)))
 }
 
-/// A connector that always speaks TLS (`https_only` behind a scheme set to `https`)
-/// and explains a failed handshake.
+/// A connector that always speaks TLS (`https_only` behind a scheme set to `https`).
 #[derive(Clone)]
 struct ForceTls(crate::upstream::HttpsConnector);
 
@@ -454,7 +509,7 @@ impl tower_service::Service<http::Uri> for ForceTls {
         match http::Uri::from_parts(parts) {
             Ok(uri) => {
                 let connecting = self.0.call(uri);
-                Box::pin(async move { connecting.await.map_err(|e| explained(e, "collector")) })
+                Box::pin(connecting)
             }
             Err(e) => Box::pin(std::future::ready(Err(Box::new(e) as BoxError))),
         }
@@ -604,7 +659,38 @@ mod tests {
                 .unwrap()
                 .starts_with("TLS: the collector requires a client certificate (mTLS)")
         );
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+        ));
+        assert_eq!(
+            explain(&nested, "collector").as_deref(),
+            Some("TLS: the collector's certificate has expired")
+        );
+        // What h2 hands back: the kind and the text.
+        let h2 = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        );
+        assert!(
+            explain(&h2, "collector")
+                .unwrap()
+                .starts_with("TLS: the collector requires a client certificate (mTLS)")
+        );
+        let h2 = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert!(
+            explain(&h2, "collector")
+                .unwrap()
+                .contains("(unknown issuer)")
+        );
         let plain = std::io::Error::other("connection refused");
         assert_eq!(explain(&plain, "backend"), None);
+        // tonic's error as the exporter's text.
+        let text = "export failed with gRPC code: Unknown: transport error: connection error: received fatal alert: CertificateRequired".to_owned();
+        assert!(
+            with_reason(text.clone(), "collector")
+                .starts_with("TLS: the collector requires a client certificate (mTLS)")
+        );
+        assert_eq!(with_reason("refused".to_owned(), "collector"), "refused");
     }
 }
