@@ -338,3 +338,73 @@ fn unusable_collector_tls_files_stop_the_gateway_naming_the_variable_and_file() 
     // No gateway ever served, so nothing reached the collector.
     assert!(receiver.exports().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Rotating the collector's CA file
+// ---------------------------------------------------------------------------------------
+
+/// Writes `contents` to `path` as a secret mount or `kubectl cp` would: a new
+/// file renamed over the old one.
+fn replace_file(path: &std::path::Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).expect("write the new file");
+    std::fs::rename(&tmp, path).expect("rename it over the old one");
+}
+
+#[test]
+fn a_rotated_ca_file_is_a_new_generation_and_an_unusable_one_keeps_the_old() {
+    let pki = Pki::generate();
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let front = TlsFront::start(&pki, receiver.addr(), ClientAuth::None);
+    let rt = runtime();
+    let ca_file = pki.dir().join("collector-ca.pem");
+    std::fs::copy(&pki.other_ca, &ca_file).expect("start with the wrong CA");
+    let gateway = exporting(
+        Protocol::Grpc,
+        &front,
+        &upstream,
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.to_str().unwrap())],
+    );
+    assert_dropped_with_reason(
+        "the wrong CA",
+        &gateway,
+        &receiver,
+        &rt,
+        "certificate is not trusted (unknown issuer)",
+    );
+
+    // The right CA replaces the file: the exporter is rebuilt and spans arrive.
+    replace_file(&ca_file, &std::fs::read(&pki.ca).unwrap());
+    assert!(
+        gateway
+            .wait_for_stderr("span exporter rebuilt", SPAN_TIMEOUT)
+            .is_some(),
+        "no reload for the rotated CA file\n{}",
+        gateway.stderr()
+    );
+    let (reply, trace) = call(&gateway, &rt);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_ok_span(&span_of(&receiver, &trace, "after the rotation", &gateway));
+
+    // A file that holds no certificate: the reload fails, the previous TLS stays.
+    replace_file(&ca_file, b"not a certificate\n");
+    let failed = gateway
+        .wait_for_stderr("config reload failed", SPAN_TIMEOUT)
+        .unwrap_or_else(|| panic!("the unusable CA file was not refused\n{}", gateway.stderr()));
+    let reason = gateway
+        .wait_for_stderr("holds no PEM certificate", SPAN_TIMEOUT)
+        .unwrap_or_else(|| panic!("no reason given: {failed}\n{}", gateway.stderr()));
+    assert!(
+        reason.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{reason}"
+    );
+    let (reply, trace) = call(&gateway, &rt);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_ok_span(&span_of(
+        &receiver,
+        &trace,
+        "after the refused reload",
+        &gateway,
+    ));
+}
