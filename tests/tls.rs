@@ -246,6 +246,20 @@ fn an_mtls_collector_takes_spans_with_the_client_certificate_and_refuses_them_wi
         assert_eq!(reply.status, 200, "{what}: {}", reply.text());
         assert_ok_span(&span_of(&receiver, &trace, what, &with_cert));
         assert_eq!(front.refused(), Vec::<String>::new(), "{what}");
+        // /config names the files, never the key.
+        let shown = rt.block_on(support::get(&format!("{}/config", with_cert.admin_url())));
+        let tls = &shown.json()["tracing"]["export"]["tls"];
+        assert_eq!(tls["ca"], ca, "{what}: {tls}");
+        assert_eq!(
+            tls["clientCertificate"],
+            pki.client_cert.to_str().unwrap(),
+            "{what}: {tls}"
+        );
+        let key = std::fs::read_to_string(&pki.client_key).unwrap();
+        assert!(
+            !shown.text().contains(key.lines().nth(1).unwrap()),
+            "{what}: the key is on /config"
+        );
         drop(with_cert);
 
         let without = exporting(
