@@ -117,11 +117,13 @@ pub fn config_json(shared: &Shared) -> serde_json::Value {
             endpoint,
             protocol,
             headers,
+            tls,
         } => json!({
             "target": "otlp",
             "endpoint": mask_url(endpoint),
             "protocol": format!("{protocol:?}").to_lowercase(),
             "headers": headers.iter().map(|(k, _)| (k.clone(), json!("***"))).collect::<serde_json::Map<_, _>>(),
+            "tls": tls.describe(),
         }),
     };
     let metrics = {

@@ -50,6 +50,9 @@ pub enum ErrorType {
     ConnectTimeout,
     /// The connection was refused or the host unreachable.
     ConnectError,
+    /// The TLS handshake with the backend failed: its certificate is not trusted,
+    /// not for its host name or expired, or it wanted a client certificate.
+    TlsError,
     /// The backend failed otherwise before answering.
     UpstreamError,
     /// No answer within the backend's `timeout`, or silence mid-body longer than its
@@ -75,7 +78,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every named kind (not [`ErrorType::Status`]), for documentation and tests.
-    pub const NAMED: [ErrorType; 25] = [
+    pub const NAMED: [ErrorType; 26] = [
         ErrorType::InvalidHost,
         ErrorType::MethodNotAllowed,
         ErrorType::InvalidPath,
@@ -93,6 +96,7 @@ impl ErrorType {
         ErrorType::ModelNotAllowed,
         ErrorType::ConnectTimeout,
         ErrorType::ConnectError,
+        ErrorType::TlsError,
         ErrorType::UpstreamError,
         ErrorType::Timeout,
         ErrorType::StreamIncomplete,
@@ -131,6 +135,7 @@ impl ErrorType {
             ErrorType::ModelNotAllowed => "model_not_allowed",
             ErrorType::ConnectTimeout => "connect_timeout",
             ErrorType::ConnectError => "connect_error",
+            ErrorType::TlsError => "tls_error",
             ErrorType::UpstreamError => "upstream_error",
             ErrorType::Timeout => "timeout",
             ErrorType::StreamIncomplete => "stream_incomplete",

@@ -55,5 +55,6 @@ pub mod server;
 pub mod settings;
 pub mod sinks;
 pub mod state;
+pub mod tls;
 pub mod trace_context;
 pub mod upstream;

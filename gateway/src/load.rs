@@ -87,7 +87,7 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     // Hashed before they are read: a file swapped in between makes the next check
     // load again, instead of this generation's hash hiding keys it never read (a
     // removed client key that stays accepted).
-    let secret_files = crate::settings::secret_files(&loaded.file, config_dir);
+    let secret_files = crate::settings::secret_files(&loaded.file, config_dir, &process_env);
     let source_hash = combined_hash(text.as_bytes(), &secret_files);
     let settings = Settings::resolve(&loaded.file, &loaded.plan, &process_env, config_dir)
         .map_err(|source| LoadError::Settings {
@@ -105,8 +105,8 @@ pub fn load_generation(path: &Path, number: u64) -> Result<Generation, LoadError
     })
 }
 
-/// The secret files a generation read: backends' key files and the client keys
-/// file, in the order of [`crate::settings::secret_files`]. A change to any of
+/// The secret files a generation read: backends' key files, the client keys
+/// file and the collector TLS files, in the order of [`crate::settings::secret_files`]. A change to any of
 /// them is a new generation.
 pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
     settings
@@ -114,6 +114,7 @@ pub fn key_files(settings: &Settings) -> Vec<PathBuf> {
         .iter()
         .filter_map(|b| b.key_file.clone())
         .chain(settings.client_keys.as_ref().map(|k| k.path().to_owned()))
+        .chain(settings.tls_files.iter().cloned())
         .collect()
 }
 

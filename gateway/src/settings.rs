@@ -107,6 +107,8 @@ pub enum SettingsError {
     PassthroughWithClientKeys { backend: String },
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsSettingsError),
+    #[error("collector TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("address `{value}` for `{key}` is not HOST:PORT: {reason}")]
     BadAddress {
         key: &'static str,
@@ -138,7 +140,8 @@ impl SettingsError {
     pub fn is_environmental(&self) -> bool {
         match self {
             SettingsError::MissingKeyEnv { .. } | SettingsError::MissingHeaderEnv { .. } => true,
-            SettingsError::KeyFile { source, .. } => matches!(
+            SettingsError::KeyFile { source, .. }
+            | SettingsError::Tls(crate::tls::TlsError::Read { source, .. }) => matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
             ),
@@ -252,6 +255,9 @@ pub enum ExportTarget {
         endpoint: String,
         protocol: OtlpProtocol,
         headers: Vec<(String, Secret)>,
+        /// For an `https://` endpoint: the CA trusted besides the system's and the
+        /// client certificate (`OTEL_EXPORTER_OTLP_*CERTIFICATE`, `*CLIENT_KEY`).
+        tls: Box<crate::tls::TlsSettings>,
     },
 }
 
@@ -323,6 +329,9 @@ pub struct Settings {
     pub client_keys: Option<crate::client_auth::ClientKeys>,
     /// Masks every backend key of this generation in responses.
     pub redactor: std::sync::Arc<crate::redact::Redactor>,
+    /// The collector TLS files the environment names (CA, client certificate and
+    /// key): watched like key files, so a rotated certificate is a new generation.
+    pub tls_files: Vec<PathBuf>,
 }
 
 /// Reads the environment; a function so tests can pass their own.
@@ -391,6 +400,7 @@ impl Settings {
                 env_sampler(env)?
             },
             client_keys,
+            tls_files: crate::tls::env_files(env),
         })
     }
 
@@ -422,8 +432,13 @@ impl Settings {
 }
 
 /// The secret files `file` references (backends' `apiKey` files, then the client
-/// keys file), as [`Settings::resolve`] will read them.
-pub fn secret_files(file: &ConfigFile, config_dir: &std::path::Path) -> Vec<PathBuf> {
+/// keys file), then the collector TLS files `env` names, as [`Settings::resolve`]
+/// will read them.
+pub fn secret_files(
+    file: &ConfigFile,
+    config_dir: &std::path::Path,
+    env: EnvLookup<'_>,
+) -> Vec<PathBuf> {
     file.backends
         .iter()
         .filter_map(|b| match &b.value.api_key {
@@ -436,6 +451,7 @@ pub fn secret_files(file: &ConfigFile, config_dir: &std::path::Path) -> Vec<Path
                 .as_ref()
                 .map(|k| config_dir.join(&k.file)),
         )
+        .chain(crate::tls::env_files(env))
         .collect()
 }
 
@@ -722,6 +738,7 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
                 endpoint,
                 protocol,
                 headers: headers.into_iter().collect(),
+                tls: Box::new(crate::tls::TlsSettings::from_env(env)?),
             }
         }
     };
@@ -943,6 +960,7 @@ mod tests {
             endpoint,
             protocol,
             headers,
+            ..
         } = s.export.target
         else {
             panic!()
@@ -980,6 +998,7 @@ mod tests {
                     endpoint,
                     protocol,
                     headers,
+                    ..
                 } => {
                     let auth = headers
                         .iter()

@@ -23,12 +23,29 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A TLS-capable connector with `connect_timeout`.
-pub fn https_connector_with(connect_timeout: Option<Duration>) -> HttpsConnector {
+/// The TCP connector under every TLS one: no Nagle, `connect_timeout`.
+pub fn tcp_connector(connect_timeout: Option<Duration>) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(connect_timeout);
+    http
+}
+
+/// A connector for `https://` with `config` (ALPN set here: h2, then http/1.1) and
+/// plain `http://`; what the OTLP/HTTP exporter uses with the collector's TLS.
+pub fn https_connector_from(config: rustls::ClientConfig) -> HttpsConnector {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp_connector(Some(Duration::from_secs(10))))
+}
+
+/// A TLS-capable connector with `connect_timeout`.
+pub fn https_connector_with(connect_timeout: Option<Duration>) -> HttpsConnector {
+    let http = tcp_connector(connect_timeout);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match builder.with_provider_and_native_roots(Arc::clone(&provider)) {

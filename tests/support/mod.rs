@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: a scripted upstream usable from sync code
 //! ([`Upstream`]; [`scripted`] for async tests that talk to it directly), the real
 //! `celgate` binary as a process ([`Gateway`]), an OTLP receiver ([`otlp::Receiver`]),
-//! small async HTTP clients ([`client`]: [`post_json`], [`post_stream`], ...) and the
-//! request bodies tests send ([`bodies`]).
+//! small async HTTP clients ([`client`]: [`post_json`], [`post_stream`], ...), the
+//! request bodies tests send ([`bodies`]) and a local PKI with TLS fronts ([`tls`]).
 //!
 //! Include it with `#[path = "support/mod.rs"] mod support;`; each test binary uses a
 //! subset, hence the `dead_code` allowance.
@@ -14,6 +14,7 @@ pub mod calls;
 pub mod client;
 pub mod otlp;
 pub mod scripted;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use bodies::*;

@@ -251,6 +251,11 @@ impl Receiver {
         }
     }
 
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT`: what `OTEL_EXPORTER_OTLP_ENDPOINT` or a config's
     /// `otlpEndpoint` takes (OTLP/HTTP exporters append `/v1/traces` to it).
     pub fn endpoint(&self) -> String {

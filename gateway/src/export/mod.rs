@@ -530,6 +530,7 @@ fn build_sink(
         endpoint,
         protocol,
         headers,
+        tls,
     } = &settings.target
     else {
         return Ok(match settings.target {
@@ -539,7 +540,7 @@ fn build_sink(
     };
     // hyper's connector is built inside the export runtime.
     let _guard = rt.enter();
-    Transport::new(endpoint, *protocol, headers)
+    Transport::new(endpoint, *protocol, headers, tls)
         .map(|t| Sink::Otlp(Arc::new(t)))
         .map_err(|reason| ExportError::Build {
             endpoint: endpoint.clone(),

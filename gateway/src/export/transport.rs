@@ -16,7 +16,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use std::sync::Arc;
+
 use crate::settings::Secret;
+use crate::tls::TlsSettings;
 
 /// The gRPC method an OTLP trace export calls.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -53,6 +56,7 @@ impl Transport {
         endpoint: &str,
         protocol: OtlpProtocol,
         headers: &[(String, Secret)],
+        tls: &TlsSettings,
     ) -> Result<Transport, String> {
         let uri = match protocol {
             OtlpProtocol::Http => endpoint.to_owned(),
@@ -68,8 +72,16 @@ impl Transport {
         if protocol == OtlpProtocol::Grpc {
             builder.http2_only(true);
         }
+        // The collector's TLS (system roots, its CA file, a client identity).
+        let connector = match uri.scheme_str() {
+            Some("https") => {
+                let config = crate::tls::client_config(tls).map_err(|e| e.to_string())?;
+                crate::upstream::https_connector_from(Arc::unwrap_or_clone(config))
+            }
+            _ => crate::upstream::https_connector(),
+        };
         Ok(Transport {
-            client: builder.build(crate::upstream::https_connector()),
+            client: builder.build(connector),
             uri,
             protocol,
             headers: header_map(headers, protocol)?,
@@ -96,11 +108,11 @@ impl Transport {
             .body(Full::new(body))
             .map_err(|e| SendError::Connect(e.to_string()))?;
         *request.headers_mut() = self.headers.clone();
-        let answer = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| SendError::Connect(error_chain(&e)))?;
+        let answer = self.client.request(request).await.map_err(|e| {
+            SendError::Connect(
+                crate::tls::explain(&e, "collector").unwrap_or_else(|| error_chain(&e)),
+            )
+        })?;
         let status = answer.status();
         if !status.is_success() {
             return Err(SendError::Status(status));

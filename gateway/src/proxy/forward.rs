@@ -191,7 +191,8 @@ fn rewrite_model(bytes: Bytes, to: &str) -> Bytes {
 
 /// The failure for a request the backend client could not complete: a connection
 /// that could not be made within `connectTimeout` is a 504 `connect_timeout`, one
-/// refused or unreachable a 502 `connect_error`.
+/// refused or unreachable a 502 `connect_error`, a failed TLS handshake a 502
+/// `tls_error` whose message says why.
 fn client_error(e: &hyper_util::client::legacy::Error, backend: &Backend) -> Failure {
     use std::error::Error as _;
     let mut cause = String::new();
@@ -204,7 +205,16 @@ fn client_error(e: &hyper_util::client::legacy::Error, backend: &Backend) -> Fai
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         source = s.source();
     }
-    let (status, error_type, message) = if e.is_connect() && timed_out {
+    let (status, error_type, message) = if let Some(reason) = crate::tls::explain(e, "backend") {
+        (
+            StatusCode::BAD_GATEWAY,
+            ErrorType::TlsError,
+            format!(
+                "could not talk to backend `{}` at {}:{}: {reason}",
+                backend.name, backend.host, backend.port
+            ),
+        )
+    } else if e.is_connect() && timed_out {
         (
             StatusCode::GATEWAY_TIMEOUT,
             ErrorType::ConnectTimeout,
