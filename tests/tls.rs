@@ -422,3 +422,47 @@ fn a_rotated_ca_file_is_a_new_generation_and_an_unusable_one_keeps_the_old() {
         &gateway,
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// The metrics push takes the same collector TLS
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_metrics_push_reaches_an_mtls_collector_with_the_same_variables() {
+    let pki = Pki::generate();
+    let upstream = Upstream::start();
+    let rt = runtime();
+    for protocol in [Protocol::Http, Protocol::Grpc] {
+        let what = protocol_name(protocol);
+        let receiver = Receiver::with(protocol, ReceiverOptions::default());
+        let front = TlsFront::start(&pki, receiver.addr(), ClientAuth::Required);
+        let gateway = exporting(
+            protocol,
+            &front,
+            &upstream,
+            &[
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca.to_str().unwrap()),
+                (
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    pki.client_cert.to_str().unwrap(),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                    pki.client_key.to_str().unwrap(),
+                ),
+            ],
+        );
+        let (reply, _) = call(&gateway, &rt);
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+        let point =
+            receiver.wait_for_point(SPAN_TIMEOUT, |p| p.metric == "gen_ai.client.token.usage");
+        assert!(
+            point.is_some(),
+            "{what}: no metrics over mTLS\n{}",
+            gateway.stderr()
+        );
+        assert_eq!(front.refused(), Vec::<String>::new(), "{what}");
+    }
+}

@@ -266,6 +266,11 @@ fn build(
         endpoint: mask_url(&target.endpoint),
         reason,
     };
+    // The collector's TLS (system roots, its CA file, a client identity) for https.
+    let tls = match target.endpoint.starts_with("https://") {
+        true => Some(crate::tls::client_config(&target.tls).map_err(|e| build_err(e.to_string()))?),
+        false => None,
+    };
     let _guard = runtime.enter();
     let builder = MetricExporter::builder().with_temporality(temporality);
     match target.protocol {
@@ -275,18 +280,21 @@ fn build(
                 .with_endpoint(target.endpoint.clone())
                 .with_timeout(target.timeout)
                 .with_interceptor(Metadata::new(&target.headers).map_err(build_err)?);
-            if target.endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_enabled_roots(),
-                );
+            if let Some(config) = tls {
+                let channel = crate::tls::grpc_channel(&target.endpoint, config, target.timeout);
+                builder = builder.with_channel(channel.map_err(build_err)?);
             }
             builder.build()
         }
         OtlpProtocol::Http => {
             let client = HeaderClient {
                 inner: opentelemetry_http::hyper::HyperClient::new(
-                    crate::upstream::https_connector(),
+                    match tls {
+                        Some(config) => {
+                            crate::upstream::https_connector_from(Arc::unwrap_or_clone(config))
+                        }
+                        None => crate::upstream::https_connector(),
+                    },
                     target.timeout,
                     None,
                 ),

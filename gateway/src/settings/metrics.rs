@@ -25,6 +25,8 @@ use super::{
 /// Why the metrics settings in the environment cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsSettingsError {
+    #[error("metrics collector TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(
         "OTEL_METRICS_EXPORTER is `{value}`: `{entry}` is not an exporter celgate has; expected a comma-separated list of otlp and prometheus, or none"
     )]
@@ -65,6 +67,9 @@ pub struct OtlpMetricsTarget {
     /// How long one export may take (`OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
     pub timeout: Duration,
+    /// The collector TLS variables (`OTEL_EXPORTER_OTLP_CERTIFICATE`, ...), as
+    /// for spans.
+    pub tls: Box<crate::tls::TlsSettings>,
 }
 
 /// Push settings: the target, and the reader's settings that only a restart
@@ -216,6 +221,7 @@ fn target(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<OtlpMetricsTarget, S
         protocol,
         headers: headers(plan, env, origin == Origin::Config)?,
         timeout,
+        tls: Box::new(crate::tls::TlsSettings::from_env(env)?),
     })
 }
 
