@@ -1152,3 +1152,64 @@ fn langfuse_sets_the_trace_input_and_output_only_on_child_spans() {
         );
     }
 }
+
+/// Langfuse prices a generation per usage type: `cost_details` keys must be usage
+/// keys (or `total`), each usage key with tokens must have its cost, and the parts
+/// must add up to the total, or Langfuse shows a cost that its own breakdown
+/// contradicts. With `pricing: default`, on every protocol call.
+#[test]
+fn langfuse_cost_details_price_each_usage_key_and_add_up() {
+    let yaml = "config:\n  tracing:\n    preset: langfuse\npricing: default\n";
+    let plan = load(yaml, &LoadOptions::default()).unwrap().plan;
+    let mut priced = 0;
+    for (case, ex) in calls() {
+        let span = plan.evaluate(&ex);
+        assert!(span.errors.is_empty(), "{case}: {:?}", span.errors);
+        let ours = span_json(&span);
+        let a = &ours["attributes"];
+        let parse = |k: &str| {
+            a[k].as_str().map(|t| {
+                serde_json::from_str::<Value>(t).unwrap_or_else(|e| panic!("{case}: {k}: {e}"))
+            })
+        };
+        let Some(cost) = parse("langfuse.observation.cost_details") else {
+            continue;
+        };
+        priced += 1;
+        let usage = parse("langfuse.observation.usage_details").expect("usage with cost");
+        let cost = cost.as_object().expect("cost details are an object");
+        let usage = usage.as_object().expect("usage details are an object");
+        let mut parts = 0.0;
+        for (k, v) in cost {
+            let v = v
+                .as_f64()
+                .unwrap_or_else(|| panic!("{case}: cost {k} = {v}"));
+            assert!(v >= 0.0, "{case}: cost {k} = {v}");
+            if k != "total" {
+                assert!(
+                    usage.contains_key(k),
+                    "{case}: cost key {k} is no usage key {usage:?}"
+                );
+                parts += v;
+            }
+        }
+        for (k, n) in usage {
+            if k != "total" && n.as_i64().unwrap_or(0) > 0 {
+                assert!(
+                    cost.contains_key(k),
+                    "{case}: usage {k} has tokens but no cost {cost:?}"
+                );
+            }
+        }
+        let total = cost["total"].as_f64().expect("a total");
+        assert!(total > 0.0, "{case}");
+        assert!(
+            (parts - total).abs() <= total * 1e-9,
+            "{case}: parts {parts} vs total {total}"
+        );
+    }
+    assert!(
+        priced > 0,
+        "no call was priced: the default pricing no longer covers the calls' models"
+    );
+}
