@@ -707,15 +707,7 @@ fn resolve_export(plan: &TracingPlan, env: EnvLookup<'_>) -> Result<ExportSettin
                     headers.insert(k, Secret::new(v));
                 }
             }
-            for (k, v) in &plan.headers {
-                let (value, vars) = expand_env(k, v, env)?;
-                let origin = match vars.as_slice() {
-                    [] => String::new(),
-                    vars => format!(" (after expanding ${{{}}})", vars.join("}, ${")),
-                };
-                check_header(k, &value, &origin)?;
-                headers.insert(k.to_ascii_lowercase(), Secret::new(value));
-            }
+            insert_config_headers(plan, env, &mut headers)?;
             // Langfuse authenticates with Basic public-key:secret-key. Only for the
             // langfuse preset, so these keys never travel to another kind of collector.
             if langfuse
@@ -761,6 +753,25 @@ fn http_traces_path(endpoint: &str, protocol: OtlpProtocol) -> String {
         return e.to_owned();
     }
     format!("{}/v1/traces", e.trim_end_matches('/'))
+}
+
+/// The config's `headers` (with `${VAR}`s expanded and checked) into `out`, over
+/// what is there: the config wins over the environment's headers.
+fn insert_config_headers(
+    plan: &TracingPlan,
+    env: EnvLookup<'_>,
+    out: &mut BTreeMap<String, Secret>,
+) -> Result<(), SettingsError> {
+    for (k, v) in &plan.headers {
+        let (value, vars) = expand_env(k, v, env)?;
+        let origin = match vars.as_slice() {
+            [] => String::new(),
+            vars => format!(" (after expanding ${{{}}})", vars.join("}, ${")),
+        };
+        check_header(k, &value, &origin)?;
+        out.insert(k.to_ascii_lowercase(), Secret::new(value));
+    }
+    Ok(())
 }
 
 /// `k1=v1,k2=v2` with percent-encoded values, as `OTEL_EXPORTER_OTLP_HEADERS` is written.

@@ -18,7 +18,7 @@ use celgate_engine::TracingPlan;
 use celgate_engine::config::OtlpProtocol;
 
 use super::{
-    EnvLookup, Secret, SettingsError, check_header, expand_env, parse_env_headers,
+    EnvLookup, Secret, SettingsError, check_header, insert_config_headers, parse_env_headers,
     refuse_credentials, strip_one_newline,
 };
 
@@ -303,15 +303,7 @@ fn headers(
     };
     from_var("OTEL_EXPORTER_OTLP_HEADERS", &mut out)?;
     if config_endpoint {
-        for (k, v) in &plan.headers {
-            let (value, vars) = expand_env(k, v, env)?;
-            let origin = match vars.as_slice() {
-                [] => String::new(),
-                vars => format!(" (after expanding ${{{}}})", vars.join("}, ${")),
-            };
-            check_header(k, &value, &origin)?;
-            out.insert(k.to_ascii_lowercase(), Secret::new(value));
-        }
+        insert_config_headers(plan, env, &mut out)?;
     }
     from_var("OTEL_EXPORTER_OTLP_METRICS_HEADERS", &mut out)?;
     Ok(out.into_iter().collect())
