@@ -306,7 +306,10 @@ async fn stall_goes_silent_after_two_events_and_answers_are_recorded() {
         if events == 2 {
             before_stall = true;
         } else if events > 2 {
-            assert!(before_stall, "the third event came with the second: no stall");
+            assert!(
+                before_stall,
+                "the third event came with the second: no stall"
+            );
             assert!(at.duration_since(start) >= Duration::from_millis(300));
             break;
         }
