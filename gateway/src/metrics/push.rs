@@ -236,7 +236,8 @@ impl Push {
                         OTelSdkError::Timeout(t) => {
                             format!("no answer within {t:?} (OTEL_METRIC_EXPORT_TIMEOUT)")
                         }
-                        e => e.to_string(),
+                        // The SDK passes tonic's and hyper's errors on as text.
+                        e => crate::tls::with_reason(e.to_string(), "collector"),
                     };
                     tracing::warn!(target: "celgate::metrics", "metrics push to {endpoint} ({:?}) failed: {e}; the values are pushed again, cumulated, at the next interval; further failures are not logged until it recovers", target.protocol);
                 }
