@@ -44,7 +44,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 #[derive(Debug, Parser)]
-#[command(name = "rate", about = "Fixed-rate (open-loop) HTTP load with latency percentiles")]
+#[command(
+    name = "rate",
+    about = "Fixed-rate (open-loop) HTTP load with latency percentiles"
+)]
 struct Args {
     /// Requests per second, the schedule all connections share.
     #[arg(long)]
@@ -276,7 +279,10 @@ async fn one(
         .header(header::HOST, plan.target.host.as_str())
         .header(header::CONTENT_TYPE, "application/json")
         // A client key: celgate must replace it with the backend's.
-        .header(header::AUTHORIZATION, "Bearer sk-client-key-never-forwarded")
+        .header(
+            header::AUTHORIZATION,
+            "Bearer sk-client-key-never-forwarded",
+        )
         .body(Full::new(plan.body.clone()))
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let response = conn
