@@ -156,6 +156,13 @@ fn run(args: Args) -> Result<String, String> {
     if args.rate == 0 || args.connections == 0 || args.duration == 0 {
         return Err("--rate, --connections and --duration must be positive".into());
     }
+    let interval_ns = 1_000_000_000 / args.rate;
+    let total = args
+        .warmup
+        .checked_add(args.duration)
+        .and_then(|s| s.checked_mul(args.rate))
+        .filter(|n| n.checked_mul(interval_ns.max(1)).is_some())
+        .ok_or("--rate x (--warmup + --duration) is too large")?;
     let body = std::fs::read(&args.body)
         .map_err(|e| format!("cannot read {}: {e}", args.body.display()))?;
     let plan = Arc::new(Plan {
@@ -165,9 +172,10 @@ fn run(args: Args) -> Result<String, String> {
         timeout: Duration::from_millis(args.timeout_ms),
         // The first request is due shortly after every thread has started.
         start: Instant::now() + Duration::from_millis(50),
-        interval_ns: 1_000_000_000 / args.rate,
+        interval_ns,
+        // At most `total`, which did not overflow.
         warm: args.rate * args.warmup,
-        total: args.rate * (args.warmup + args.duration),
+        total,
         next: AtomicU64::new(0),
         reported: AtomicBool::new(false),
     });
