@@ -147,7 +147,9 @@ SECTION="$WORK/section.md"
         echo
         echo "| per call | share | function |"
         echo "|---:|---:|---|"
-        awk -F'\t' '{ f = $3; gsub(/\|/, "\\|", f); printf "| %d | %s | `%s` |\n", $1, $2, f }' "$TOP"
+        awk -F'\t' '
+            function th(n, s, r) { s = sprintf("%d", n); while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) } return s r }
+            { f = $3; gsub(/\|/, "\\|", f); printf "| %s | %s | `%s` |\n", th($1), $2, f }' "$TOP"
     fi
 } >"$SECTION"
 
