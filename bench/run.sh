@@ -2,7 +2,7 @@
 # Load harness: celgate against nginx on this machine, with wrk (saturation) and the
 # rate example (fixed rates, open loop).
 #
-#   bench/run.sh                  full run (about 12 minutes after the build), writes BENCHMARKS.md
+#   bench/run.sh                  full run (about 22 minutes after the build), writes BENCHMARKS.md
 #   bench/run.sh --quick          short runs, one round (CI smoke); prints only
 #   bench/run.sh --with-litellm   also LiteLLM's proxy (bench/litellm.sh; virtualenv in bench/.venv)
 #
