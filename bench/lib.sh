@@ -1,7 +1,8 @@
 # Shared by bench/run.sh and bench/faults.sh (sourced, not run).
 #
 # Starts and watches the processes a load run needs (nginx, celgate, the scripted
-# upstream, the OTLP sink), runs wrk, and reads CPU time and memory from /proc.
+# upstream, the OTLP sink), runs wrk (closed loop, saturation) and the rate example
+# (open loop, a fixed rate), and reads CPU time and memory from /proc.
 # Every process it starts is recorded in PIDS and stopped, by pid, on exit.
 # Needs bash 4+, perl (perl-base, to pick free ports for nginx), wrk and nginx
 # (installed by ensure_tools when missing).
@@ -14,6 +15,7 @@ RELEASE_DIR="$CARGO_TARGET_DIR/release"
 CELGATE="$RELEASE_DIR/celgate"
 SINK="$RELEASE_DIR/examples/otlp_sink"
 TTFB="$RELEASE_DIR/examples/ttfb"
+RATE="$RELEASE_DIR/examples/rate"
 CLK_TCK=$(getconf CLK_TCK)
 # The backend key celgate sends upstream (nginx ignores it).
 export BENCH_BACKEND_KEY=sk-bench-backend-key
@@ -77,11 +79,11 @@ ensure_tools() {
     command -v perl >/dev/null || die "perl is not installed"
 }
 
-# The release binary and the two bench examples, built in one cargo invocation.
+# The release binary and the three bench examples, built in one cargo invocation.
 build_release() {
-    log "building release: cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb"
+    log "building release: cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate"
     local start=$SECONDS
-    (cd "$REPO_DIR" && cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb) ||
+    (cd "$REPO_DIR" && cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate) ||
         die "the release build failed"
     BUILD_SECONDS=$((SECONDS - start))
     log "release build took ${BUILD_SECONDS}s"
@@ -343,6 +345,64 @@ proc_ticks() {
 # status_kb PID FIELD: VmRSS, VmHWM, ... in kB.
 status_kb() {
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# reset_peak PIDS...: each one's VmHWM back to its current RSS (clear_refs "5"), so
+# that peak_kb after a run reads the peak of that run, not of the process's life.
+reset_peak() {
+    local pid
+    for pid in "$@"; do
+        echo 5 2>/dev/null >"/proc/$pid/clear_refs" || true
+    done
+}
+
+# peak_kb PIDS...: the largest VmHWM among them (nginx: its biggest process).
+peak_kb() {
+    local pid v max=0
+    for pid in "$@"; do
+        v=$(status_kb "$pid" VmHWM 2>/dev/null) || continue
+        if ((${v:-0} > max)); then max=$v; fi
+    done
+    echo "$max"
+}
+
+# run_rate RATE SECONDS URL BODY_FILE [rate args...]: one open-loop run of the rate
+# example (RATE_WARMUP seconds first, not counted); sets R_ok, R_errors, R_p50_us,
+# R_p99_us, R_lag_p99_us, ... (with --stream also R_ttft_*, R_gap_*).
+run_rate() {
+    local rate=$1 d=$2 url=$3 body=$4 out line kv
+    shift 4
+    out=$("$RATE" --rate "$rate" --duration "$d" --warmup "${RATE_WARMUP:-1}" --body "$body" "$@" "$url" 2>&1) ||
+        die "rate failed against $url: $out"
+    line=$(grep '^RATE ' <<<"$out") || die "rate printed no result against $url: $out"
+    for kv in ${line#RATE }; do
+        printf -v "R_${kv%%=*}" '%s' "${kv#*=}"
+    done
+}
+
+# write_chat_body FILE BYTES: a chat completion request of exactly BYTES bytes, a
+# conversation of ~400-character user and assistant turns after a system prompt (the
+# last turn, the user's, cut to fit), like a chat client resending its history.
+write_chat_body() {
+    perl -e '
+        my ($n) = @ARGV;
+        my $turn = "Here is the next part of the text we are discussing; keep the thread of it in mind. " x 5;
+        my $head = q({"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."});
+        my $tail = q(],"temperature":0.2,"max_tokens":64});
+        my ($body, $i) = ("", 0);
+        while (1) {
+            my $role = $i++ % 2 ? "assistant" : "user";
+            my $pre = qq(,{"role":"$role","content":");
+            my $room = $n - length($head) - length($body) - length($tail) - length($pre) - 2;
+            die "$n bytes is too small for a chat body
+" if $room < 1 && $body eq "";
+            if ($role eq "user" && $room <= 2 * length($turn) + 60) {
+                $body .= $pre . substr($turn x 3, 0, $room) . q("});
+                last;
+            }
+            $body .= $pre . $turn . q("});
+        }
+        print $head, $body, $tail;' "$2" >"$1" || die "cannot write a $2-byte chat body"
 }
 
 # run_wrk THREADS CONNS SECONDS URL [chat.lua args...]: runs wrk and sets W_requests,

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Load harness: celgate against nginx on this machine, with wrk.
+# Load harness: celgate against nginx on this machine, with wrk (saturation) and the
+# rate example (fixed rates, open loop).
 #
-#   bench/run.sh                  full run (about 5 minutes after the build), writes BENCHMARKS.md
+#   bench/run.sh                  full run (about 22 minutes after the build), writes BENCHMARKS.md
 #   bench/run.sh --quick          short runs, one round (CI smoke); prints only
 #   bench/run.sh --with-litellm   also LiteLLM's proxy (bench/litellm.sh; virtualenv in bench/.venv)
 #
 # Options: --rounds N, --duration S (concurrency-32 runs), --c1-duration S,
+# --rate-duration S (each fixed-rate run, after 1 s of warm-up),
 # --write / --no-write (BENCHMARKS.md section between <!-- load:begin --> and
 # <!-- load:end -->; default: write unless --quick). BENCH_KEEP_WORK=1 keeps the
 # temp dir (configs, logs). CARGO_TARGET_DIR is honoured.
@@ -20,6 +22,11 @@
 #   f0 wrk -> scripted SSE upstream (`celgate upstream`), streamed chat
 #   f1 wrk -> celgate (phoenix, exporting) -> f0
 #   L  wrk -> LiteLLM proxy (otel callback to a live sink) -> a   (--with-litellm)
+#   b1k e1k b16k e16k   b and e with 1 KiB and 16 KiB chat request bodies
+#   m0-m3 r0-r3 g0-g3   a row pair per other protocol (see below)
+# and, in the same rounds, fixed-rate runs (gateway/examples/rate.rs) of a, b, c and e
+# at 1k and 5k req/s (p50/p99 from the intended send time, added vs a), and of f0/f1
+# streams at a fixed rate (time to first token, gaps between chunks, added vs f0).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,6 +38,7 @@ WRITE=""
 ROUNDS=""
 D32=""
 D1=""
+DR=""
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
@@ -40,16 +48,17 @@ while (($#)); do
     --rounds) ROUNDS=$2; shift ;;
     --duration) D32=$2; shift ;;
     --c1-duration) D1=$2; shift ;;
+    --rate-duration) DR=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
     shift
 done
 if ((QUICK)); then
-    : "${ROUNDS:=1}" "${D32:=2}" "${D1:=1}" "${WRITE:=0}"
+    : "${ROUNDS:=1}" "${D32:=2}" "${D1:=1}" "${DR:=1}" "${WRITE:=0}"
     TTFB_N=40
 else
-    : "${ROUNDS:=3}" "${D32:=8}" "${D1:=4}" "${WRITE:=1}"
+    : "${ROUNDS:=3}" "${D32:=8}" "${D1:=4}" "${DR:=5}" "${WRITE:=1}"
     TTFB_N=300
 fi
 # LiteLLM answers ~100 req/s: shorter runs are enough.
@@ -65,7 +74,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 # --- processes ---------------------------------------------------------------------
 start_origin
 start_nginx proxy \
-    'location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }' \
+    'client_body_buffer_size 64k; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }' \
     "upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }"
 PROXY_PORT=$NGINX_PORT
 PROXY_PID=$NGINX_PID
@@ -84,6 +93,12 @@ start_celgate jaeger "$(celgate_config "$ORIGIN_URL" "$(tracing_block jaeger "ht
 JAEGER_ADDR=$CG_ADDR JAEGER_PID=$CG_PID JAEGER_ADMIN=$CG_ADMIN
 start_celgate phoenix "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$PHOENIX_SINK" grpc)")"
 PHOENIX_ADDR=$CG_ADDR PHOENIX_PID=$CG_PID PHOENIX_ADMIN=$CG_ADMIN
+# The same for the 1 KiB / 16 KiB request rows, in its own process so that the memory
+# larger spans take is not counted in e's peak RSS.
+start_sink sizes
+SIZES_SINK=$SINK_GRPC SIZES_SINK_STATS=$SINK_STATS SIZES_SINK_PID=$SINK_PID
+start_celgate sizes "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$SIZES_SINK" grpc)")"
+SIZES_ADDR=$CG_ADDR SIZES_PID=$CG_PID SIZES_ADMIN=$CG_ADMIN
 start_celgate stream "$(celgate_config "http://$UP_ADDR/v1" "$(tracing_block phoenix "http://$STREAM_SINK" grpc)")"
 STREAM_ADDR=$CG_ADDR STREAM_PID=$CG_PID STREAM_ADMIN=$CG_ADMIN
 # One gateway for the other protocols: a backend per provider, all the scripted upstream.
@@ -103,7 +118,7 @@ fi
 # --- what to measure ---------------------------------------------------------------
 PATH_CHAT=/v1/chat/completions
 declare -A LABEL URL ARGS CPU_PIDS SLOW
-ORDER=(a b c d e f0 f1)
+ORDER=(a b c d e b1k e1k b16k e16k f0 f1)
 LABEL[a]="direct to nginx (fixed chat completion)"
 URL[a]="http://127.0.0.1:$ORIGIN_PORT$PATH_CHAT"
 CPU_PIDS[a]="$ORIGIN_PID $(children_of "$ORIGIN_PID")"
@@ -127,6 +142,21 @@ LABEL[f1]="stream: celgate (phoenix, OTLP/gRPC) -> f0"
 URL[f1]="http://$STREAM_ADDR$PATH_CHAT"
 ARGS[f1]=stream
 CPU_PIDS[f1]=$STREAM_PID
+# Larger requests, a conversation resent with its history: nginx proxy (its body
+# buffer raised to 64k so a 16 KiB body stays in memory, as celgate's does) and
+# celgate phoenix, which records every message in the span.
+declare -A SIZE_OF
+for size in 1k 16k; do
+    write_chat_body "$WORK/chat-$size.json" $((${size%k} * 1024))
+    LABEL[b$size]="nginx reverse proxy -> a, $size request"
+    URL[b$size]=${URL[b]}
+    CPU_PIDS[b$size]=${CPU_PIDS[b]}
+    LABEL[e$size]="celgate, phoenix preset, OTLP/gRPC -> a, $size request"
+    URL[e$size]="http://$SIZES_ADDR$PATH_CHAT"
+    CPU_PIDS[e$size]=$SIZES_PID
+    ARGS[b$size]="body=$WORK/chat-$size.json" ARGS[e$size]="body=$WORK/chat-$size.json"
+    SIZE_OF[b$size]=$size SIZE_OF[e$size]=$size
+done
 # A row pair per protocol and shape: direct to the scripted upstream (x0, x2) and
 # through celgate with the phoenix preset (x1, x3); JSON (x0, x1) and stream (x2, x3).
 write_protocol_bodies "$WORK"
@@ -158,22 +188,67 @@ if ((WITH_LITELLM)); then
     SLOW[L]=1
 fi
 
-RESULTS="$WORK/results"
-: >"$RESULTS"
+# The request bodies of the fixed-rate runs: chat.lua's 2-message chat, the same as a
+# stream, and a stream the upstream paces (5 ms before each event).
+STREAM_BODY='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"What is the capital of France? Answer in one short sentence."}],"temperature":0.2,"max_tokens":64}'
+printf '%s' "$STREAM_BODY" >"$WORK/stream.json"
+sed 's/"gpt-4o-mini"/"drip-5"/' "$WORK/stream.json" >"$WORK/drip.json"
+sed 's/"stream":true,"stream_options":{"include_usage":true},//' "$WORK/stream.json" >"$WORK/chat.json"
+RATES=(1000 5000)
+RATE_ROWS=(a b c e)
+declare -A SRATE=([stream]=500 [drip]=100) SBODY=([stream]="$WORK/stream.json" [drip]="$WORK/drip.json")
+RATE_WARMUP=1
 
-# measure KEY ROUND: one concurrency-32 run (throughput, latency, CPU) and one
-# concurrency-1 run (latency).
+RESULTS="$WORK/results" RATE_RESULTS="$WORK/rate-results" STREAM_RESULTS="$WORK/stream-results"
+: >"$RESULTS"
+: >"$RATE_RESULTS"
+: >"$STREAM_RESULTS"
+
+# cpu_per_req TICKS REQUESTS: µs of CPU per request.
+cpu_per_req() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }'
+}
+
+# measure KEY ROUND: one concurrency-32 run (throughput, latency, CPU, peak RSS) and
+# one concurrency-1 run (latency).
 measure() {
-    local k=$1 r=$2 d32=$D32 d1=$D1 t0 t1 cpu rps p50 p99 e32
+    local k=$1 r=$2 d32=$D32 d1=$D1 t0 t1 cpu rps p50 p99 e32 peak
     if [ -n "${SLOW[$k]:-}" ]; then d32=$D32_SLOW d1=$D1_SLOW; fi
+    reset_peak ${CPU_PIDS[$k]}
     t0=$(proc_ticks ${CPU_PIDS[$k]})
     run_wrk 2 32 "$d32" "${URL[$k]}" ${ARGS[$k]:-}
     t1=$(proc_ticks ${CPU_PIDS[$k]})
-    cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_requests" 'BEGIN { printf "%.1f", n ? t * 1e6 / hz / n : 0 }')
+    peak=$(peak_kb ${CPU_PIDS[$k]})
+    cpu=$(cpu_per_req $((t1 - t0)) "$W_requests")
     rps=$W_rps p50=$W_lat_p50_us p99=$W_lat_p99_us e32=$W_errors
     run_wrk 1 1 "$d1" "${URL[$k]}" ${ARGS[$k]:-}
-    echo "$k $r $rps $p50 $p99 $W_lat_p50_us $cpu $((e32 + W_errors))" >>"$RESULTS"
-    log "round $r $k: $rps req/s, p50 ${p50}us p99 ${p99}us, c1 p50 ${W_lat_p50_us}us, ${cpu}us CPU/req, errors $((e32 + W_errors))"
+    echo "$k $r $rps $p50 $p99 $W_lat_p50_us $cpu $((e32 + W_errors)) $peak" >>"$RESULTS"
+    log "round $r $k: $rps req/s, p50 ${p50}us p99 ${p99}us, c1 p50 ${W_lat_p50_us}us, ${cpu}us CPU/req, peak ${peak} kB, errors $((e32 + W_errors))"
+}
+
+# measure_rate KEY RATE ROUND: a fixed-rate run of the 2-message chat (CPU counted
+# over the warm-up too, so divided by every request sent).
+measure_rate() {
+    local k=$1 rate=$2 r=$3 t0 t1 cpu peak
+    reset_peak ${CPU_PIDS[$k]}
+    t0=$(proc_ticks ${CPU_PIDS[$k]})
+    run_rate "$rate" "$DR" "${URL[$k]}" "$WORK/chat.json"
+    t1=$(proc_ticks ${CPU_PIDS[$k]})
+    peak=$(peak_kb ${CPU_PIDS[$k]})
+    cpu=$(cpu_per_req $((t1 - t0)) $((rate * (RATE_WARMUP + DR))))
+    echo "$k $rate $r $R_p50_us $R_p99_us $cpu $peak $R_errors $R_lag_p99_us $R_p999_us" >>"$RATE_RESULTS"
+    log "round $r $k @ $rate/s: p50 ${R_p50_us}us p99 ${R_p99_us}us p99.9 ${R_p999_us}us (service p50 ${R_service_p50_us}us, send lag p99 ${R_lag_p99_us}us), ${cpu}us CPU/req, peak ${peak} kB, errors $R_errors"
+}
+
+# measure_stream KEY SHAPE ROUND: a fixed-rate run of streams, each chunk timed.
+measure_stream() {
+    local k=$1 shape=$2 r=$3 t0 t1 cpu
+    t0=$(proc_ticks ${CPU_PIDS[$k]})
+    run_rate "${SRATE[$shape]}" "$DR" "${URL[$k]}" "${SBODY[$shape]}" --stream
+    t1=$(proc_ticks ${CPU_PIDS[$k]})
+    cpu=$(cpu_per_req $((t1 - t0)) $((SRATE[$shape] * (RATE_WARMUP + DR))))
+    echo "$k $shape $r $R_ttft_p50_us $R_ttft_p99_us $R_gap_mean_us $R_gap_p99_us $R_p99_us $R_errors $cpu" >>"$STREAM_RESULTS"
+    log "round $r $k $shape @ ${SRATE[$shape]}/s: TTFT p50 ${R_ttft_p50_us}us p99 ${R_ttft_p99_us}us, gap mean ${R_gap_mean_us}us p99 ${R_gap_p99_us}us, ${cpu}us CPU/req, errors $R_errors"
 }
 
 # Warm-up (connection pools, allocator, caches), and a check that every target answers.
@@ -188,6 +263,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for k in "${ORDER[@]}"; do
         measure "$k" "$r"
     done
+    for rate in "${RATES[@]}"; do
+        for k in "${RATE_ROWS[@]}"; do
+            measure_rate "$k" "$rate" "$r"
+        done
+    done
+    for shape in stream drip; do
+        for k in f0 f1; do
+            measure_stream "$k" "$shape" "$r"
+        done
+    done
 done
 
 # --- after the load ----------------------------------------------------------------
@@ -201,20 +286,12 @@ for k in "${ORDER[@]}"; do
     CPU[$k]=$(col "$k" 7)
     ERR[$k]=$(awk -v k="$k" '$1 == k { s += $8 } END { print s + 0 }' "$RESULTS")
 done
+# Peak RSS of a row: the largest of its rounds' peaks.
+colmax() { awk -v k="$1" -v c="$2" '$1 == k && $c > m { m = $c } END { print m + 0 }' "$3"; }
 declare -A HWM
-HWM[c]=$(status_kb "$OFF_PID" VmHWM)
-HWM[d]=$(status_kb "$JAEGER_PID" VmHWM)
-HWM[e]=$(status_kb "$PHOENIX_PID" VmHWM)
-HWM[f1]=$(status_kb "$STREAM_PID" VmHWM)
-HWM[f0]=$(status_kb "$UP_PID" VmHWM)
-HWM[a]=$(status_kb "$(children_of "$ORIGIN_PID" | head -1)" VmHWM)
-HWM[b]=$(status_kb "$(children_of "$PROXY_PID" | head -1)" VmHWM)
-if ((WITH_LITELLM)); then HWM[L]=$(status_kb "$LITELLM_PID" VmHWM); fi
+for k in "${ORDER[@]}"; do HWM[$k]=$(colmax "$k" 9 "$RESULTS"); done
 
 # Time to first byte of a stream, direct and through celgate, requests alternating.
-STREAM_BODY='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"What is the capital of France? Answer in one short sentence."}],"temperature":0.2,"max_tokens":64}'
-printf '%s' "$STREAM_BODY" >"$WORK/stream.json"
-sed 's/"gpt-4o-mini"/"drip-5"/' "$WORK/stream.json" >"$WORK/drip.json"
 log "time to first byte ($TTFB_N requests each, alternating)"
 "$TTFB" --body "$WORK/stream.json" --n "$TTFB_N" "${URL[f0]}" "${URL[f1]}" >"$WORK/ttfb.txt" ||
     die "ttfb failed: $(cat "$WORK/ttfb.txt")"
@@ -253,7 +330,7 @@ settle_spans() { # ADMIN
     done
     log "warning: celgate at $1 still has unexported spans after 20 s"
 }
-for admin in "$JAEGER_ADMIN" "$PHOENIX_ADMIN" "$STREAM_ADMIN"; do settle_spans "$admin"; done
+for admin in "$JAEGER_ADMIN" "$PHOENIX_ADMIN" "$SIZES_ADMIN" "$STREAM_ADMIN"; do settle_spans "$admin"; done
 spans_row() { # LABEL ADMIN SINK_STATS SINK_PID
     local requests exported dropped received sink_cpu
     requests=$(metric "$2" celgate_requests_total)
@@ -277,6 +354,18 @@ paired() {
         $1 == k1 { a[$2] = $c } $1 == k2 { b[$2] = $c }
         END { for (r in a) if (r in b) print (op == "/" ? (b[r] > 0 ? a[r] / b[r] : 0) : a[r] - b[r]) }' "$RESULTS" | median
 }
+# paired_at FILE KEY1 KEY2 SEL COLUMN: the median over rounds of KEY1's value minus
+# KEY2's in the same round, in the fixed-rate results (KEY SEL ROUND ...), SEL being the
+# rate or the stream's shape.
+paired_at() {
+    awk -v k1="$2" -v k2="$3" -v s="$4" -v c="$5" '
+        $2 == s && $1 == k1 { a[$3] = $c } $2 == s && $1 == k2 { b[$3] = $c }
+        END { for (r in a) if (r in b) print a[r] - b[r] }' "$1" | median
+}
+# at FILE KEY SEL COLUMN: the median over rounds; at_max: the largest.
+at() { awk -v k="$2" -v s="$3" -v c="$4" '$1 == k && $2 == s { print $c }' "$1" | median; }
+at_max() { awk -v k="$2" -v s="$3" -v c="$4" '$1 == k && $2 == s && $c > m { m = $c } END { print m + 0 }' "$1"; }
+at_sum() { awk -v k="$2" -v s="$3" -v c="$4" '$1 == k && $2 == s { t += $c } END { print t + 0 }' "$1"; }
 pct() { awk -v v="$1" 'BEGIN { if (v < 0.1) printf "%.1f%%", 100 * v; else printf "%.0f%%", 100 * v }'; }
 # verdict 'AWK CONDITION'
 verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "**NOT MET**"; fi; }
@@ -284,10 +373,25 @@ verdict() { if awk "BEGIN { exit !($1) }"; then echo MET; else echo "**NOT MET**
 PHX_VS_PROXY=$(paired e b 3 /)
 ADDED_C1=$(paired e a 6 -)
 ON_VS_OFF=$(paired e c 3 /)
+ADDED_P99_1K=$(paired_at "$RATE_RESULTS" e a 1000 5)
+# celgate's peak under load: every celgate row, saturated or at a fixed rate.
 MAX_HWM=0
-for k in c d e f1; do
+for k in c d e e1k e16k f1 m1 m3 r1 r3 g1 g3; do
     if ((HWM[$k] > MAX_HWM)); then MAX_HWM=${HWM[$k]}; fi
 done
+for rate in "${RATES[@]}"; do
+    for k in c e; do
+        v=$(at_max "$RATE_RESULTS" "$k" "$rate" 7)
+        if ((v > MAX_HWM)); then MAX_HWM=$v; fi
+    done
+done
+# Phoenix evaluation: criterion's last estimate, when `cargo bench` has been run here.
+EVAL_EST="$CARGO_TARGET_DIR/criterion/evaluate/phoenix/new/estimates.json"
+EVAL_NS="" EVAL_WHEN=""
+if [ -f "$EVAL_EST" ]; then
+    EVAL_NS=$(sed -E 's/.*"median":\{"confidence_interval":\{[^}]*\},"point_estimate":([0-9.eE+-]+).*/\1/' "$EVAL_EST")
+    EVAL_WHEN=$(date -u -r "$EVAL_EST" '+%Y-%m-%d %H:%M UTC')
+fi
 TTFB_ADDED=$((TTFB_CELGATE - TTFB_DIRECT))
 DRIP_ADDED=$((DRIP_CELGATE - DRIP_DIRECT))
 
@@ -302,7 +406,7 @@ ELAPSED=$((SECONDS - RUN_START))
 
 SECTION="$WORK/section.md"
 {
-    echo "## Load: celgate against nginx, measured with wrk"
+    echo "## Load: celgate against nginx, measured with wrk and at fixed rates"
     echo
     echo "Generated by \`$COMMAND\` on $DATE (whole run ${ELAPSED}s, of which the release build ${BUILD_SECONDS}s)."
     echo "celgate $VERSION_CELGATE (commit $COMMIT$DIRTY), $VERSION_NGINX, wrk $VERSION_WRK, $VERSION_RUSTC."
@@ -317,15 +421,20 @@ SECTION="$WORK/section.md"
     echo "rounds, except ratios and differences (the \"vs\" columns and the bars): those are the"
     echo "median of the per-round ratios or differences, each comparing runs seconds apart. CPU is"
     echo "utime+stime of the process under test (nginx: master and workers) over the concurrency-32"
-    echo "run, divided by its requests. Peak RSS is VmHWM at the end of the run."
+    echo "run, divided by its requests. Peak RSS is the largest VmHWM over the row's runs, reset"
+    echo "(\`clear_refs\`) before each, so a row shows its own peak, not an earlier row's."
     echo "nginx: \`worker_processes auto\`, access log off; celgate: access log off, 2 runtime workers;"
     echo "OTLP sinks: \`gateway/examples/otlp_sink.rs\` (decodes every export, answers at once)."
+    echo
+    echo "Rows b1k-e16k send a conversation of 1 KiB (2 messages) and 16 KiB (36 messages) instead;"
+    echo "the nginx proxy there has \`client_body_buffer_size 64k\` so a body stays in memory."
     echo
     echo "| | configuration | req/s (c32) | vs nginx proxy | vs direct | p50 c32 | p99 c32 | p50 c1 | CPU/req | peak RSS | errors |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for k in "${ORDER[@]}"; do
         case $k in
         f0 | f1) vs_proxy="—" vs_direct=$(pct "$(paired "$k" f0 3 /)") ;;
+        [be]1k | [be]16k) vs_proxy=$(pct "$(paired "$k" "b${SIZE_OF[$k]}" 3 /)") vs_direct="—" ;;
         [mrg][0-3]) vs_proxy="—" vs_direct=$(pct "$(paired "$k" "${DIRECT_OF[$k]}" 3 /)") ;;
         *) vs_proxy=$(pct "$(paired "$k" b 3 /)") vs_direct=$(pct "$(paired "$k" a 3 /)") ;;
         esac
@@ -338,13 +447,60 @@ SECTION="$WORK/section.md"
     echo "Row a's CPU is the nginx origin's own; f0's is the scripted upstream's. Peak RSS of a and b"
     echo "is one nginx worker's. Errors: wrk socket errors plus non-2xx answers, all rounds."
     echo
+    echo "Fixed rates (\`gateway/examples/rate.rs\`, open loop: request i is due at start + i/rate,"
+    echo "latency runs from the due time to the end of the answer, so a request that waited for"
+    echo "the server counts its wait; ${RATE_WARMUP} s warm-up, then ${DR} s; 32 kept-alive HTTP/1.1"
+    echo "connections; percentiles from an HdrHistogram). \"added\" is the median over rounds of"
+    echo "the row's figure minus row a's in the same round. \"send lag\" is how late the generator"
+    echo "itself sent (its thread woke late): it is in every row alike and cancels in \"added\"."
+    echo
+    echo "| rate | | configuration | p50 | p99 | p99.9 | added p50 | added p99 | CPU/req | peak RSS | send lag p99 | errors |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for rate in "${RATES[@]}"; do
+        for k in "${RATE_ROWS[@]}"; do
+            if [ "$k" = a ]; then add50="—" add99="—"; else
+                add50="$(printf '%.0f' "$(paired_at "$RATE_RESULTS" "$k" a "$rate" 4)") µs"
+                add99="$(printf '%.0f' "$(paired_at "$RATE_RESULTS" "$k" a "$rate" 5)") µs"
+            fi
+            printf '| %s/s | %s | %s | %s | %s | %s | %s | %s | %s µs | %s | %s | %s |\n' \
+                "$rate" "$k" "${LABEL[$k]}" "$(fmt_us "$(at "$RATE_RESULTS" "$k" "$rate" 4)")" \
+                "$(fmt_us "$(at "$RATE_RESULTS" "$k" "$rate" 5)")" "$(fmt_us "$(at "$RATE_RESULTS" "$k" "$rate" 10)")" \
+                "$add50" "$add99" "$(at "$RATE_RESULTS" "$k" "$rate" 6)" \
+                "$(fmt_mb "$(at_max "$RATE_RESULTS" "$k" "$rate" 7)")" "$(fmt_us "$(at "$RATE_RESULTS" "$k" "$rate" 9)")" \
+                "$(at_sum "$RATE_RESULTS" "$k" "$rate" 8)"
+        done
+    done
+    echo
+    echo "Streams at a fixed rate (the same tool, \`--stream\`): time to first token = due time to"
+    echo "the first non-empty body chunk (the first SSE event); gap = between two chunks of one"
+    echo "answer as the client reads them (back-to-back events can arrive in one read; \`drip-5\`"
+    echo "has the upstream wait 5 ms before each event, so each is its own chunk)."
+    echo
+    echo "| stream | rate | TTFT p50 f0 / f1 | added | TTFT p99 f0 / f1 | added | gap mean f0 / f1 | added | gap p99 f0 / f1 | added | CPU/req f1 | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for shape in stream drip; do
+        row="| $([ "$shape" = drip ] && echo '`drip-5`' || echo 'events back to back') | ${SRATE[$shape]}/s"
+        for c in 4 5 6 7; do
+            row+=" | $(fmt_us "$(at "$STREAM_RESULTS" f0 "$shape" "$c")") / $(fmt_us "$(at "$STREAM_RESULTS" f1 "$shape" "$c")")"
+            row+=" | $(printf '%.0f' "$(paired_at "$STREAM_RESULTS" f1 f0 "$shape" "$c")") µs"
+        done
+        row+=" | $(at "$STREAM_RESULTS" f1 "$shape" 10) µs | $(($(at_sum "$STREAM_RESULTS" f0 "$shape" 9) + $(at_sum "$STREAM_RESULTS" f1 "$shape" 9))) |"
+        echo "$row"
+    done
+    echo
     echo "| bar | target | measured | verdict |"
     echo "|---|---|---|---|"
-    echo "| celgate phoenix (e) throughput vs nginx proxy (b) | ≥ 50% | $(pct "$PHX_VS_PROXY") | $(verdict "$PHX_VS_PROXY >= 0.5") |"
-    echo "| added p50 at concurrency 1, e minus a | ≤ 150 µs | $(printf '%.0f' "$ADDED_C1") µs | $(verdict "$ADDED_C1 <= 150") |"
-    echo "| tracing on (e) vs off (c) throughput | ≥ 85% | $(pct "$ON_VS_OFF") | $(verdict "$ON_VS_OFF >= 0.85") |"
-    echo "| celgate peak RSS under sustained load (max of c, d, e, f1) | ≤ 64 MB | $(fmt_mb "$MAX_HWM") | $(verdict "$MAX_HWM <= 65536") |"
-    echo "| stream TTFB through celgate minus direct (p50) | ≤ 1 ms | $TTFB_ADDED µs | $(verdict "$TTFB_ADDED <= 1000") |"
+    echo "| celgate phoenix (e) throughput vs nginx proxy (b), c32 | ≥ 50% | $(pct "$PHX_VS_PROXY") | $(verdict "$PHX_VS_PROXY >= 0.5") |"
+    echo "| tracing on (e) vs off (c) throughput, c32 | ≥ 85% | $(pct "$ON_VS_OFF") | $(verdict "$ON_VS_OFF >= 0.85") |"
+    echo "| added p50 at concurrency 1, e minus a | ≤ 60 µs | $(printf '%.0f' "$ADDED_C1") µs | $(verdict "$ADDED_C1 <= 60") |"
+    echo "| added p99 at a fixed 1k req/s, e minus a | ≤ 200 µs | $(printf '%.0f' "$ADDED_P99_1K") µs | $(verdict "$ADDED_P99_1K <= 200") |"
+    echo "| stream first byte through celgate minus direct (p50, one at a time) | ≤ 100 µs | $TTFB_ADDED µs | $(verdict "$TTFB_ADDED <= 100") |"
+    echo "| celgate peak RSS under load (every celgate row, saturated and fixed-rate) | ≤ 32 MB | $(fmt_mb "$MAX_HWM") | $(verdict "$MAX_HWM <= 32768") |"
+    if [ -n "$EVAL_NS" ]; then
+        echo "| Phoenix preset evaluation, 10-message prompt (criterion median, $EVAL_WHEN) | ≤ 5 µs | $(awk -v n="$EVAL_NS" 'BEGIN { printf "%.2f", n / 1000 }') µs | $(verdict "$EVAL_NS <= 5000") |"
+    else
+        echo "| Phoenix preset evaluation, 10-message prompt | ≤ 5 µs | not measured here (\`cargo bench -p celgate-engine --bench eval -- evaluate/phoenix\`) | — |"
+    fi
     echo
     echo "Time to first byte of a streamed chat completion (\`gateway/examples/ttfb.rs\`: one request"
     echo "at a time on a kept-alive connection, direct and through celgate alternating; first byte ="
@@ -367,6 +523,7 @@ SECTION="$WORK/section.md"
     echo "|---|---:|---:|---:|---:|---:|"
     spans_row "d (jaeger)" "$JAEGER_ADMIN" "$JAEGER_SINK_STATS" "$JAEGER_SINK_PID"
     spans_row "e (phoenix)" "$PHOENIX_ADMIN" "$PHOENIX_SINK_STATS" "$PHOENIX_SINK_PID"
+    spans_row "e1k, e16k (phoenix, larger requests)" "$SIZES_ADMIN" "$SIZES_SINK_STATS" "$SIZES_SINK_PID"
     spans_row "f1 (phoenix, stream)" "$STREAM_ADMIN" "$STREAM_SINK_STATS" "$STREAM_SINK_PID"
     spans_row "m1-g3 (phoenix, protocols)" "$PROTO_ADMIN" "$PROTO_SINK_STATS" "$PROTO_SINK_PID"
     if ((WITH_LITELLM)); then
