@@ -249,6 +249,24 @@ async fn in_place_write_rename_over_and_delete_then_recreate_reload() {
     assert_eq!(generation(&admin).await.0, 4);
 }
 
+/// An editor writing in place truncates before it writes; a reload that reads the
+/// file in between must not serve an empty config (it has no backends).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_config_is_not_served_and_the_next_write_is() {
+    let upstream = Upstream::start();
+    let receiver = Receiver::grpc();
+    let gw = Gateway::start(&config(&upstream.base_url(), &receiver.endpoint(), 1), &[]);
+    let path = gw.config_path().to_owned();
+    assert_live_attr(&gw, &receiver, "g1").await;
+    std::fs::write(&path, "  \n").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(generation(&gw.admin_url()).await.0, 1);
+    assert_live_attr(&gw, &receiver, "g1").await;
+    std::fs::write(&path, config(&upstream.base_url(), &receiver.endpoint(), 2)).unwrap();
+    wait_generation(&gw, 2, Duration::from_secs(2)).await;
+    assert_live_attr(&gw, &receiver, "g2").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_key_file_is_picked_up() {
     let upstream = Upstream::start();

@@ -139,6 +139,21 @@ pub enum ReloadResult {
     Failed,
 }
 
+/// What the blocking part of a reload found.
+enum Step {
+    Unchanged,
+    /// Empty or only whitespace: an editor or `echo >` caught between truncating
+    /// the file and writing it. Not a config to serve (it has no backends), so it
+    /// is treated like an absent file: the next event or tick reads it again.
+    Blank,
+    Loaded(Box<Generation>),
+}
+
+/// Whether the file holds nothing but whitespace (unreadable: no, the load says why).
+fn is_blank(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+}
+
 /// Re-reads `config` and swaps in a new generation if it changed and is valid.
 pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
     let current = shared.current();
@@ -150,14 +165,24 @@ pub async fn reload_once(config: &Path, shared: &Arc<Shared>) -> ReloadResult {
     let loaded = tokio::task::spawn_blocking(move || {
         let hash = source_hash(&path, &key_files)?;
         if hash == previous_hash {
-            return Ok(None);
+            return Ok(Step::Unchanged);
         }
-        load_generation(&path, number).map(Some)
+        if is_blank(&path) {
+            return Ok(Step::Blank);
+        }
+        load_generation(&path, number).map(|g| Step::Loaded(Box::new(g)))
     })
     .await;
     let next = match loaded {
-        Ok(Ok(None)) => return ReloadResult::Unchanged,
-        Ok(Ok(Some(g))) => g,
+        Ok(Ok(Step::Unchanged)) => return ReloadResult::Unchanged,
+        Ok(Ok(Step::Blank)) => {
+            tracing::debug!(
+                "{} is empty (being written?); keeping the current config",
+                config.display()
+            );
+            return ReloadResult::Absent;
+        }
+        Ok(Ok(Step::Loaded(g))) => *g,
         Ok(Err(LoadError::Read { source, .. }))
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
