@@ -93,12 +93,16 @@ start_celgate jaeger "$(celgate_config "$ORIGIN_URL" "$(tracing_block jaeger "ht
 JAEGER_ADDR=$CG_ADDR JAEGER_PID=$CG_PID JAEGER_ADMIN=$CG_ADMIN
 start_celgate phoenix "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$PHOENIX_SINK" grpc)")"
 PHOENIX_ADDR=$CG_ADDR PHOENIX_PID=$CG_PID PHOENIX_ADMIN=$CG_ADMIN
-# The same for the 1 KiB / 16 KiB request rows, in its own process so that the memory
-# larger spans take is not counted in e's peak RSS.
-start_sink sizes
-SIZES_SINK=$SINK_GRPC SIZES_SINK_STATS=$SINK_STATS SIZES_SINK_PID=$SINK_PID
-start_celgate sizes "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$SIZES_SINK" grpc)")"
-SIZES_ADDR=$CG_ADDR SIZES_PID=$CG_PID SIZES_ADMIN=$CG_ADMIN
+# The same for the 1 KiB and the 16 KiB request rows, a process each, so that the
+# memory larger spans take (and the allocator keeps) is counted in no other row's
+# peak RSS.
+declare -A SIZE_ADDR SIZE_PID SIZE_ADMIN SIZE_SINK_STATS SIZE_SINK_PID
+for size in 1k 16k; do
+    start_sink "phoenix-$size"
+    SIZE_SINK_STATS[$size]=$SINK_STATS SIZE_SINK_PID[$size]=$SINK_PID
+    start_celgate "phoenix-$size" "$(celgate_config "$ORIGIN_URL" "$(tracing_block phoenix "http://$SINK_GRPC" grpc)")"
+    SIZE_ADDR[$size]=$CG_ADDR SIZE_PID[$size]=$CG_PID SIZE_ADMIN[$size]=$CG_ADMIN
+done
 start_celgate stream "$(celgate_config "http://$UP_ADDR/v1" "$(tracing_block phoenix "http://$STREAM_SINK" grpc)")"
 STREAM_ADDR=$CG_ADDR STREAM_PID=$CG_PID STREAM_ADMIN=$CG_ADMIN
 # One gateway for the other protocols: a backend per provider, all the scripted upstream.
@@ -152,8 +156,8 @@ for size in 1k 16k; do
     URL[b$size]=${URL[b]}
     CPU_PIDS[b$size]=${CPU_PIDS[b]}
     LABEL[e$size]="celgate, phoenix preset, OTLP/gRPC -> a, $size request"
-    URL[e$size]="http://$SIZES_ADDR$PATH_CHAT"
-    CPU_PIDS[e$size]=$SIZES_PID
+    URL[e$size]="http://${SIZE_ADDR[$size]}$PATH_CHAT"
+    CPU_PIDS[e$size]=${SIZE_PID[$size]}
     ARGS[b$size]="body=$WORK/chat-$size.json" ARGS[e$size]="body=$WORK/chat-$size.json"
     SIZE_OF[b$size]=$size SIZE_OF[e$size]=$size
 done
@@ -330,7 +334,7 @@ settle_spans() { # ADMIN
     done
     log "warning: celgate at $1 still has unexported spans after 20 s"
 }
-for admin in "$JAEGER_ADMIN" "$PHOENIX_ADMIN" "$SIZES_ADMIN" "$STREAM_ADMIN"; do settle_spans "$admin"; done
+for admin in "$JAEGER_ADMIN" "$PHOENIX_ADMIN" "${SIZE_ADMIN[@]}" "$STREAM_ADMIN" "$PROTO_ADMIN"; do settle_spans "$admin"; done
 spans_row() { # LABEL ADMIN SINK_STATS SINK_PID
     local requests exported dropped received sink_cpu
     requests=$(metric "$2" celgate_requests_total)
@@ -523,7 +527,9 @@ SECTION="$WORK/section.md"
     echo "|---|---:|---:|---:|---:|---:|"
     spans_row "d (jaeger)" "$JAEGER_ADMIN" "$JAEGER_SINK_STATS" "$JAEGER_SINK_PID"
     spans_row "e (phoenix)" "$PHOENIX_ADMIN" "$PHOENIX_SINK_STATS" "$PHOENIX_SINK_PID"
-    spans_row "e1k, e16k (phoenix, larger requests)" "$SIZES_ADMIN" "$SIZES_SINK_STATS" "$SIZES_SINK_PID"
+    for size in 1k 16k; do
+        spans_row "e$size (phoenix, $size requests)" "${SIZE_ADMIN[$size]}" "${SIZE_SINK_STATS[$size]}" "${SIZE_SINK_PID[$size]}"
+    done
     spans_row "f1 (phoenix, stream)" "$STREAM_ADMIN" "$STREAM_SINK_STATS" "$STREAM_SINK_PID"
     spans_row "m1-g3 (phoenix, protocols)" "$PROTO_ADMIN" "$PROTO_SINK_STATS" "$PROTO_SINK_PID"
     if ((WITH_LITELLM)); then
