@@ -227,6 +227,14 @@ fn header_map(headers: &[(String, Secret)], protocol: OtlpProtocol) -> Result<He
         http::header::USER_AGENT,
         HeaderValue::from_static(concat!("celgate/", env!("CARGO_PKG_VERSION"))),
     );
+    map.extend(configured_headers(headers)?);
+    Ok(map)
+}
+
+/// The collector headers the settings resolved, marked sensitive (hyper and our
+/// logs never print them). Also the metrics push's.
+pub fn configured_headers(headers: &[(String, Secret)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
     for (k, v) in headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| format!("`{k}` is not a valid header name"))?;

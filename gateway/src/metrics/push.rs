@@ -299,7 +299,8 @@ fn build(
                     target.timeout,
                     None,
                 ),
-                headers: header_map(&target.headers).map_err(build_err)?,
+                headers: crate::export::transport::configured_headers(&target.headers)
+                    .map_err(build_err)?,
             };
             builder
                 .with_http()
@@ -311,19 +312,6 @@ fn build(
         }
     }
     .map_err(|e| build_err(e.to_string()))
-}
-
-fn header_map(headers: &[(String, Secret)]) -> Result<http::HeaderMap, String> {
-    let mut map = http::HeaderMap::new();
-    for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("`{k}` is not a valid header name"))?;
-        let mut value = http::HeaderValue::from_str(v.expose())
-            .map_err(|_| format!("the value of header `{k}` is not a valid header value"))?;
-        value.set_sensitive(true);
-        map.insert(name, value);
-    }
-    Ok(map)
 }
 
 /// Sets the resolved headers on every gRPC export, over whatever the exporter took
