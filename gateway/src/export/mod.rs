@@ -289,8 +289,7 @@ struct Worker {
     batch: Vec<Vec<u8>>,
     /// Bytes `batch` adds to a request.
     batch_bytes: usize,
-    /// One permit per request that may be in flight.
-    slots: Arc<tokio::sync::Semaphore>,
+    /// The requests in flight (at most [`IN_FLIGHT`]).
     tasks: JoinSet<()>,
 }
 
@@ -320,7 +319,6 @@ impl Worker {
             settings,
             batch: Vec::new(),
             batch_bytes: 0,
-            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
             tasks: JoinSet::new(),
         })
     }
@@ -362,11 +360,10 @@ impl Worker {
             &mut message,
         );
         drop(spans);
-        let slot = self
-            .rt
-            .block_on(Arc::clone(&self.slots).acquire_owned())
-            .expect("the semaphore is never closed");
         while self.tasks.try_join_next().is_some() {}
+        if self.tasks.len() >= IN_FLIGHT {
+            self.rt.block_on(self.tasks.join_next());
+        }
         let outcome = Arc::clone(&self.outcome);
         let timeout = self.settings.batch.export_timeout;
         self.tasks.spawn_on(
@@ -378,7 +375,6 @@ impl Worker {
                     )),
                 };
                 outcome.record(n, result);
-                drop(slot);
             },
             self.rt.handle(),
         );
