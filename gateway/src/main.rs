@@ -1,6 +1,11 @@
 //! The `celgate` binary: parse the command line, run, exit with its code.
 use clap::Parser;
 
+/// mimalloc, not the system allocator: a proxied call makes ~150 allocations, and
+/// glibc's malloc and free were a fifth of its instructions (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = celgate::cli::Cli::parse();
     // Not locked: `run` writes access-log lines from many threads.

@@ -18,17 +18,21 @@
 //! those labels `other`. Recording goes through [`Metrics`]' methods, which apply
 //! the bounds.
 //!
+//! A call's series are found through [`series`]: the bounded labels and the
+//! family lookups are done once per distinct set of values, not on every call.
+//!
 //! With `OTEL_METRICS_EXPORTER=otlp` the same methods also record the GenAI
 //! histograms into OTel instruments ([`otlp`]) with the values bounded here, and
 //! [`push`] sends them to a collector.
 
 pub mod otlp;
 pub mod push;
+pub mod series;
 
 use celgate_engine::attributes::cut_str as cut;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -113,6 +117,7 @@ struct GenAiBounds {
 }
 
 /// The bounded labels of one GenAI call, in [`GenAiLabels`] order.
+#[derive(Debug)]
 struct Bounded {
     provider: String,
     request_model: String,
@@ -154,6 +159,18 @@ impl GenAiBounds {
     }
 }
 
+/// The series one set of GenAI label values records into, each family's resolved
+/// when a call first records into it (a call without tokens creates no token
+/// series, as before the cache).
+#[derive(Debug, Default)]
+struct GenAiSeries {
+    duration: OnceLock<(Bounded, Histogram)>,
+    first_token: OnceLock<(Bounded, Histogram)>,
+    token_labels: OnceLock<Bounded>,
+    /// Input, output.
+    tokens: [OnceLock<Histogram>; 2],
+}
+
 /// One GenAI call as [`Metrics::record_genai`] records it; values unbounded.
 #[derive(Debug)]
 pub struct GenAiCall<'a> {
@@ -168,6 +185,20 @@ pub struct GenAiCall<'a> {
     pub output_tokens: Option<i64>,
     /// Seconds to the first output of the answer, when some came.
     pub time_to_first_token: Option<f64>,
+}
+
+impl GenAiCall<'_> {
+    /// The values its series are cached by: each as its label bound would cut it.
+    fn series_key(&self) -> [&str; 6] {
+        [
+            self.operation,
+            cut(self.provider, MAX_LABEL_LEN),
+            cut(self.request_model, MAX_LABEL_LEN),
+            cut(self.response_model, MAX_LABEL_LEN),
+            cut(self.server_address, MAX_LABEL_LEN),
+            cut(self.error_type, MAX_LABEL_LEN),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -244,6 +275,8 @@ pub struct Metrics {
     token_bounds: GenAiBounds,
     duration_bounds: GenAiBounds,
     ttft_bounds: GenAiBounds,
+    request_series: series::SeriesCache<Counter>,
+    genai_series: series::SeriesCache<Arc<GenAiSeries>>,
     /// The OTLP push's instruments, when `OTEL_METRICS_EXPORTER` has `otlp`.
     otlp: Option<otlp::Instruments>,
 }
@@ -329,6 +362,8 @@ impl Metrics {
             token_bounds: GenAiBounds::default(),
             duration_bounds: GenAiBounds::default(),
             ttft_bounds: GenAiBounds::default(),
+            request_series: Default::default(),
+            genai_series: Default::default(),
             otlp: None,
         }
     }
@@ -348,6 +383,20 @@ impl Metrics {
     /// Counts one proxied request.
     /// `client` needs no bound of its own: names come from the keys file.
     pub fn record_request(&self, route: &str, backend: &str, status: u16, client: &str) {
+        let resolve = || self.request_counter(route, backend, status, client);
+        let counter = match http::StatusCode::from_u16(status) {
+            Ok(code) => {
+                let (route, backend) = (cut(route, MAX_LABEL_LEN), cut(backend, MAX_LABEL_LEN));
+                let key = [route, backend, code.as_str(), client];
+                self.request_series.get(&key, resolve)
+            }
+            Err(_) => resolve(),
+        };
+        counter.inc();
+    }
+
+    /// The request counter of these values, its labels bounded.
+    fn request_counter(&self, route: &str, backend: &str, status: u16, client: &str) -> Counter {
         let [routes, backends] = &self.request_bounds;
         self.requests
             .get_or_create(&RequestLabels {
@@ -356,7 +405,7 @@ impl Metrics {
                 status,
                 client: client.to_owned(),
             })
-            .inc();
+            .clone()
     }
 
     /// Counts one run-time failure of the expression of attribute `key`.
@@ -371,66 +420,77 @@ impl Metrics {
     /// Records a GenAI call's duration, token counts and (successful calls)
     /// time to first token.
     pub fn record_genai(&self, call: &GenAiCall<'_>) {
-        self.record_first_token(call);
-        let b = self.duration_bounds.bound(call);
-        if let Some(o) = &self.otlp {
-            o.duration(call.operation, &b, call.seconds);
-        }
-        self.duration
-            .get_or_create(&GenAiLabels {
+        let series = self.genai_series.get(&call.series_key(), Arc::default);
+        self.record_first_token(call, &series);
+        let (b, duration) = series.duration.get_or_init(|| {
+            let b = self.duration_bounds.bound(call);
+            let h = self.duration.get_or_create(&GenAiLabels {
                 gen_ai_operation_name: call.operation.to_owned(),
-                gen_ai_provider_name: b.provider,
-                gen_ai_request_model: b.request_model,
-                gen_ai_response_model: b.response_model,
-                server_address: b.server_address,
-                error_type: b.error_type,
-            })
-            .observe(call.seconds);
+                gen_ai_provider_name: b.provider.clone(),
+                gen_ai_request_model: b.request_model.clone(),
+                gen_ai_response_model: b.response_model.clone(),
+                server_address: b.server_address.clone(),
+                error_type: b.error_type.clone(),
+            });
+            let h = h.clone();
+            (b, h)
+        });
+        if let Some(o) = &self.otlp {
+            o.duration(call.operation, b, call.seconds);
+        }
+        duration.observe(call.seconds);
         if call.input_tokens.is_none() && call.output_tokens.is_none() {
             return;
         }
-        let b = self.token_bounds.bound(call);
-        for (kind, n) in [("input", call.input_tokens), ("output", call.output_tokens)] {
-            if let Some(n) = n {
-                if let Some(o) = &self.otlp {
-                    o.tokens(call.operation, &b, kind, n);
-                }
-                self.token_usage
-                    .get_or_create(&TokenLabels {
-                        gen_ai_operation_name: call.operation.to_owned(),
-                        gen_ai_provider_name: b.provider.clone(),
-                        gen_ai_request_model: b.request_model.clone(),
-                        gen_ai_response_model: b.response_model.clone(),
-                        server_address: b.server_address.clone(),
-                        gen_ai_token_type: kind,
-                    })
-                    .observe(n as f64);
+        let b = series
+            .token_labels
+            .get_or_init(|| self.token_bounds.bound(call));
+        let kinds = [("input", call.input_tokens), ("output", call.output_tokens)];
+        for ((kind, n), histogram) in kinds.into_iter().zip(&series.tokens) {
+            let Some(n) = n else { continue };
+            if let Some(o) = &self.otlp {
+                o.tokens(call.operation, b, kind, n);
             }
+            let histogram = histogram.get_or_init(|| {
+                let h = self.token_usage.get_or_create(&TokenLabels {
+                    gen_ai_operation_name: call.operation.to_owned(),
+                    gen_ai_provider_name: b.provider.clone(),
+                    gen_ai_request_model: b.request_model.clone(),
+                    gen_ai_response_model: b.response_model.clone(),
+                    server_address: b.server_address.clone(),
+                    gen_ai_token_type: kind,
+                });
+                h.clone()
+            });
+            histogram.observe(n as f64);
         }
     }
 
     /// `gen_ai.server.time_to_first_token`: for successful responses only, as
     /// the conventions define it.
-    fn record_first_token(&self, call: &GenAiCall<'_>) {
+    fn record_first_token(&self, call: &GenAiCall<'_>, series: &GenAiSeries) {
         let Some(seconds) = call.time_to_first_token else {
             return;
         };
         if !call.error_type.is_empty() {
             return;
         }
-        let b = self.ttft_bounds.bound(call);
-        if let Some(o) = &self.otlp {
-            o.first_token(call.operation, &b, seconds);
-        }
-        self.time_to_first_token
-            .get_or_create(&ModelLabels {
+        let (b, histogram) = series.first_token.get_or_init(|| {
+            let b = self.ttft_bounds.bound(call);
+            let h = self.time_to_first_token.get_or_create(&ModelLabels {
                 gen_ai_operation_name: call.operation.to_owned(),
-                gen_ai_provider_name: b.provider,
-                gen_ai_request_model: b.request_model,
-                gen_ai_response_model: b.response_model,
-                server_address: b.server_address,
-            })
-            .observe(seconds);
+                gen_ai_provider_name: b.provider.clone(),
+                gen_ai_request_model: b.request_model.clone(),
+                gen_ai_response_model: b.response_model.clone(),
+                server_address: b.server_address.clone(),
+            });
+            let h = h.clone();
+            (b, h)
+        });
+        if let Some(o) = &self.otlp {
+            o.first_token(call.operation, b, seconds);
+        }
+        histogram.observe(seconds);
     }
 
     /// The OpenMetrics text exposition.
@@ -604,6 +664,60 @@ mod tests {
             "values are cut to {MAX_LABEL_LEN} bytes"
         );
         assert!(text.contains("route=\"other\""));
+    }
+
+    #[test]
+    fn a_repeated_call_counts_in_the_series_its_first_call_resolved() {
+        let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
+        let names: Vec<String> = (0..series::MAX_CACHED + 50)
+            .map(|i| format!("model-{i}"))
+            .collect();
+        for _ in 0..2 {
+            for name in &names {
+                m.record_genai(&call(name));
+                m.record_request("/v1/chat/completions", name, 200, "");
+            }
+        }
+        let text = m.render();
+        let count = |model: &str| {
+            format!(
+                "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"{model}\",gen_ai_response_model=\"{model}\",server_address=\"api.openai.com\",error_type=\"\"}}"
+            )
+        };
+        assert!(
+            text.contains(&format!("{} 2\n", count("model-0"))),
+            "{text}"
+        );
+        // Past the label bound every call counts as `other`, cached or not (the
+        // last 50 names were never cached: the cache was full).
+        let others = 2 * (names.len() - MAX_LABEL_VALUES);
+        assert!(text.contains(&format!("{} {others}\n", count("other"))));
+        assert!(text.contains(&format!(
+            "celgate_requests_total{{route=\"/v1/chat/completions\",backend=\"other\",status=\"200\",client=\"\"}} {others}\n"
+        )));
+    }
+
+    #[test]
+    fn a_call_without_tokens_creates_no_token_series() {
+        let m = Metrics::new(Arc::new(ExportStats::default()), Arc::new(|| 1));
+        let no_tokens = || GenAiCall {
+            input_tokens: None,
+            output_tokens: None,
+            ..call("gpt-4o")
+        };
+        m.record_genai(&no_tokens());
+        m.record_genai(&no_tokens());
+        assert!(
+            !m.render()
+                .contains("gen_ai_client_token_usage_token_count{")
+        );
+        m.record_genai(&GenAiCall {
+            output_tokens: None,
+            ..call("gpt-4o")
+        });
+        let text = m.render();
+        assert!(text.contains("gen_ai_token_type=\"input\"} 1"), "{text}");
+        assert!(!text.contains("gen_ai_token_type=\"output\""), "{text}");
     }
 
     #[test]
