@@ -9,10 +9,13 @@
 //! the object is its own business (see [`crate::protocol::openai`]); this module knows
 //! JSON, not any wire format, so a new protocol reuses it as is.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::{Map, Value};
 
 /// Which body a [`ParseError`] is about; part of the client-facing message.
@@ -178,6 +181,55 @@ impl ObjectReader for KeepEntries {
             }
         }
         Ok(entries)
+    }
+}
+
+/// An object's key, borrowed from the body unless it holds an escape: reading the
+/// keys of an object to pick a few of them allocates nothing.
+pub(crate) struct Key<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+}
+
+/// A nested value read by `R` when it is an object; `None` (the value read and
+/// dropped) when it is of any other type.
+pub(crate) struct ObjectOrNone<R>(pub R);
+
+impl<'de, R: ObjectReader> DeserializeSeed<'de> for ObjectOrNone<R> {
+    type Value = Option<R::Out>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        Ok(
+            match (TopLevelSeed { reader: self.0 }).deserialize(deserializer)? {
+                TopLevel::Object(out) => Some(out),
+                TopLevel::Other(_) => None,
+            },
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 //! the same caps, so a new protocol inherits the bounds by using this module.
 
 use celgate_engine::attributes::cut_str as prefix;
-use serde::de::{IgnoredAny, SeqAccess};
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess};
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -49,6 +49,37 @@ pub(crate) fn capped_seq<'de, A: SeqAccess<'de>, T>(
             None => break,
             Some(v) => items.extend(keep(v)),
         }
+    }
+    Ok((items, truncated))
+}
+
+/// [`capped_seq`] for elements read by a seed rather than built as a [`Value`]:
+/// `seed(position)` reads the element at `position` (every element counts) into at
+/// most one item.
+pub(crate) fn capped_seq_seeded<'de, A, S, T>(
+    mut seq: A,
+    mut seed: impl FnMut(usize) -> S,
+) -> Result<(Vec<T>, bool), A::Error>
+where
+    A: SeqAccess<'de>,
+    S: DeserializeSeed<'de, Value = Option<T>>,
+{
+    let mut items = Vec::new();
+    let mut truncated = false;
+    let mut position = 0;
+    loop {
+        if items.len() >= MAX_TRACKED {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            truncated = true;
+            continue;
+        }
+        match seq.next_element_seed(seed(position))? {
+            None => break,
+            Some(item) => items.extend(item),
+        }
+        position += 1;
     }
     Ok((items, truncated))
 }

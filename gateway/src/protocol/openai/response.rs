@@ -12,10 +12,10 @@ use celgate_engine::exchange::{Choice, Exchange};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level};
+use super::super::json::{BodyKind, Key, ObjectOrNone, ObjectReader, ParseError, parse_top_level};
 #[cfg(doc)]
 use super::super::limits::MAX_TRACKED;
-use super::super::limits::capped_seq;
+use super::super::limits::capped_seq_seeded;
 use super::{apply_usage_object, content_text, function_call, tool_call};
 
 /// Parses a response body into `ex` (see [`super::parse_response`]); `choices`:
@@ -99,8 +99,8 @@ impl ObjectReader for ResponseReader {
 
     fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<ResponseFields, A::Error> {
         let mut fields = ResponseFields::default();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
                 "id" => fields.id = string_value(map.next_value::<Value>()?),
                 "model" => fields.model = string_value(map.next_value::<Value>()?),
                 "usage" => {
@@ -152,15 +152,7 @@ impl<'de> Visitor<'de> for ChoicesSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         // A choice's position counts every element read, objects or not.
-        let mut pos = 0;
-        capped_seq(seq, |v| {
-            let at = pos;
-            pos += 1;
-            match v {
-                Value::Object(map) => Some(response_choice(at, map)),
-                _ => None,
-            }
-        })
+        capped_seq_seeded(seq, |at| ObjectOrNone(ChoiceReader { at }))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -193,47 +185,96 @@ impl<'de> Visitor<'de> for ChoicesSeed {
     }
 }
 
-/// One `choices[]` element of a chat or text completion response.
-fn response_choice(pos: usize, mut map: Map<String, Value>) -> Choice {
-    let index = map
-        .get("index")
-        .and_then(Value::as_u64)
-        .and_then(|i| u32::try_from(i).ok())
-        .unwrap_or_else(|| u32::try_from(pos).unwrap_or(u32::MAX));
-    let finish_reason = match map.remove("finish_reason") {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
-    let mut choice = Choice {
-        index,
-        role: "assistant".to_owned(),
-        finish_reason,
-        ..Choice::default()
-    };
-    match map.remove("message") {
-        Some(Value::Object(mut message)) => {
-            if let Some(Value::String(role)) = message.remove("role") {
-                choice.role = role;
-            }
-            choice.content = message.remove("content").and_then(content_text);
-            if let Some(Value::Array(calls)) = message.remove("tool_calls") {
-                choice.tool_calls = calls
-                    .into_iter()
-                    .filter_map(|c| match c {
-                        Value::Object(call) => Some(tool_call(call)),
-                        _ => None,
-                    })
-                    .collect();
-            }
-            if let Some(Value::Object(call)) = message.remove("function_call") {
-                choice.tool_calls.push(function_call(call));
+/// One `choices[]` element of a chat or text completion response, read without
+/// building it: `index`, `finish_reason`, the `message` (or a legacy `text`); the
+/// rest (`logprobs`, ...) is skipped. Of a key given twice the last one counts.
+struct ChoiceReader {
+    /// Its position in `choices`: its index when it names none.
+    at: usize,
+}
+
+impl ObjectReader for ChoiceReader {
+    type Out = Choice;
+
+    fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Choice, A::Error> {
+        let (mut index, mut finish_reason, mut message, mut text) = (None, None, None, None);
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "index" => index = map.next_value::<Value>()?.as_u64(),
+                "finish_reason" => finish_reason = string_value(map.next_value()?),
+                "message" => message = map.next_value_seed(ObjectOrNone(MessageReader))?,
+                "text" => text = string_value(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        _ => {
-            if let Some(Value::String(text)) = map.remove("text") {
-                choice.content = Some(text);
-            }
+        let index = index
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or_else(|| u32::try_from(self.at).unwrap_or(u32::MAX));
+        let mut choice = Choice {
+            index,
+            role: "assistant".to_owned(),
+            finish_reason,
+            ..Choice::default()
+        };
+        match message {
+            Some(message) => message.into_choice(&mut choice),
+            None => choice.content = text,
+        }
+        Ok(choice)
+    }
+}
+
+/// A choice's `message`, as far as the span reads it.
+#[derive(Default)]
+struct MessageFields {
+    role: Option<String>,
+    content: Option<Value>,
+    tool_calls: Option<Value>,
+    function_call: Option<Value>,
+}
+
+impl MessageFields {
+    fn into_choice(self, choice: &mut Choice) {
+        if let Some(role) = self.role {
+            choice.role = role;
+        }
+        choice.content = self.content.and_then(content_text);
+        if let Some(Value::Array(calls)) = self.tool_calls {
+            choice.tool_calls = calls
+                .into_iter()
+                .filter_map(|c| match c {
+                    Value::Object(call) => Some(tool_call(call)),
+                    _ => None,
+                })
+                .collect();
+        }
+        if let Some(Value::Object(call)) = self.function_call {
+            choice.tool_calls.push(function_call(call));
         }
     }
-    choice
+}
+
+/// Reads a choice's `message` object into [`MessageFields`].
+struct MessageReader;
+
+impl ObjectReader for MessageReader {
+    type Out = MessageFields;
+
+    fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<MessageFields, A::Error> {
+        let mut fields = MessageFields::default();
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "role" => fields.role = string_value(map.next_value()?),
+                "content" => fields.content = Some(map.next_value()?),
+                "tool_calls" => fields.tool_calls = Some(map.next_value()?),
+                "function_call" => fields.function_call = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
 }

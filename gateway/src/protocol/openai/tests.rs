@@ -470,6 +470,29 @@ fn response_duplicate_keys_mean_the_last_one() {
 }
 
 #[test]
+fn a_choice_is_read_key_by_key_and_the_last_of_a_duplicate_wins() {
+    // Inside a choice and its message too; a key written with an escape is the
+    // same key; a `message` that is not an object falls back to `text`; a choice
+    // without `index` takes its position, which counts the non-object elements.
+    let ex = response(
+        Operation::Chat,
+        br#"{"choices":[7,{"index":3,"index":"x","finish_reason":"stop","finish_reason":"length","message":{"role":"tool","role":"user","content":"a","content":"b","tool_calls":[{"id":"t","function":{"name":"f","arguments":"{}"}}],"logprobs":{"deep":[1,2]}}},{"message":{"content":"lost"},"message":null,"text":"legacy"}]}"#,
+    );
+    assert_eq!(ex.choices.len(), 2);
+    let first = &ex.choices[0];
+    assert_eq!(first.index, 1, "`index` was last a string: the position");
+    assert_eq!(first.finish_reason.as_deref(), Some("length"));
+    assert_eq!(first.role, "user");
+    assert_eq!(first.content.as_deref(), Some("b"));
+    assert_eq!(first.tool_calls.len(), 1);
+    assert_eq!(first.tool_calls[0].name, "f");
+    let second = &ex.choices[1];
+    assert_eq!(second.index, 2);
+    assert_eq!(second.role, "assistant");
+    assert_eq!(second.content.as_deref(), Some("legacy"));
+}
+
+#[test]
 fn response_errors() {
     let mut ex = Exchange::default();
     let err = parse_response(Operation::Chat, b"<html>502</html>", &mut ex).unwrap_err();
