@@ -43,13 +43,27 @@ pub struct SpanParts<'a> {
 /// One span as the bytes of a `Span` message (without its own tag and length).
 /// A span over [`MAX_SPAN_BYTES`] is cut to fit.
 pub fn encode_span(parts: &SpanParts<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(span_len(parts, usize::MAX));
-    write_span(parts, usize::MAX, &mut out);
-    if out.len() <= MAX_SPAN_BYTES {
-        return out;
+    // Written into this thread's reused buffer, then copied out at its exact size:
+    // one allocation, and no pass over the attributes just to size it.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    fit(parts)
+    let encoded = BUFFER.with(|buffer| {
+        let mut buffer = buffer.try_borrow_mut().ok()?;
+        buffer.clear();
+        write_span(parts, usize::MAX, &mut buffer);
+        let out = (buffer.len() <= MAX_SPAN_BYTES).then(|| buffer.to_vec());
+        // An outsized span's buffer is not kept for the next one.
+        if buffer.capacity() > KEPT_BUFFER_BYTES {
+            *buffer = Vec::new();
+        }
+        out
+    });
+    encoded.unwrap_or_else(|| fit(parts))
 }
+
+/// Largest encoding buffer a thread keeps between spans.
+const KEPT_BUFFER_BYTES: usize = 256 << 10;
 
 /// Re-encodes an oversized span with every string cut to an equal share of the
 /// budget, keeping the longest prefix of its attributes that then fits (keys and
@@ -150,8 +164,7 @@ fn write_span(p: &SpanParts<'_>, max: usize, out: &mut Vec<u8>) {
     encode_key(8, WireType::SixtyFourBit, out);
     out.extend_from_slice(&nanos(p.end).to_le_bytes());
     for (k, v) in &r.attributes {
-        write_len(9, key_value_len(k, v, max), out);
-        write_key_value(k, v, max, out);
+        write_key_value(9, k, v, max, out);
     }
     if r.dropped_attributes > 0 {
         encode_key(10, WireType::Varint, out);
@@ -221,8 +234,7 @@ impl BatchFrame {
     pub fn new(resource: &[(String, AttrValue)]) -> BatchFrame {
         let mut body = Vec::new();
         for (k, v) in resource {
-            write_len(1, key_value_len(k, v, usize::MAX), &mut body);
-            write_key_value(k, v, usize::MAX, &mut body);
+            write_key_value(1, k, v, usize::MAX, &mut body);
         }
         let mut res = Vec::new();
         write_bytes(1, &body, &mut res);
@@ -287,13 +299,28 @@ fn write_bytes(field: u32, bytes: &[u8], out: &mut Vec<u8>) {
 
 /// A `KeyValue { key = 1, value = 2 (AnyValue) }`'s body length.
 fn key_value_len(key: &str, value: &AttrValue, max: usize) -> usize {
-    bytes_field_len(1, key.len()) + bytes_field_len(2, any_value_len(value, max))
+    kv_len(key, any_value_len(value, max))
 }
 
-fn write_key_value(key: &str, value: &AttrValue, max: usize, out: &mut Vec<u8>) {
+fn kv_len(key: &str, any_len: usize) -> usize {
+    bytes_field_len(1, key.len()) + bytes_field_len(2, any_len)
+}
+
+/// An attribute as field `field` of its message (9 of a span, 1 of a resource),
+/// each of its lengths computed once.
+fn write_key_value(field: u32, key: &str, value: &AttrValue, max: usize, out: &mut Vec<u8>) {
+    let array = array_len(value, max);
+    let any_len = match array {
+        Some(n) => bytes_field_len(5, n),
+        None => scalar_len(scalar(value), max),
+    };
+    write_len(field, kv_len(key, any_len), out);
     write_bytes(1, key.as_bytes(), out);
-    write_len(2, any_value_len(value, max), out);
-    write_any_value(value, max, out);
+    write_len(2, any_len, out);
+    match array {
+        Some(n) => write_array(value, n, max, out),
+        None => write_scalar(scalar(value), max, out),
+    }
 }
 
 /// One element of an array, as the `AnyValue` it becomes.
@@ -332,15 +359,16 @@ fn write_scalar(s: Scalar<'_>, max: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// The elements of an array value, or `None` for a scalar.
-fn elements(value: &AttrValue) -> Option<Box<dyn Iterator<Item = Scalar<'_>> + '_>> {
-    Some(match value {
-        AttrValue::StringArray(a) => Box::new(a.iter().map(|s| Scalar::Str(s))),
-        AttrValue::IntArray(a) => Box::new(a.iter().map(|i| Scalar::Int(*i))),
-        AttrValue::DoubleArray(a) => Box::new(a.iter().map(|d| Scalar::Double(*d))),
-        AttrValue::BoolArray(a) => Box::new(a.iter().map(|b| Scalar::Bool(*b))),
-        _ => return None,
-    })
+/// Calls `f` with each element of an array value; `false` for a scalar.
+fn each_element<'v>(value: &'v AttrValue, mut f: impl FnMut(Scalar<'v>)) -> bool {
+    match value {
+        AttrValue::StringArray(a) => a.iter().for_each(|s| f(Scalar::Str(s))),
+        AttrValue::IntArray(a) => a.iter().for_each(|i| f(Scalar::Int(*i))),
+        AttrValue::DoubleArray(a) => a.iter().for_each(|d| f(Scalar::Double(*d))),
+        AttrValue::BoolArray(a) => a.iter().for_each(|b| f(Scalar::Bool(*b))),
+        _ => return false,
+    }
+    true
 }
 
 fn scalar(value: &AttrValue) -> Scalar<'_> {
@@ -364,7 +392,8 @@ fn element_max(value: &AttrValue, max: usize) -> usize {
 
 fn array_len(value: &AttrValue, max: usize) -> Option<usize> {
     let each = element_max(value, max);
-    elements(value).map(|it| it.map(|s| bytes_field_len(1, scalar_len(s, each))).sum())
+    let mut n = 0;
+    each_element(value, |s| n += bytes_field_len(1, scalar_len(s, each))).then_some(n)
 }
 
 fn any_value_len(value: &AttrValue, max: usize) -> usize {
@@ -374,16 +403,14 @@ fn any_value_len(value: &AttrValue, max: usize) -> usize {
     }
 }
 
-fn write_any_value(value: &AttrValue, max: usize, out: &mut Vec<u8>) {
-    let Some(n) = array_len(value, max) else {
-        return write_scalar(scalar(value), max, out);
-    };
+/// An array value (`ArrayValue`, field 5 of `AnyValue`) whose body is `n` bytes.
+fn write_array(value: &AttrValue, n: usize, max: usize, out: &mut Vec<u8>) {
     let each = element_max(value, max);
     write_len(5, n, out);
-    for s in elements(value).into_iter().flatten() {
+    each_element(value, |s| {
         write_len(1, scalar_len(s, each), out);
         write_scalar(s, each, out);
-    }
+    });
 }
 
 #[cfg(test)]
