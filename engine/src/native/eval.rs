@@ -131,7 +131,7 @@ impl<'a> Eval<'a> {
                         Some(v) => v.map_get_field(field),
                         None => return Err(Fail::Bail),
                     },
-                    Node::Var(var) => self.read(*var).map_get_field(field),
+                    Node::Var(var) => context::read_field(self.ex, &self.view, *var, field),
                     _ => self.eval_node(x)?.map_get_field(field),
                 };
                 match found {
