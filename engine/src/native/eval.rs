@@ -194,6 +194,13 @@ impl<'a> Eval<'a> {
             Node::IsNull(x) => Ok(Value::Bool(matches!(self.eval(x)?, Value::Null))),
             Node::Eq(a, b, negate) => {
                 let l = self.eval(a)?;
+                // `x == "literal"`, the common test: what `equals` decides for
+                // a string on one side, without making a value of the literal.
+                if let Node::Lit(Lit::Str(s)) = &**b
+                    && !matches!(l, Value::Flat(_) | Value::Parsed(_))
+                {
+                    return Ok(Value::Bool((l.as_str() == Some(&**s)) != *negate));
+                }
                 let r = self.eval(b)?;
                 match equals(&l, &r) {
                     Some(eq) => Ok(Value::Bool(eq != *negate)),
