@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use super::emit::{KeyBuf, Out, flatten_value, push_attr, write_json};
+use super::emit::{JSON_CAPACITY, KeyBuf, Out, flatten_value, push_attr, write_json};
 use super::lower::{CmpOp, Lit, Node, StrOp};
 use super::{Fail, Steps};
 use crate::attributes::AttrValue;
@@ -320,7 +320,7 @@ impl<'a> Eval<'a> {
         match n {
             Node::ToJson(x) => {
                 let v = self.eval(x)?;
-                let mut text = Vec::new();
+                let mut text = Vec::with_capacity(JSON_CAPACITY);
                 write_json(&v, 0, &mut text, &self.steps)?;
                 // serde_json writes valid UTF-8.
                 String::from_utf8(text)
