@@ -91,9 +91,12 @@ pub(crate) fn read<'a>(ex: &'a Exchange, view: &View, var: Var) -> Value<'a> {
     }
 }
 
+/// One part of a [`Cost`].
+type CostPart = fn(&Cost) -> Option<f64>;
+
 /// The parts of `llm.cost`, by key: the one list both [`cost`] (the whole map)
 /// and [`read_field`] (one part, `llm.cost.total`) read.
-const COST_PARTS: [(&str, fn(&Cost) -> Option<f64>); 8] = [
+const COST_PARTS: [(&str, CostPart); 8] = [
     ("input", |c| c.input),
     ("uncachedInput", |c| c.uncached_input),
     ("cacheRead", |c| c.cache_read),
