@@ -12,7 +12,7 @@ mod resolver;
 
 use crate::pricing::Cost;
 
-pub(crate) use read::read;
+pub(crate) use read::{read, read_field};
 pub use resolver::ExchangeResolver;
 
 /// What replaces hidden request or response bodies (OpenInference's convention).

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use super::{REDACTED, Var, View};
 use crate::exchange::Exchange;
 use crate::pricing::Cost;
-use crate::value::{Value, opt_int, opt_str};
+use crate::value::{Field, Value, opt_int, opt_str};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The value of `var` in `ex`, as `view` lets expressions see it. Borrows the
@@ -91,19 +91,57 @@ pub(crate) fn read<'a>(ex: &'a Exchange, view: &View, var: Var) -> Value<'a> {
     }
 }
 
+/// One part of a [`Cost`].
+type CostPart = fn(&Cost) -> Option<f64>;
+
+/// The parts of `llm.cost`, by key: the one list both [`cost`] (the whole map)
+/// and [`read_field`] (one part, `llm.cost.total`) read.
+const COST_PARTS: [(&str, CostPart); 8] = [
+    ("input", |c| c.input),
+    ("uncachedInput", |c| c.uncached_input),
+    ("cacheRead", |c| c.cache_read),
+    ("cacheWrite", |c| c.cache_write),
+    ("output", |c| c.output),
+    ("nonReasoningOutput", |c| c.non_reasoning_output),
+    ("reasoning", |c| c.reasoning),
+    ("total", |c| c.total),
+];
+
+/// A USD part: null when unknown.
+fn usd<'a>(v: Option<f64>) -> Value<'a> {
+    v.map_or(Value::Null, Value::Double)
+}
+
 /// `llm.cost`: every key always present, null where the part is unknown.
 fn cost<'a>(c: &Cost) -> Value<'a> {
-    let usd = |v: Option<f64>| v.map_or(Value::Null, Value::Double);
-    Value::Map(Rc::new(vec![
-        ("input", usd(c.input)),
-        ("uncachedInput", usd(c.uncached_input)),
-        ("cacheRead", usd(c.cache_read)),
-        ("cacheWrite", usd(c.cache_write)),
-        ("output", usd(c.output)),
-        ("nonReasoningOutput", usd(c.non_reasoning_output)),
-        ("reasoning", usd(c.reasoning)),
-        ("total", usd(c.total)),
-    ]))
+    Value::Map(Rc::new(
+        COST_PARTS
+            .iter()
+            .map(|(k, part)| (*k, usd(part(c))))
+            .collect(),
+    ))
+}
+
+/// `var.field` (a field of a map variable), as [`Value::map_get_field`] answers
+/// it on [`read`]'s value, without building the map where a variable is one:
+/// the preset that writes eight `llm.cost.*` attributes would otherwise make and
+/// drop the cost map eight times per span.
+#[inline]
+pub(crate) fn read_field<'a>(
+    ex: &'a Exchange,
+    view: &View,
+    var: Var,
+    field: &Field,
+) -> Option<Option<Value<'a>>> {
+    match var {
+        Var::Cost => Some(
+            COST_PARTS
+                .iter()
+                .find(|(k, _)| *k == &*field.name)
+                .map(|(_, part)| usd(part(&view.cost))),
+        ),
+        _ => read(ex, view, var).map_get_field(field),
+    }
 }
 
 /// `2026-12-01T12:00:00.180000Z`: UTC, microseconds (as Langfuse's SDK writes

@@ -215,7 +215,7 @@ fn leaf(v: Value, steps: &Steps) -> Result<Option<AttrValue>, Fail> {
     {
         return Ok(Some(array));
     }
-    let mut text = Vec::new();
+    let mut text = Vec::with_capacity(JSON_CAPACITY);
     write_json(&v, 0, &mut text, steps)?;
     String::from_utf8(text)
         .map(|s| Some(AttrValue::String(s)))
@@ -319,11 +319,11 @@ pub(super) fn write_json(
         Value::Double(d) => serde_json::to_writer(&mut *out, d).map_err(io)?,
         Value::Str(s) => {
             steps.copy(s)?;
-            serde_json::to_writer(&mut *out, s).map_err(io)?
+            json_str(s, out)
         }
         Value::Owned(s) => {
             steps.copy(s)?;
-            serde_json::to_writer(&mut *out, s).map_err(io)?
+            json_str(s, out)
         }
         Value::Type(_) => return Err(Fail::Bail),
         Value::Parsed(j) => return write_json(&Value::Json(j, 0), depth, out, steps),
@@ -350,7 +350,7 @@ pub(super) fn write_json(
                     if i > 0 {
                         out.push(b',');
                     }
-                    serde_json::to_writer(&mut *out, k).map_err(io)?;
+                    json_str(k, out);
                     out.push(b':');
                     write_json(x, depth + 1, out, steps)?;
                 }
@@ -361,6 +361,71 @@ pub(super) fn write_json(
         }
     }
     Ok(())
+}
+
+/// What a JSON text starts with room for: a small object (`llm.params`) fits
+/// without growing.
+pub(super) const JSON_CAPACITY: usize = 128;
+
+/// `s` as a JSON string, byte for byte as `serde_json` writes it (`\"`, `\\`,
+/// `\b \t \n \f \r`, other control bytes as `\u00xx`, nothing else escaped),
+/// the runs that need no escape copied whole: message text is most of what
+/// `toJson` writes, and `serde_json` looks at it a byte at a time.
+pub(super) fn json_str(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8)
+            && !needs_escape(u64::from_le_bytes(word.try_into().unwrap_or_default()))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            b'\t' => b't',
+            b'\n' => b'n',
+            0x0C => b'f',
+            b'\r' => b'r',
+            0..0x20 => b'u',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        out.extend_from_slice(&[b'\\', short]);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ]);
+        }
+        i += 1;
+        run = i;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is a control byte, `"` or `\\`
+/// (the exact "has a byte less than n / equal to c" word tests).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (control | zero_in(w ^ (ONES * u64::from(b'"'))) | zero_in(w ^ (ONES * u64::from(b'\\')))) != 0
 }
 
 /// A value as JSON, as [`crate::attributes::to_json`].

@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use super::emit::{KeyBuf, Out, flatten_value, push_attr, write_json};
+use super::emit::{JSON_CAPACITY, KeyBuf, Out, flatten_value, push_attr, write_json};
 use super::lower::{CmpOp, Lit, Node, StrOp};
 use super::{Fail, Steps};
 use crate::attributes::AttrValue;
@@ -131,7 +131,7 @@ impl<'a> Eval<'a> {
                         Some(v) => v.map_get_field(field),
                         None => return Err(Fail::Bail),
                     },
-                    Node::Var(var) => self.read(*var).map_get_field(field),
+                    Node::Var(var) => context::read_field(self.ex, &self.view, *var, field),
                     _ => self.eval_node(x)?.map_get_field(field),
                 };
                 match found {
@@ -194,6 +194,13 @@ impl<'a> Eval<'a> {
             Node::IsNull(x) => Ok(Value::Bool(matches!(self.eval(x)?, Value::Null))),
             Node::Eq(a, b, negate) => {
                 let l = self.eval(a)?;
+                // `x == "literal"`, the common test: what `equals` decides for
+                // a string on one side, without making a value of the literal.
+                if let Node::Lit(Lit::Str(s)) = &**b
+                    && !matches!(l, Value::Flat(_) | Value::Parsed(_))
+                {
+                    return Ok(Value::Bool((l.as_str() == Some(&**s)) != *negate));
+                }
                 let r = self.eval(b)?;
                 match equals(&l, &r) {
                     Some(eq) => Ok(Value::Bool(eq != *negate)),
@@ -313,7 +320,7 @@ impl<'a> Eval<'a> {
         match n {
             Node::ToJson(x) => {
                 let v = self.eval(x)?;
-                let mut text = Vec::new();
+                let mut text = Vec::with_capacity(JSON_CAPACITY);
                 write_json(&v, 0, &mut text, &self.steps)?;
                 // serde_json writes valid UTF-8.
                 String::from_utf8(text)

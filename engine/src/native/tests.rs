@@ -237,6 +237,19 @@ const EXPRESSIONS: &[&str] = &[
     "llm.params == {}",
     "llm.prompt == {}",
     "llm.prompt[0] == \"x\"",
+    // a string literal on the right, against every kind of value
+    "llm.provider == \"openai\"",
+    "llm.provider != \"openai\"",
+    "llm.inputTokens == \"498\"",
+    "llm.responseModel == \"x\"",
+    "llm.prompt != \"x\"",
+    "llm.params == \"x\"",
+    "llm.prompt[0].content == \"x\"",
+    "type(llm.provider) == \"string\"",
+    "(llm.provider + \"-x\") == \"openai-x\"",
+    "flatten(llm.params) == \"x\"",
+    "parseJson(\"[1]\") == \"x\"",
+    "parseJson(\"\\\"x\\\"\") == \"x\"",
     "\"a\" == 1",
     "1 == \"a\"",
     "true == 1",
@@ -622,4 +635,27 @@ fn a_long_borrowed_string_is_cut_before_it_is_copied_and_matches_the_interpreter
             .iter()
             .all(|(_, ok)| *ok == Some(true))
     );
+}
+
+#[test]
+fn json_strings_are_written_as_serde_json_writes_them() {
+    // Every ASCII byte, at every offset from an 8-byte word's start, among
+    // plain text and multi-byte characters.
+    let mut cases = vec![String::new(), "é😀\u{7f}\u{80}\u{2028}".to_owned()];
+    for b in 0u8..0x80 {
+        for pad in 0..10 {
+            let c = char::from(b);
+            cases.push(format!("{}{c}é{}", "a".repeat(pad), "b".repeat(9 - pad)));
+        }
+    }
+    cases.push((0u8..0x80).map(char::from).collect::<String>().repeat(3));
+    for s in cases {
+        let mut out = Vec::new();
+        super::emit::json_str(&s, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&s).unwrap(),
+            "{s:?}"
+        );
+    }
 }

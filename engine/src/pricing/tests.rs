@@ -195,14 +195,18 @@ fn malformed_pricing_is_a_positioned_parse_error() {
 #[test]
 fn llm_cost_reads_the_same_in_both_evaluators_and_is_null_when_unpriced() {
     use crate::attributes::AttrValue;
-    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        in: llm.cost.input\n        read: llm.cost.cacheRead\n        total: llm.cost.total\n        keys: size(llm.cost)\n        priced: llm.cost.total != null\npricing:\n  - {model: m, input: 3, cachedInput: 0.3, output: 15}\n";
+    let yaml = "config:\n  tracing:\n    fields:\n      add:\n        in: llm.cost.input\n        read: llm.cost.cacheRead\n        total: llm.cost.total\n        keys: size(llm.cost)\n        priced: llm.cost.total != null\n        thinking: llm.cost.reasoning\n        nope: llm.cost.nope\npricing:\n  - {model: m, input: 3, cachedInput: 0.3, output: 15}\n";
     let plan = crate::load(yaml, &crate::LoadOptions::default())
         .unwrap()
         .plan;
     let ex = exchange(1_000_000, Some(200_000), None, 10_000, None);
     let native = plan.evaluate(&ex);
     let interpreted = plan.evaluate_interpreted(&ex);
-    assert!(native.errors.is_empty(), "{:?}", native.errors);
+    // A part that does not exist is an error, the same one both ways.
+    let errored =
+        |r: &crate::SpanRecord| r.errors.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(errored(&native), ["nope"], "{:?}", native.errors);
+    assert_eq!(native.errors, interpreted.errors);
     assert_eq!(native.attributes, interpreted.attributes);
     let get = |k: &str| {
         native
@@ -224,7 +228,8 @@ fn llm_cost_reads_the_same_in_both_evaluators_and_is_null_when_unpriced() {
     let mut other = ex.clone();
     other.request_model = Some("unpriced".into());
     let rec = plan.evaluate(&other);
-    assert!(rec.errors.is_empty(), "{:?}", rec.errors);
+    assert_eq!(errored(&rec), ["nope"], "{:?}", rec.errors);
+    assert_eq!(rec.attributes, plan.evaluate_interpreted(&other).attributes);
     assert_eq!(
         rec.attributes
             .iter()
