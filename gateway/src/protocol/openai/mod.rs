@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use super::json::{ParseError, string_field};
 use super::stream::{FinalEvent, SseAccumulator, StreamAccumulator};
-use super::tokens::{Usage, json_count, set_usage};
+use super::tokens::json_count;
 use super::{BackendAuth, Protocol, RequestFacts};
 use chat_stream::ChatStream;
 
@@ -37,6 +37,7 @@ pub mod embeddings;
 mod request;
 mod response;
 pub mod responses;
+mod usage;
 
 /// One endpoint of the family, as a [`Protocol`].
 #[derive(Debug)]
@@ -186,31 +187,6 @@ fn has_choices(operation: Operation) -> bool {
 /// An OpenAI-style error body.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
     serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
-}
-
-/// Reads an OpenAI `usage` object (`prompt_tokens` / `completion_tokens` /
-/// `total_tokens`, falling back to the Responses-API `input_tokens` / `output_tokens`).
-pub(crate) fn apply_usage_object(ex: &mut Exchange, usage: &Map<String, Value>) {
-    let get = |primary: &str, fallback: &str| {
-        usage
-            .get(primary)
-            .and_then(json_count)
-            .or_else(|| usage.get(fallback).and_then(json_count))
-    };
-    let details =
-        |primary: &str, fallback: &str| usage.get(primary).or_else(|| usage.get(fallback));
-    set_usage(
-        ex,
-        Usage {
-            input: get("prompt_tokens", "input_tokens"),
-            output: get("completion_tokens", "output_tokens"),
-            total: usage.get("total_tokens").and_then(json_count),
-            details: token_details(
-                details("prompt_tokens_details", "input_tokens_details"),
-                details("completion_tokens_details", "output_tokens_details"),
-            ),
-        },
-    );
 }
 
 /// The token breakdowns from a usage object's `prompt_tokens_details` and

@@ -10,13 +10,14 @@ use std::fmt;
 
 use celgate_engine::exchange::{Choice, Exchange};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::super::json::{BodyKind, Key, ObjectOrNone, ObjectReader, ParseError, parse_top_level};
 #[cfg(doc)]
 use super::super::limits::MAX_TRACKED;
 use super::super::limits::capped_seq_seeded;
-use super::{apply_usage_object, content_text, function_call, tool_call};
+use super::usage::{self, UsageFields, UsageReader};
+use super::{content_text, function_call, tool_call};
 
 /// Parses a response body into `ex` (see [`super::parse_response`]); `choices`:
 /// read them and keep the body as `response_body`.
@@ -68,7 +69,7 @@ fn parse_fields(choices: bool, body: &[u8], ex: &mut Exchange) -> Result<(), Par
         ex.response_model = Some(model);
     }
     if let Some(usage) = fields.usage {
-        apply_usage_object(ex, &usage);
+        usage::apply(ex, &usage);
     }
     ex.choices = fields.choices;
     ex.response_truncated |= fields.choices_truncated;
@@ -82,7 +83,7 @@ fn parse_fields(choices: bool, body: &[u8], ex: &mut Exchange) -> Result<(), Par
 struct ResponseFields {
     id: Option<String>,
     model: Option<String>,
-    usage: Option<Map<String, Value>>,
+    usage: Option<UsageFields>,
     choices: Vec<Choice>,
     /// `choices` had more than [`MAX_TRACKED`] entries; the rest were skipped.
     choices_truncated: bool,
@@ -103,12 +104,7 @@ impl ObjectReader for ResponseReader {
             match key.as_ref() {
                 "id" => fields.id = string_value(map.next_value::<Value>()?),
                 "model" => fields.model = string_value(map.next_value::<Value>()?),
-                "usage" => {
-                    fields.usage = match map.next_value::<Value>()? {
-                        Value::Object(usage) => Some(usage),
-                        _ => None,
-                    };
-                }
+                "usage" => fields.usage = map.next_value_seed(ObjectOrNone(UsageReader))?,
                 "choices" if self.choices => {
                     let (choices, truncated) = map.next_value_seed(ChoicesSeed)?;
                     fields.choices = choices;

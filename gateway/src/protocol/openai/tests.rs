@@ -313,6 +313,26 @@ fn usage_details_are_read_in_both_api_spellings_and_junk_is_ignored() {
 }
 
 #[test]
+fn usage_keys_given_twice_count_their_last_and_the_chat_spelling_wins() {
+    let ex = response(
+        Operation::Chat,
+        br#"{"usage":{"prompt_tokens":1,"prompt_tokens":2,"input_tokens":40,"prompt_tokens_details":{"cached_tokens":5,"cached_tokens":6},"input_tokens_details":{"cached_tokens":9},"completion_tokens_details":null,"output_tokens_details":{"reasoning_tokens":3},"output_tokens":4,"extra":{"deep":[1,{"a":2}]}}}"#,
+    );
+    assert_eq!(ex.input_tokens, Some(2));
+    assert_eq!(
+        ex.output_tokens,
+        Some(4),
+        "the Responses name when the chat one is absent"
+    );
+    assert_eq!(ex.total_tokens, Some(6));
+    assert_eq!(ex.token_details.cache_read, Some(6));
+    assert_eq!(
+        ex.token_details.reasoning, None,
+        "a null `completion_tokens_details` wins over `output_tokens_details`"
+    );
+}
+
+#[test]
 fn usage_total_is_computed_when_absent() {
     let ex = response(
         Operation::Chat,
