@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::record::Finished;
+use celgate_engine::config::AccessLogFormat;
 
 /// Lines queued for the writer at most.
 pub const CAPACITY: usize = 4096;
@@ -57,6 +58,10 @@ impl AccessLog {
 
     /// Queues the line of `record`, in its generation's format (`off`: none).
     pub fn accept(&self, record: &Finished) {
+        // Off: the entry (ids and an endpoint formatted as text) is not even built.
+        if record.access_log == AccessLogFormat::Off {
+            return;
+        }
         if let Some(line) = crate::access_log::line(record.access_log, &record.access_entry()) {
             self.push(line);
         }
