@@ -16,6 +16,7 @@ CELGATE="$RELEASE_DIR/celgate"
 SINK="$RELEASE_DIR/examples/otlp_sink"
 TTFB="$RELEASE_DIR/examples/ttfb"
 RATE="$RELEASE_DIR/examples/rate"
+BARE="$RELEASE_DIR/examples/bare_proxy"
 CLK_TCK=$(getconf CLK_TCK)
 # The backend key celgate sends upstream (nginx ignores it).
 export BENCH_BACKEND_KEY=sk-bench-backend-key
@@ -81,9 +82,9 @@ ensure_tools() {
 
 # The release binary and the three bench examples, built in one cargo invocation.
 build_release() {
-    log "building release: cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate"
+    log "building release: cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate --example bare_proxy"
     local start=$SECONDS
-    (cd "$REPO_DIR" && cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate) ||
+    (cd "$REPO_DIR" && cargo build --release --locked -p celgate --bin celgate --example otlp_sink --example ttfb --example rate --example bare_proxy) ||
         die "the release build failed"
     BUILD_SECONDS=$((SECONDS - start))
     log "release build took ${BUILD_SECONDS}s"
@@ -231,6 +232,21 @@ start_upstream() {
     UP_ADDR=$(listening_addr "$dir/stderr.log" "scripted upstream")
     UP_PID=$pid
     log "scripted upstream on $UP_ADDR (pid $pid)"
+}
+
+# start_bare ORIGIN_HOST:PORT: the bare hyper proxy (gateway/examples/bare_proxy.rs),
+# celgate's stack without celgate; sets BARE_ADDR, BARE_PID.
+start_bare() {
+    local dir="$WORK/bare" pid
+    mkdir -p "$dir"
+    "$BARE" --origin "$1" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_for_line "$dir/stdout.log" 'bare_proxy ready ' "$pid" 30 >/dev/null ||
+        die "bare_proxy did not start: $(cat "$dir/stderr.log")"
+    BARE_ADDR=$(sed -n 's/^bare_proxy ready listen=//p' "$dir/stdout.log")
+    BARE_PID=$pid
+    log "bare proxy on $BARE_ADDR (pid $pid)"
 }
 
 # A celgate config: celgate_config BASE_URL [TRACING_BLOCK]

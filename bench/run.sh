@@ -16,6 +16,8 @@
 # noise hits them alike; the table shows medians over the rounds:
 #   a  wrk -> nginx origin (a fixed chat completion, `return 200`)
 #   b  wrk -> nginx reverse proxy (keepalive upstream) -> a
+#   h  wrk -> bare hyper proxy (gateway/examples/bare_proxy.rs: celgate's stack,
+#         tokio + hyper server + hyper-util client + mimalloc, doing nothing else) -> a
 #   c  wrk -> celgate, tracing off (no exporter, randomSampling: false) -> a
 #   d  wrk -> celgate, jaeger preset, OTLP/gRPC to a live sink -> a
 #   e  wrk -> celgate, phoenix preset (content on), OTLP/gRPC to a live sink -> a
@@ -78,6 +80,7 @@ start_nginx proxy \
     "upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }"
 PROXY_PORT=$NGINX_PORT
 PROXY_PID=$NGINX_PID
+start_bare "127.0.0.1:$ORIGIN_PORT"
 start_upstream
 start_sink jaeger
 JAEGER_SINK=$SINK_GRPC JAEGER_SINK_STATS=$SINK_STATS JAEGER_SINK_PID=$SINK_PID
@@ -122,13 +125,16 @@ fi
 # --- what to measure ---------------------------------------------------------------
 PATH_CHAT=/v1/chat/completions
 declare -A LABEL URL ARGS CPU_PIDS SLOW
-ORDER=(a b c d e b1k e1k b16k e16k f0 f1)
+ORDER=(a b h c d e b1k e1k b16k e16k f0 f1)
 LABEL[a]="direct to nginx (fixed chat completion)"
 URL[a]="http://127.0.0.1:$ORIGIN_PORT$PATH_CHAT"
 CPU_PIDS[a]="$ORIGIN_PID $(children_of "$ORIGIN_PID")"
 LABEL[b]="nginx reverse proxy -> a"
 URL[b]="http://127.0.0.1:$PROXY_PORT$PATH_CHAT"
 CPU_PIDS[b]="$PROXY_PID $(children_of "$PROXY_PID")"
+LABEL[h]="bare hyper proxy (celgate's stack, no celgate) -> a"
+URL[h]="http://$BARE_ADDR$PATH_CHAT"
+CPU_PIDS[h]=$BARE_PID
 LABEL[c]="celgate, tracing off -> a"
 URL[c]="http://$OFF_ADDR$PATH_CHAT"
 CPU_PIDS[c]=$OFF_PID
