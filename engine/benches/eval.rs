@@ -5,6 +5,9 @@
 //! four presets <= 5 ms. Results and the machine they ran on are in BENCHMARKS.md.
 //! Every case evaluates the same realistic exchange, `celgate_engine::fixture::
 //! bookshop_chat` (shared with the tests and fuzz targets).
+//!
+//! The benches allocate with mimalloc, as the `celgate` binary does: an evaluation
+//! allocates its attributes' strings, and its time depends on the allocator.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -12,6 +15,9 @@ use std::time::Duration;
 use celgate_engine::fixture::bookshop_chat;
 use celgate_engine::{LoadOptions, TracingPlan, load};
 use criterion::{Criterion, criterion_group};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The seed Phoenix config from the agentgateway docs (snake_case aliases).
 const SEED_PHOENIX: &str = r#"config:

@@ -36,17 +36,26 @@ struct Args {
     /// Runtime worker threads (celgate's default on this machine: the core count).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// One current-thread runtime instead (a runtime-shape experiment).
+    #[arg(long)]
+    current_thread: bool,
 }
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers)
-        .enable_all()
-        .build()?
-        .block_on(serve(args))
+    let runtime = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(serve(args))
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
