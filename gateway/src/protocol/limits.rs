@@ -32,38 +32,34 @@ pub const MAX_LABEL_BYTES: usize = 256;
 /// Returns the items and whether any element was skipped. A whole-body reader's
 /// answer to a million choices, blocks or output items costs one at a time.
 pub(crate) fn capped_seq<'de, A: SeqAccess<'de>, T>(
-    mut seq: A,
+    seq: A,
     mut keep: impl FnMut(Value) -> Option<T>,
 ) -> Result<(Vec<T>, bool), A::Error> {
-    let mut items = Vec::new();
-    let mut truncated = false;
-    loop {
-        if items.len() >= MAX_TRACKED {
-            if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
-            }
-            truncated = true;
-            continue;
-        }
-        match seq.next_element::<Value>()? {
-            None => break,
-            Some(v) => items.extend(keep(v)),
-        }
-    }
-    Ok((items, truncated))
+    capped(seq, |seq, _| {
+        Ok(seq.next_element::<Value>()?.map(&mut keep))
+    })
 }
 
 /// [`capped_seq`] for elements read by a seed rather than built as a [`Value`]:
 /// `seed(position)` reads the element at `position` (every element counts) into at
 /// most one item.
 pub(crate) fn capped_seq_seeded<'de, A, S, T>(
-    mut seq: A,
+    seq: A,
     mut seed: impl FnMut(usize) -> S,
 ) -> Result<(Vec<T>, bool), A::Error>
 where
     A: SeqAccess<'de>,
     S: DeserializeSeed<'de, Value = Option<T>>,
 {
+    capped(seq, |seq, at| seq.next_element_seed(seed(at)))
+}
+
+/// The loop of both: `next(seq, position)` reads one element (`None` at the end)
+/// into at most one item.
+fn capped<'de, A: SeqAccess<'de>, T>(
+    mut seq: A,
+    mut next: impl FnMut(&mut A, usize) -> Result<Option<Option<T>>, A::Error>,
+) -> Result<(Vec<T>, bool), A::Error> {
     let mut items = Vec::new();
     let mut truncated = false;
     let mut position = 0;
@@ -75,7 +71,7 @@ where
             truncated = true;
             continue;
         }
-        match seq.next_element_seed(seed(position))? {
+        match next(&mut seq, position)? {
             None => break,
             Some(item) => items.extend(item),
         }
