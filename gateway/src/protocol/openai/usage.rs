@@ -49,28 +49,23 @@ impl ObjectReader for UsageReader {
     fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<UsageFields, A::Error> {
         let mut u = UsageFields::default();
         while let Some(Key(key)) = map.next_key::<Key>()? {
-            let count = match key.as_ref() {
-                "prompt_tokens" => &mut u.prompt_tokens,
-                "input_tokens" => &mut u.input_tokens,
-                "completion_tokens" => &mut u.completion_tokens,
-                "output_tokens" => &mut u.output_tokens,
-                "total_tokens" => &mut u.total_tokens,
-                details => {
-                    let slot = match details {
-                        "prompt_tokens_details" => &mut u.prompt_details,
-                        "input_tokens_details" => &mut u.input_details,
-                        "completion_tokens_details" => &mut u.completion_details,
-                        "output_tokens_details" => &mut u.output_details,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = Some(map.next_value_seed(ObjectOrNone(DetailsReader))?);
-                    continue;
+            let details = || ObjectOrNone(DetailsReader);
+            match key.as_ref() {
+                "prompt_tokens" => u.prompt_tokens = Some(map.next_value()?),
+                "input_tokens" => u.input_tokens = Some(map.next_value()?),
+                "completion_tokens" => u.completion_tokens = Some(map.next_value()?),
+                "output_tokens" => u.output_tokens = Some(map.next_value()?),
+                "total_tokens" => u.total_tokens = Some(map.next_value()?),
+                "prompt_tokens_details" => u.prompt_details = Some(map.next_value_seed(details())?),
+                "input_tokens_details" => u.input_details = Some(map.next_value_seed(details())?),
+                "completion_tokens_details" => {
+                    u.completion_details = Some(map.next_value_seed(details())?);
                 }
-            };
-            *count = Some(map.next_value()?);
+                "output_tokens_details" => u.output_details = Some(map.next_value_seed(details())?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
         }
         Ok(u)
     }
@@ -84,17 +79,15 @@ impl ObjectReader for DetailsReader {
     fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
         let mut d = Details::default();
         while let Some(Key(key)) = map.next_key::<Key>()? {
-            let slot = match key.as_ref() {
-                "cached_tokens" => &mut d.cached_tokens,
-                "cache_write_tokens" => &mut d.cache_write_tokens,
-                "audio_tokens" => &mut d.audio_tokens,
-                "reasoning_tokens" => &mut d.reasoning_tokens,
+            match key.as_ref() {
+                "cached_tokens" => d.cached_tokens = Some(map.next_value()?),
+                "cache_write_tokens" => d.cache_write_tokens = Some(map.next_value()?),
+                "audio_tokens" => d.audio_tokens = Some(map.next_value()?),
+                "reasoning_tokens" => d.reasoning_tokens = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
-                    continue;
                 }
-            };
-            *slot = Some(map.next_value()?);
+            }
         }
         Ok(d)
     }
