@@ -159,6 +159,45 @@ impl GenAiBounds {
     }
 }
 
+impl Bounded {
+    /// The labels of a time-to-first-token series.
+    fn model_labels(&self, operation: &str) -> ModelLabels {
+        ModelLabels {
+            gen_ai_operation_name: operation.to_owned(),
+            gen_ai_provider_name: self.provider.clone(),
+            gen_ai_request_model: self.request_model.clone(),
+            gen_ai_response_model: self.response_model.clone(),
+            server_address: self.server_address.clone(),
+        }
+    }
+
+    /// The labels of a duration series.
+    fn genai_labels(&self, operation: &str) -> GenAiLabels {
+        let m = self.model_labels(operation);
+        GenAiLabels {
+            gen_ai_operation_name: m.gen_ai_operation_name,
+            gen_ai_provider_name: m.gen_ai_provider_name,
+            gen_ai_request_model: m.gen_ai_request_model,
+            gen_ai_response_model: m.gen_ai_response_model,
+            server_address: m.server_address,
+            error_type: self.error_type.clone(),
+        }
+    }
+
+    /// The labels of a token-usage series of `kind` tokens.
+    fn token_labels(&self, operation: &str, kind: &'static str) -> TokenLabels {
+        let m = self.model_labels(operation);
+        TokenLabels {
+            gen_ai_operation_name: m.gen_ai_operation_name,
+            gen_ai_provider_name: m.gen_ai_provider_name,
+            gen_ai_request_model: m.gen_ai_request_model,
+            gen_ai_response_model: m.gen_ai_response_model,
+            server_address: m.server_address,
+            gen_ai_token_type: kind,
+        }
+    }
+}
+
 /// The series one set of GenAI label values records into, each family's resolved
 /// when a call first records into it (a call without tokens creates no token
 /// series, as before the cache).
@@ -424,14 +463,7 @@ impl Metrics {
         self.record_first_token(call, &series);
         let (b, duration) = series.duration.get_or_init(|| {
             let b = self.duration_bounds.bound(call);
-            let h = self.duration.get_or_create(&GenAiLabels {
-                gen_ai_operation_name: call.operation.to_owned(),
-                gen_ai_provider_name: b.provider.clone(),
-                gen_ai_request_model: b.request_model.clone(),
-                gen_ai_response_model: b.response_model.clone(),
-                server_address: b.server_address.clone(),
-                error_type: b.error_type.clone(),
-            });
+            let h = self.duration.get_or_create(&b.genai_labels(call.operation));
             let h = h.clone();
             (b, h)
         });
@@ -452,14 +484,9 @@ impl Metrics {
                 o.tokens(call.operation, b, kind, n);
             }
             let histogram = histogram.get_or_init(|| {
-                let h = self.token_usage.get_or_create(&TokenLabels {
-                    gen_ai_operation_name: call.operation.to_owned(),
-                    gen_ai_provider_name: b.provider.clone(),
-                    gen_ai_request_model: b.request_model.clone(),
-                    gen_ai_response_model: b.response_model.clone(),
-                    server_address: b.server_address.clone(),
-                    gen_ai_token_type: kind,
-                });
+                let h = self
+                    .token_usage
+                    .get_or_create(&b.token_labels(call.operation, kind));
                 h.clone()
             });
             histogram.observe(n as f64);
@@ -477,13 +504,9 @@ impl Metrics {
         }
         let (b, histogram) = series.first_token.get_or_init(|| {
             let b = self.ttft_bounds.bound(call);
-            let h = self.time_to_first_token.get_or_create(&ModelLabels {
-                gen_ai_operation_name: call.operation.to_owned(),
-                gen_ai_provider_name: b.provider.clone(),
-                gen_ai_request_model: b.request_model.clone(),
-                gen_ai_response_model: b.response_model.clone(),
-                server_address: b.server_address.clone(),
-            });
+            let h = self
+                .time_to_first_token
+                .get_or_create(&b.model_labels(call.operation));
             let h = h.clone();
             (b, h)
         });
