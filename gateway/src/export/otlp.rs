@@ -48,18 +48,26 @@ pub fn encode_span(parts: &SpanParts<'_>) -> Vec<u8> {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let encoded = BUFFER.with(|buffer| {
-        let mut buffer = buffer.try_borrow_mut().ok()?;
-        buffer.clear();
-        write_span(parts, usize::MAX, &mut buffer);
-        let out = (buffer.len() <= MAX_SPAN_BYTES).then(|| buffer.to_vec());
-        // An outsized span's buffer is not kept for the next one.
-        if buffer.capacity() > KEPT_BUFFER_BYTES {
-            *buffer = Vec::new();
+    let encoded = BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut buffer) => {
+            let out = encode_whole(parts, &mut buffer);
+            // An outsized span's buffer is not kept for the next one.
+            if buffer.capacity() > KEPT_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
+            out
         }
-        out
+        // Unreachable (nothing here encodes a span while encoding one); correct anyway.
+        Err(_) => encode_whole(parts, &mut Vec::new()),
     });
     encoded.unwrap_or_else(|| fit(parts))
+}
+
+/// The span uncut, written into `buffer` and copied out, if it fits [`MAX_SPAN_BYTES`].
+fn encode_whole(parts: &SpanParts<'_>, buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    buffer.clear();
+    write_span(parts, usize::MAX, buffer);
+    (buffer.len() <= MAX_SPAN_BYTES).then(|| buffer.to_vec())
 }
 
 /// Largest encoding buffer a thread keeps between spans.
@@ -309,11 +317,7 @@ fn kv_len(key: &str, any_len: usize) -> usize {
 /// An attribute as field `field` of its message (9 of a span, 1 of a resource),
 /// each of its lengths computed once.
 fn write_key_value(field: u32, key: &str, value: &AttrValue, max: usize, out: &mut Vec<u8>) {
-    let array = array_len(value, max);
-    let any_len = match array {
-        Some(n) => bytes_field_len(5, n),
-        None => scalar_len(scalar(value), max),
-    };
+    let (array, any_len) = value_lens(value, max);
     write_len(field, kv_len(key, any_len), out);
     write_bytes(1, key.as_bytes(), out);
     write_len(2, any_len, out);
@@ -397,10 +401,17 @@ fn array_len(value: &AttrValue, max: usize) -> Option<usize> {
 }
 
 fn any_value_len(value: &AttrValue, max: usize) -> usize {
-    match array_len(value, max) {
+    value_lens(value, max).1
+}
+
+/// An `AnyValue`'s array body length (`None` for a scalar) and its own length.
+fn value_lens(value: &AttrValue, max: usize) -> (Option<usize>, usize) {
+    let array = array_len(value, max);
+    let len = match array {
         Some(n) => bytes_field_len(5, n),
         None => scalar_len(scalar(value), max),
-    }
+    };
+    (array, len)
 }
 
 /// An array value (`ArrayValue`, field 5 of `AnyValue`) whose body is `n` bytes.
