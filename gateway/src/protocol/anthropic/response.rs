@@ -14,7 +14,7 @@ use celgate_engine::exchange::Exchange;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level, string_field};
+use super::super::json::{BodyKind, Key, ObjectReader, ParseError, parse_top_level, string_field};
 #[cfg(doc)]
 use super::super::limits::MAX_TRACKED;
 use super::super::limits::capped_seq;
@@ -118,8 +118,8 @@ impl ObjectReader for AnswerReader {
 
     fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<AnswerFields, A::Error> {
         let mut fields = AnswerFields::default();
-        while let Some(key) = map.next_key::<String>()? {
-            let slot = match key.as_str() {
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            let slot = match key.as_ref() {
                 "id" => &mut fields.id,
                 "type" => &mut fields.kind,
                 "role" => &mut fields.role,

@@ -16,7 +16,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::super::super::json::{BodyKind, ObjectReader, ParseError, parse_top_level};
+use super::super::super::json::{BodyKind, Key, ObjectReader, ParseError, parse_top_level};
 #[cfg(doc)]
 use super::super::super::limits::MAX_TRACKED;
 use super::super::super::limits::capped_seq;
@@ -278,8 +278,8 @@ impl ObjectReader for ResponseReader {
 
     fn read<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<ResponseFields, A::Error> {
         let mut fields = ResponseFields::default();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
                 "id" => fields.id = string(Some(map.next_value()?)),
                 "model" => fields.model = string(Some(map.next_value()?)),
                 "status" => fields.status = string(Some(map.next_value()?)),
